@@ -1,0 +1,286 @@
+//! The command line: clap's definitions (their `///` comments are the `--help` text),
+//! resolved into plain settings before any work, then handed to the library.
+
+mod token_args;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::import::{self, ImportRequest};
+use crate::inventory::{self, Listed};
+use crate::secret::{SecretSource, P12_PASSWORD_ENV};
+use crate::token::{discover_modules, Module};
+pub use token_args::{TokenArgs, TokenTarget};
+
+/// Keeps the ePUAP / Profil Zaufany key in a PKCS#11 token (HSM, smart card, SoftHSM)
+/// and signs for GSKO over a local socket.
+///
+/// Secrets never go on the command line: PINs and passwords come from a prompt, a file
+/// (--pin-file, --password-file) or the environment (HSM_SIGNER_PIN,
+/// HSM_SIGNER_P12_PASSWORD).
+#[derive(Debug, Parser)]
+#[command(name = "hsm-signer", version)]
+pub struct Cli {
+    /// More detail on standard error (-v: info, -vv: debug). HSM_SIGNER_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the PKCS#11 modules found on this system and the tokens each one sees.
+    Tokens {
+        /// Only this module.
+        #[arg(long, env = "HSM_SIGNER_MODULE")]
+        module: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the key and certificates from a .p12 into the token, then prove it works.
+    Import(ImportArgs),
+    /// List the keys on the token with their certificates.
+    List {
+        /// The token.
+        #[command(flatten)]
+        token: TokenArgs,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove a stored key: sign a fresh challenge, verify it against the certificate,
+    /// check the key cannot be read out.
+    Verify {
+        /// The token.
+        #[command(flatten)]
+        token: TokenArgs,
+        /// CKA_LABEL of the key.
+        #[arg(long)]
+        label: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the key, public key and certificate with this label from the token.
+    Remove {
+        /// The token.
+        #[command(flatten)]
+        token: TokenArgs,
+        /// CKA_LABEL of the objects to remove.
+        #[arg(long)]
+        label: String,
+        /// Do not ask for confirmation (needed when not run in a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `hsm-signer import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    token: TokenArgs,
+    /// The .p12 / .pfx file from Sigillum.
+    #[arg(long)]
+    p12: PathBuf,
+    /// File holding the .p12 password (else HSM_SIGNER_P12_PASSWORD, else a prompt).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// The separate certificate from Sigillum's e-mail (DER .cer or PEM); the import is
+    /// refused if it does not belong to the key.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// CKA_LABEL for the key, public key and certificate [default: the friendlyName].
+    #[arg(long)]
+    label: Option<String>,
+    /// CKA_ID in hex [default: SHA-1 of the certificate's public key bits, RFC 5280
+    /// 4.2.1.2 method 1, usually equal to its Subject Key Identifier].
+    #[arg(long, value_parser = parse_hex)]
+    id: Option<Vec<u8>>,
+    /// Replace objects that already carry this label or ID; the old key stays until the
+    /// new one has proven itself.
+    #[arg(long)]
+    replace: bool,
+    /// Allow ECDH with an EC key (sets CKA_DERIVE); off by default.
+    #[arg(long)]
+    allow_derive: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let clean = text.trim_start_matches("0x").replace(':', "");
+    match hex::decode(&clean) {
+        Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+        _ => Err(format!(
+            "{text:?} is not a hex ID such as 01a2b3 or 01:a2:b3"
+        )),
+    }
+}
+
+/// Runs the command line; errors are printed once by the caller.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Tokens { module, json } => tokens(module, json),
+        Command::Import(args) => run_import(args),
+        Command::List { token, json } => list(token.resolve()?, json),
+        Command::Verify { token, label, json } => verify(token.resolve()?, &label, json),
+        Command::Remove { token, label, yes } => remove(token.resolve()?, &label, yes),
+    }
+}
+
+fn run_import(args: ImportArgs) -> Result<ExitCode> {
+    let target = args.token.resolve()?;
+    let password = SecretSource::choose(
+        args.password_file.as_deref(),
+        P12_PASSWORD_ENV,
+        &format!("Password for {}: ", args.p12.display()),
+        ".p12 password",
+        "--password-file",
+    )?
+    .read(".p12 password")?;
+    let request = ImportRequest {
+        p12: args.p12,
+        cert: args.cert,
+        label: args.label,
+        id: args.id,
+        replace: args.replace,
+        allow_derive: args.allow_derive,
+    };
+    // Everything that needs only the file is checked before the token is touched.
+    let prepared = import::prepare(request, &password)?;
+    drop(password);
+    let token = target.open_logged_in(true)?;
+    eprintln!(
+        "Importing \"{}\" into token \"{}\" (serial {})...",
+        prepared.label(),
+        token.info.label,
+        token.info.serial
+    );
+    let report = import::store(&token, prepared)?;
+    print(&report, args.json, |r| {
+        format!("Imported and proven.\n{}", r.to_text())
+    })
+}
+
+fn list(target: TokenTarget, json: bool) -> Result<ExitCode> {
+    let token = target.open_logged_in(false)?;
+    let keys = inventory::list(&token)?;
+    print(&keys, json, |keys| {
+        if keys.is_empty() {
+            return format!("Token \"{}\" holds no private keys.\n", token.info.label);
+        }
+        keys.iter()
+            .map(|k| match k {
+                Listed::Key(r) => r.to_text(),
+                Listed::Problem { problem } => format!("PROBLEM: {problem}\n"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+fn verify(target: TokenTarget, label: &str, json: bool) -> Result<ExitCode> {
+    let token = target.open_logged_in(false)?;
+    let report = inventory::verify(&token, label)?;
+    print(&report, json, |r| format!("Key works.\n{}", r.to_text()))
+}
+
+fn remove(target: TokenTarget, label: &str, yes: bool) -> Result<ExitCode> {
+    let token = target.open_logged_in(true)?;
+    let objects = inventory::objects_labelled(&token, label)?;
+    if objects.is_empty() {
+        bail!(
+            "no objects labelled \"{label}\" on token \"{}\"; nothing removed",
+            token.info.label
+        );
+    }
+    if !yes {
+        confirm(label, objects.len(), &token.info.label)?;
+    }
+    let removed = inventory::remove(&token, label, &objects)?;
+    println!(
+        "Removed {removed} object(s) labelled \"{label}\" from token \"{}\".",
+        token.info.label
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn confirm(label: &str, count: usize, token: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to remove {count} object(s) labelled \"{label}\" without confirmation: re-run with --yes");
+    }
+    eprint!("Remove {count} object(s) labelled \"{label}\" from token \"{token}\"? This cannot be undone. Type the label to confirm: ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("reading the confirmation")?;
+    if answer.trim() != label {
+        bail!("not confirmed; nothing removed");
+    }
+    Ok(())
+}
+
+fn tokens(module: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let modules = match module {
+        Some(m) => vec![m],
+        None => discover_modules(),
+    };
+    let mut found = Vec::new();
+    for path in modules {
+        let entry = match Module::open(&path).and_then(|m| m.tokens()) {
+            Ok(tokens) => {
+                serde_json::json!({"module": path, "tokens": tokens.into_iter().map(|(_, t)| t).collect::<Vec<_>>()})
+            }
+            Err(e) => serde_json::json!({"module": path, "error": e.to_string()}),
+        };
+        found.push(entry);
+    }
+    print(&found, json, |found| {
+        let mut text = String::new();
+        for m in found {
+            text.push_str(&format!("{}\n", m["module"].as_str().unwrap_or("?")));
+            if let Some(err) = m["error"].as_str() {
+                text.push_str(&format!(
+                    "  cannot use it: {}\n",
+                    err.lines().next().unwrap_or(err)
+                ));
+            }
+            for t in m["tokens"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "  token \"{}\"  serial {}  ({} {})\n",
+                    t["label"].as_str().unwrap_or(""),
+                    t["serial"].as_str().unwrap_or(""),
+                    t["manufacturer"].as_str().unwrap_or(""),
+                    t["model"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        if text.is_empty() {
+            text = "No PKCS#11 modules found.\n".into();
+        }
+        text
+    })
+}
+
+fn print<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", text(value));
+    }
+    Ok(ExitCode::SUCCESS)
+}

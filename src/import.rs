@@ -1,0 +1,392 @@
+//! The import flow: `.p12` → key material → token objects → proof.
+//!
+//! All or nothing. The new objects are created under a temporary label and proven (a
+//! challenge signed on the token and verified in software, attributes read back) before
+//! they take the real label. A failure before that point destroys every object created.
+//! With `--replace`, the old objects are first moved aside under a `.replaced-*` label,
+//! the new ones take the label, and only then are the old ones destroyed, so the label
+//! never points at nothing and never at a key that did not prove itself.
+
+use std::path::PathBuf;
+
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use openssl::x509::X509;
+use secrecy::SecretString;
+
+use crate::cert::{cert_matches_key, load_cert_bytes, CertDer, CertError, CertInfo};
+use crate::p12::{self, KeyMaterial, P12Error};
+use crate::proof::{prove, Proof};
+use crate::report::KeyReport;
+use crate::token::{
+    cert_template, find_objects, private_key_template, public_key_template, relabel, CertCategory,
+    OpenToken, StoredKey, TokenError,
+};
+
+/// What the officer asked to import.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The `.p12` file.
+    pub p12: PathBuf,
+    /// The separate certificate file, checked against the key.
+    pub cert: Option<PathBuf>,
+    /// CKA_LABEL; defaults to the friendlyName.
+    pub label: Option<String>,
+    /// CKA_ID; defaults to [`CertDer::default_id`].
+    pub id: Option<Vec<u8>>,
+    /// Replace objects that already carry the label or ID.
+    pub replace: bool,
+    /// Set CKA_DERIVE on an EC key (for ECDH).
+    pub allow_derive: bool,
+}
+
+/// Why an import did not happen. In every case the token is as it was, except
+/// [`ImportError::Finish`], which says exactly what is left.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The `.p12` could not be opened.
+    #[error(transparent)]
+    P12(#[from] P12Error),
+    /// The certificate file could not be read.
+    #[error("cannot read the certificate file {path}: {detail}")]
+    CertFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// The certificate file is for another key.
+    #[error("the certificate in {path} ({subject}, serial {serial}) does not belong to the private key in {p12}: check you have the files from the same Sigillum e-mail")]
+    CertMismatch {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its subject.
+        subject: String,
+        /// Its serial.
+        serial: String,
+        /// The `.p12`.
+        p12: PathBuf,
+    },
+    /// No certificate for the key anywhere.
+    #[error("{p12} holds a private key but no certificate for it: pass the certificate from Sigillum's e-mail with --cert")]
+    NoCertificate {
+        /// The `.p12`.
+        p12: PathBuf,
+    },
+    /// A certificate could not be described.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// No label given and no friendlyName.
+    #[error("{p12} has no friendlyName to use as the label: pass --label NAME (e.g. --label gsko-epuap)")]
+    NoLabel {
+        /// The `.p12`.
+        p12: PathBuf,
+    },
+    /// Objects with the label or ID already exist.
+    #[error("token \"{token}\" already holds {count} object(s) with label \"{label}\" or ID {id}: re-run with --replace to replace them (the old key stays until the new one is proven), or choose another --label/--id")]
+    Exists {
+        /// The token.
+        token: String,
+        /// The label.
+        label: String,
+        /// The ID in hex.
+        id: String,
+        /// How many objects.
+        count: usize,
+    },
+    /// The token refused or failed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The new key did not prove itself; everything created was removed.
+    #[error("the key was stored but failed its proof ({why}); every object created was removed, the token is as it was")]
+    ProofFailed {
+        /// What failed.
+        why: String,
+    },
+    /// Creation failed and so did some of the clean-up.
+    #[error("{cause}; removing the {left} object(s) already created also failed ({cleanup}): remove objects labelled \"{temp_label}\" with `hsm-signer remove --label {temp_label}`")]
+    CleanupFailed {
+        /// The first failure.
+        cause: Box<ImportError>,
+        /// How many objects are left.
+        left: usize,
+        /// The clean-up error.
+        cleanup: String,
+        /// Their label.
+        temp_label: String,
+    },
+    /// The report on the stored key could not be made.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    /// The switch to the final label went wrong after the proof.
+    #[error("the new key is on the token and proven, but finishing the import failed: {0}")]
+    Finish(String),
+}
+
+/// A `.p12` opened and checked, ready to store: nothing has touched the token yet.
+pub struct Prepared {
+    material: KeyMaterial,
+    cert: X509,
+    cert_der: CertDer,
+    label: String,
+    id: Vec<u8>,
+    request: ImportRequest,
+}
+
+impl Prepared {
+    /// The label the key will get.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The certificate, described.
+    pub fn cert_info(&self) -> Result<CertInfo, CertError> {
+        CertInfo::of(&self.cert)
+    }
+}
+
+/// Opens and checks everything that does not need the token: the `.p12` with its
+/// password, the certificate file, the label and the ID.
+pub fn prepare(request: ImportRequest, password: &SecretString) -> Result<Prepared, ImportError> {
+    let material = p12::open_file(&request.p12, password)?;
+    let cert = pick_certificate(&request, &material)?;
+    let cert_der = CertDer::of(&cert)?;
+    let label = request
+        .label
+        .clone()
+        .or_else(|| material.friendly_name.clone())
+        .ok_or_else(|| ImportError::NoLabel {
+            p12: request.p12.clone(),
+        })?;
+    let id = request.id.clone().unwrap_or_else(|| cert_der.default_id());
+    Ok(Prepared {
+        material,
+        cert,
+        cert_der,
+        label,
+        id,
+        request,
+    })
+}
+
+fn pick_certificate(request: &ImportRequest, material: &KeyMaterial) -> Result<X509, ImportError> {
+    let Some(path) = &request.cert else {
+        return material
+            .cert
+            .clone()
+            .ok_or_else(|| ImportError::NoCertificate {
+                p12: request.p12.clone(),
+            });
+    };
+    let file_err = |detail: String| ImportError::CertFile {
+        path: path.clone(),
+        detail,
+    };
+    let bytes = std::fs::read(path).map_err(|e| file_err(e.to_string()))?;
+    let cert = load_cert_bytes(&bytes)
+        .map_err(|_| file_err("not a DER or PEM X.509 certificate".into()))?;
+    if !cert_matches_key(&cert, &material.key) {
+        let info = CertInfo::of(&cert)?;
+        return Err(ImportError::CertMismatch {
+            path: path.clone(),
+            subject: info.subject,
+            serial: info.serial,
+            p12: request.p12.clone(),
+        });
+    }
+    Ok(cert)
+}
+
+/// Stores `prepared` on the logged-in token, proves it, and reports what is stored.
+pub fn store(token: &OpenToken, prepared: Prepared) -> Result<KeyReport, ImportError> {
+    let session = &token.session;
+    let existing = existing_objects(session, &prepared.label, &prepared.id)?;
+    if !existing.is_empty() && !prepared.request.replace {
+        return Err(ImportError::Exists {
+            token: token.info.label.clone(),
+            label: prepared.label.clone(),
+            id: hex::encode(&prepared.id),
+            count: existing.len(),
+        });
+    }
+    let temp_label = format!("{}.importing-{}", prepared.label, random_suffix());
+    let mut created = Created::default();
+    let staged = stage(session, &prepared, &temp_label, &mut created);
+    if let Err(cause) = staged {
+        return Err(created.roll_back(session, cause, &temp_label));
+    }
+    commit(session, &prepared, &created, &existing)?;
+    let stored = StoredKey::find(session, &token.info.label, &prepared.label)?;
+    let proof = prove(session, stored.handle, stored.kind, &stored.cert)?;
+    Ok(KeyReport::new(
+        session,
+        &token.info,
+        &stored,
+        Some(proof),
+        &prepared.material.chain,
+    )?)
+}
+
+/// Objects that would collide: the same label (any class) or the same ID.
+fn existing_objects(
+    session: &Session,
+    label: &str,
+    id: &[u8],
+) -> Result<Vec<ObjectHandle>, TokenError> {
+    let mut found = find_objects(session, None, Some(label), None)?;
+    for class in [
+        ObjectClass::PRIVATE_KEY,
+        ObjectClass::PUBLIC_KEY,
+        ObjectClass::CERTIFICATE,
+    ] {
+        found.extend(find_objects(session, Some(class), None, Some(id))?);
+    }
+    found.sort_by_key(|h| h.handle());
+    found.dedup();
+    Ok(found)
+}
+
+/// The objects this import created so far, in creation order.
+#[derive(Default)]
+struct Created {
+    /// The key, its public key and its certificate: the ones that take the final label.
+    own: Vec<ObjectHandle>,
+    /// CA certificates added (those not already on the token).
+    authorities: Vec<ObjectHandle>,
+}
+
+impl Created {
+    fn roll_back(self, session: &Session, cause: ImportError, temp_label: &str) -> ImportError {
+        let mut failures = Vec::new();
+        for handle in self.own.iter().chain(&self.authorities).rev() {
+            if let Err(e) = session.destroy_object(*handle) {
+                failures.push(e.to_string());
+            }
+        }
+        if failures.is_empty() {
+            tracing::info!("import rolled back; no object left on the token");
+            cause
+        } else {
+            ImportError::CleanupFailed {
+                cause: Box::new(cause),
+                left: failures.len(),
+                cleanup: failures.join("; "),
+                temp_label: temp_label.to_string(),
+            }
+        }
+    }
+}
+
+/// Creates everything under `temp_label` and proves the key. Records each object in
+/// `created` as soon as it exists, so a failure can remove it.
+fn stage(
+    session: &Session,
+    p: &Prepared,
+    temp_label: &str,
+    created: &mut Created,
+) -> Result<(), ImportError> {
+    let create = |what: &str, template: &[Attribute]| {
+        session
+            .create_object(template)
+            .map_err(TokenError::pkcs11(format!(
+                "creating the {what} on the token"
+            )))
+    };
+    let key_template = private_key_template(
+        &p.material,
+        &p.cert_der,
+        temp_label,
+        &p.id,
+        p.request.allow_derive,
+    )
+    .map_err(|e| ImportError::ProofFailed { why: e.to_string() })?;
+    let key = create("private key", &key_template.0)?;
+    drop(key_template);
+    created.own.push(key);
+    let public = public_key_template(p.material.kind, &p.cert_der, temp_label, &p.id);
+    created.own.push(create("public key", &public)?);
+    let cert = cert_template(&p.cert_der, temp_label, &p.id, CertCategory::TokenUser);
+    created.own.push(create("certificate", &cert)?);
+    for ca in &p.material.chain {
+        let der = CertDer::of(ca)?;
+        let present = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::Value(der.value.clone()),
+            ])
+            .map_err(TokenError::pkcs11("looking for the CA certificate"))?;
+        if present.is_empty() {
+            let label = ca_label(ca);
+            let template = cert_template(&der, &label, &der.default_id(), CertCategory::Authority);
+            created
+                .authorities
+                .push(create("CA certificate", &template)?);
+        }
+    }
+    let proof = prove(session, key, p.material.kind, &p.cert)?;
+    check_proof(&proof)
+}
+
+fn check_proof(proof: &Proof) -> Result<(), ImportError> {
+    match proof.failure() {
+        None => Ok(()),
+        Some(why) => Err(ImportError::ProofFailed { why }),
+    }
+}
+
+/// Moves the new, proven objects to the final label; with `--replace`, moves the old
+/// ones aside first and destroys them last.
+fn commit(
+    session: &Session,
+    p: &Prepared,
+    created: &Created,
+    existing: &[ObjectHandle],
+) -> Result<(), ImportError> {
+    let aside = format!("{}.replaced-{}", p.label, random_suffix());
+    let old: Vec<ObjectHandle> = existing
+        .iter()
+        .copied()
+        .filter(|h| !created.own.contains(h) && !created.authorities.contains(h))
+        .collect();
+    relabel(session, &old, &aside).map_err(|e| {
+        ImportError::Finish(format!(
+            "{e}; the old key still carries its label, the new one is labelled \"{}.importing-*\"",
+            p.label
+        ))
+    })?;
+    if let Err(e) = relabel(session, &created.own, &p.label) {
+        // Put the old key back under its label so callers keep working.
+        let restored = relabel(session, &old, &p.label).is_ok();
+        return Err(ImportError::Finish(format!(
+            "{e}; old key {}",
+            if restored {
+                "restored under its label".to_string()
+            } else {
+                format!("left under the label \"{aside}\"")
+            }
+        )));
+    }
+    for handle in old {
+        if let Err(e) = session.destroy_object(handle) {
+            tracing::warn!(error = %e, label = %aside, "an old object could not be removed; remove it with `hsm-signer remove`");
+        }
+    }
+    Ok(())
+}
+
+fn ca_label(cert: &X509) -> String {
+    if let Some(alias) = cert.alias() {
+        return String::from_utf8_lossy(alias).into_owned();
+    }
+    cert.subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok())
+        .unwrap_or_else(|| "CA".into())
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 4];
+    openssl::rand::rand_bytes(&mut bytes).expect("OpenSSL's RNG works");
+    hex::encode(bytes)
+}

@@ -1,0 +1,18 @@
+//! hsm-signer keeps the ePUAP / Profil Zaufany integration key of a Polish municipality's
+//! online office (GSKO / e-Urząd) in a PKCS#11 token and signs for GSKO on request.
+//!
+//! The data's path through the crate:
+//! - import: [`secret`] → [`p12`] → [`cert`] → [`token`] → [`import`];
+//! - inventory of what is on a token: [`inventory`];
+//! - the command line that drives them: [`cli`].
+
+pub mod algorithm;
+pub mod cert;
+pub mod cli;
+pub mod import;
+pub mod inventory;
+pub mod p12;
+pub mod proof;
+pub mod report;
+pub mod secret;
+pub mod token;

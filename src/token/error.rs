@@ -1,0 +1,210 @@
+//! The token layer's error: what was being done, and the PKCS#11 call and value that failed.
+
+use std::path::PathBuf;
+
+use cryptoki::error::{Error as CkError, RvError};
+
+use super::login::PinFlags;
+use super::module::TokenSummary;
+
+/// Why a token operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The module file does not exist or does not load.
+    #[error("cannot load the PKCS#11 module {path}: {detail}\n{}", found_list(.found))]
+    ModuleLoad {
+        /// The path given.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+        /// Modules found on this system, to suggest.
+        found: Vec<PathBuf>,
+    },
+    /// No token matches the selector.
+    #[error("no token matches {selector} in {module}\n{}", tokens_list(.seen))]
+    TokenNotFound {
+        /// The selector as given.
+        selector: String,
+        /// The module.
+        module: PathBuf,
+        /// The tokens the module shows.
+        seen: Vec<TokenSummary>,
+    },
+    /// More than one token matches.
+    #[error("{selector} matches {} tokens; select one by serial (pkcs11:serial=...)\n{}", .matches.len(), tokens_list(.matches))]
+    TokenAmbiguous {
+        /// The selector as given.
+        selector: String,
+        /// The matching tokens.
+        matches: Vec<TokenSummary>,
+    },
+    /// C_Login said the PIN is wrong. Never retried.
+    #[error("wrong PIN for token \"{token}\" (C_Login returned CKR_PIN_INCORRECT); not retried, because smart cards lock after a few wrong PINs. Token PIN status now: {flags}")]
+    PinIncorrect {
+        /// The token label.
+        token: String,
+        /// The PIN flags read right after the failure.
+        flags: PinFlags,
+    },
+    /// The user PIN is locked.
+    #[error("the user PIN of token \"{token}\" is locked: nothing can log in until the security officer unlocks it (with the SO PIN, using the token vendor's tool)")]
+    PinLocked {
+        /// The token label.
+        token: String,
+    },
+    /// The token says the next wrong PIN locks it, and the caller did not accept the risk.
+    #[error("token \"{token}\" reports that the next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY); not logging in. If you are sure of the PIN, re-run with --pin-final-try")]
+    PinFinalTry {
+        /// The token label.
+        token: String,
+    },
+    /// The PIN has a length the token does not accept.
+    #[error("the PIN for token \"{token}\" has a length the token does not accept (CKR_PIN_LEN_RANGE); check the PIN file for extra characters")]
+    PinLength {
+        /// The token label.
+        token: String,
+    },
+    /// The token lacks a mechanism a key needs.
+    #[error("token \"{token}\" does not offer {mechanism}, which {purpose} needs")]
+    MechanismMissing {
+        /// The token label.
+        token: String,
+        /// The mechanism.
+        mechanism: String,
+        /// What needs it.
+        purpose: String,
+    },
+    /// No private key with this label.
+    #[error("no private key labelled \"{label}\" on token \"{token}\" (is the PIN for the right token? `hsm-signer list` shows what is there)")]
+    KeyNotFound {
+        /// The label.
+        label: String,
+        /// The token label.
+        token: String,
+    },
+    /// A key found, but with no certificate beside it.
+    #[error("the key \"{label}\" on token \"{token}\" has no certificate with the same CKA_ID; import it with its certificate")]
+    CertificateMissing {
+        /// The label.
+        label: String,
+        /// The token label.
+        token: String,
+    },
+    /// A stored object could not be understood.
+    #[error("object \"{label}\" on token \"{token}\": {detail}")]
+    BadObject {
+        /// The label.
+        label: String,
+        /// The token label.
+        token: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Any other PKCS#11 failure.
+    #[error("{doing}: {}", describe(.source))]
+    Pkcs11 {
+        /// What hsm-signer was doing.
+        doing: String,
+        /// cryptoki's error, with the PKCS#11 function.
+        source: CkError,
+    },
+}
+
+impl TokenError {
+    /// Wraps a cryptoki error with what was being done.
+    pub fn pkcs11(doing: impl Into<String>) -> impl FnOnce(CkError) -> TokenError {
+        let doing = doing.into();
+        move |source| TokenError::Pkcs11 { doing, source }
+    }
+
+    /// The PKCS#11 return value, when this is a PKCS#11 failure.
+    pub fn rv(&self) -> Option<RvError> {
+        match self {
+            TokenError::Pkcs11 {
+                source: CkError::Pkcs11(rv, _),
+                ..
+            } => Some(*rv),
+            TokenError::PinIncorrect { .. } => Some(RvError::PinIncorrect),
+            TokenError::PinLocked { .. } => Some(RvError::PinLocked),
+            _ => None,
+        }
+    }
+
+    /// True when the token or its link is gone or the session was lost: worth reopening.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self.rv(),
+            Some(
+                RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::DeviceRemoved
+                    | RvError::TokenNotPresent
+                    | RvError::DeviceError
+                    | RvError::UserNotLoggedIn
+                    | RvError::CryptokiNotInitialized
+                    | RvError::SlotIdInvalid
+                    | RvError::GeneralError
+            )
+        ) || matches!(self, TokenError::TokenNotFound { .. })
+    }
+}
+
+/// `CKR_PIN_INCORRECT` from cryptoki's `PinIncorrect`.
+pub fn ckr_name(rv: RvError) -> String {
+    let camel = format!("{rv:?}");
+    let mut out = String::from("CKR");
+    for ch in camel.chars() {
+        if ch.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+fn describe(err: &CkError) -> String {
+    match err {
+        CkError::Pkcs11(rv, function) => format!("{function} returned {}", ckr_name(*rv)),
+        other => other.to_string(),
+    }
+}
+
+fn found_list(found: &[PathBuf]) -> String {
+    if found.is_empty() {
+        return "No PKCS#11 modules were found in the usual places; install the token vendor's module (for SoftHSM2: apt-get install softhsm2).".into();
+    }
+    let mut text = String::from("PKCS#11 modules found on this system:");
+    for path in found {
+        text.push_str(&format!("\n  {}", path.display()));
+    }
+    text
+}
+
+fn tokens_list(seen: &[TokenSummary]) -> String {
+    if seen.is_empty() {
+        return "The module shows no token: is the card in the reader / the HSM reachable / the SoftHSM token initialised (SOFTHSM2_CONF)?".into();
+    }
+    let mut text = String::from("Tokens seen:");
+    for t in seen {
+        text.push_str(&format!(
+            "\n  slot {}: label \"{}\", serial {}, {} {}",
+            t.slot, t.label, t.serial, t.manufacturer, t.model
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ckr_names_match_the_spec() {
+        assert_eq!(ckr_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(
+            ckr_name(RvError::UserAlreadyLoggedIn),
+            "CKR_USER_ALREADY_LOGGED_IN"
+        );
+        assert_eq!(ckr_name(RvError::DeviceError), "CKR_DEVICE_ERROR");
+    }
+}

@@ -1,0 +1,92 @@
+//! Logging in with the user PIN: once, never retried.
+//!
+//! Smart cards lock after a few wrong PINs, so a failed C_Login is reported with the PIN
+//! status the token shows and is never repeated. CKR_USER_ALREADY_LOGGED_IN is success:
+//! login state belongs to the application and token, not to one session.
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use super::error::TokenError;
+
+/// The user-PIN flags a token reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PinFlags {
+    /// CKF_USER_PIN_COUNT_LOW: a wrong PIN was entered since the last success.
+    pub count_low: bool,
+    /// CKF_USER_PIN_FINAL_TRY: the next wrong PIN locks it.
+    pub final_try: bool,
+    /// CKF_USER_PIN_LOCKED.
+    pub locked: bool,
+}
+
+impl PinFlags {
+    /// Reads the flags now.
+    pub fn read(ctx: &Pkcs11, slot: Slot) -> Option<Self> {
+        let info = ctx.get_token_info(slot).ok()?;
+        Some(Self {
+            count_low: info.user_pin_count_low(),
+            final_try: info.user_pin_final_try(),
+            locked: info.user_pin_locked(),
+        })
+    }
+}
+
+impl std::fmt::Display for PinFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.locked {
+            f.write_str("LOCKED")
+        } else if self.final_try {
+            f.write_str("FINAL TRY: the next wrong PIN locks the token")
+        } else if self.count_low {
+            f.write_str("retry count low: wrong PINs have been entered")
+        } else {
+            f.write_str("no retry warnings reported by the token (not every token counts)")
+        }
+    }
+}
+
+/// Logs the user in on `session`, once.
+///
+/// Refuses without trying when the token says the PIN is locked, or says the next wrong
+/// PIN locks it and `allow_final_try` is false.
+pub fn login(
+    ctx: &Pkcs11,
+    slot: Slot,
+    token: &str,
+    session: &Session,
+    pin: &SecretString,
+    allow_final_try: bool,
+) -> Result<(), TokenError> {
+    let before = PinFlags::read(ctx, slot).unwrap_or_default();
+    if before.locked {
+        return Err(TokenError::PinLocked {
+            token: token.into(),
+        });
+    }
+    if before.final_try && !allow_final_try {
+        return Err(TokenError::PinFinalTry {
+            token: token.into(),
+        });
+    }
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(TokenError::PinIncorrect {
+            token: token.into(),
+            flags: PinFlags::read(ctx, slot).unwrap_or_default(),
+        }),
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(TokenError::PinLocked {
+            token: token.into(),
+        }),
+        Err(CkError::Pkcs11(RvError::PinLenRange, _)) => Err(TokenError::PinLength {
+            token: token.into(),
+        }),
+        Err(e) => Err(TokenError::pkcs11(format!(
+            "logging in to token \"{token}\""
+        ))(e)),
+    }
+}

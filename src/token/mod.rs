@@ -1,0 +1,25 @@
+//! The PKCS#11 token: load a module, pick a token by label or URI, log in without ever
+//! retrying a PIN, create and find objects, and sign.
+//!
+//! Errors keep the PKCS#11 function and return value that failed, so the log can say
+//! `C_Login returned CKR_PIN_INCORRECT`, and the layers above decide what the operator or
+//! the caller is told.
+
+mod error;
+mod login;
+mod module;
+mod objects;
+mod open;
+mod sign;
+mod uri;
+
+pub use error::{ckr_name, TokenError};
+pub use login::{login, PinFlags};
+pub use module::{discover_modules, Module, TokenSummary};
+pub use objects::{
+    cert_template, find_objects, private_key_template, public_key_template, read_key_attrs,
+    relabel, CertCategory, KeyAttrs, SensitiveTemplate, StoredKey,
+};
+pub use open::OpenToken;
+pub use sign::{check_mechanisms, sign_digest};
+pub use uri::{TokenSelector, UriError};

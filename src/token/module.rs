@@ -1,0 +1,197 @@
+//! Loading a PKCS#11 module once per process, and finding tokens in it.
+
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::slot::Slot;
+use serde::Serialize;
+
+use super::error::TokenError;
+use super::uri::TokenSelector;
+
+/// What the module says about one token.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenSummary {
+    /// Slot ID (changes when SoftHSM initialises tokens; select by label or serial).
+    pub slot: u64,
+    /// Token label.
+    pub label: String,
+    /// Serial number.
+    pub serial: String,
+    /// Manufacturer.
+    pub manufacturer: String,
+    /// Model.
+    pub model: String,
+    /// Whether the user PIN has been set.
+    pub user_pin_initialized: bool,
+}
+
+/// A loaded and initialised PKCS#11 module.
+pub struct Module {
+    ctx: Pkcs11,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module").field("path", &self.path).finish()
+    }
+}
+
+impl Module {
+    /// Loads `path` and calls C_Initialize with OS locking, so sessions may be used from
+    /// several threads.
+    pub fn open(path: &Path) -> Result<Self, TokenError> {
+        let load_err = |detail: String| TokenError::ModuleLoad {
+            path: path.to_path_buf(),
+            detail,
+            found: discover_modules(),
+        };
+        if !path.is_file() {
+            return Err(load_err("no such file".into()));
+        }
+        let ctx = Pkcs11::new(path).map_err(|e| load_err(e.to_string()))?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(load_err(format!("C_Initialize failed: {e}"))),
+        }
+        Ok(Self {
+            ctx,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The cryptoki context.
+    pub fn ctx(&self) -> &Pkcs11 {
+        &self.ctx
+    }
+
+    /// The module's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every initialised token the module shows.
+    pub fn tokens(&self) -> Result<Vec<(Slot, TokenSummary)>, TokenError> {
+        let slots = self
+            .ctx
+            .get_slots_with_initialized_token()
+            .map_err(TokenError::pkcs11("listing the module's tokens"))?;
+        let mut out = Vec::new();
+        for slot in slots {
+            let info = match self.ctx.get_token_info(slot) {
+                Ok(info) => info,
+                // A token pulled out between the two calls is simply not there.
+                Err(_) => continue,
+            };
+            out.push((
+                slot,
+                TokenSummary {
+                    slot: slot.id(),
+                    label: info.label().trim_end().to_string(),
+                    serial: info.serial_number().trim_end().to_string(),
+                    manufacturer: info.manufacturer_id().trim_end().to_string(),
+                    model: info.model().trim_end().to_string(),
+                    user_pin_initialized: info.user_pin_initialized(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The one token that `selector` names.
+    pub fn find_token(&self, selector: &TokenSelector) -> Result<(Slot, TokenSummary), TokenError> {
+        let all = self.tokens()?;
+        let mut matching: Vec<_> = all
+            .iter()
+            .filter(|(_, t)| selector.matches(t))
+            .cloned()
+            .collect();
+        match matching.len() {
+            1 => Ok(matching.remove(0)),
+            0 => Err(TokenError::TokenNotFound {
+                selector: selector.to_string(),
+                module: self.path.clone(),
+                seen: all.into_iter().map(|(_, t)| t).collect(),
+            }),
+            _ => Err(TokenError::TokenAmbiguous {
+                selector: selector.to_string(),
+                matches: matching.into_iter().map(|(_, t)| t).collect(),
+            }),
+        }
+    }
+}
+
+/// Where Debian, Ubuntu and vendors put PKCS#11 modules.
+const MODULE_DIRS: &[&str] = &[
+    "/usr/lib/softhsm",
+    "/usr/lib/x86_64-linux-gnu/softhsm",
+    "/usr/lib/x86_64-linux-gnu/pkcs11",
+    "/usr/lib/aarch64-linux-gnu/pkcs11",
+    "/usr/lib/pkcs11",
+    "/usr/lib64/pkcs11",
+    "/usr/local/lib/pkcs11",
+    "/usr/lib/x86_64-linux-gnu",
+    "/opt",
+];
+
+/// PKCS#11 modules present on this machine, to suggest when a path is wrong: the usual
+/// directories plus whatever p11-kit's module configs name.
+pub fn discover_modules() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in MODULE_DIRS {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if looks_like_module(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.extend(p11kit_modules());
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn looks_like_module(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let in_pkcs11_dir = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|d| d == "pkcs11" || d == "softhsm");
+    name.ends_with(".so") && (in_pkcs11_dir || name.contains("pkcs11") || name.contains("softhsm2"))
+}
+
+fn p11kit_modules() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in ["/usr/share/p11-kit/modules", "/etc/pkcs11/modules"] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            for line in text.lines() {
+                if let Some(value) = line.trim().strip_prefix("module:") {
+                    let value = PathBuf::from(value.trim());
+                    let path = if value.is_absolute() {
+                        value
+                    } else {
+                        Path::new("/usr/lib/x86_64-linux-gnu/pkcs11").join(value)
+                    };
+                    if path.is_file() {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,240 @@
+//! Test support: a freshly initialised SoftHSM2 token for every test, and helpers to run
+//! the real `hsm-signer` binary against it.
+//!
+//! SoftHSM reads `SOFTHSM2_CONF` once per process, at C_Initialize. Every test process
+//! therefore gets its own token directory (set before the first C_Initialize), and every
+//! test gets its own token in it, initialised through cryptoki on SoftHSM's free slot and
+//! named uniquely. Under cargo-nextest each test is its own process anyway; under plain
+//! `cargo test` the tests of one binary share the directory but never a token.
+
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+
+pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Debian's SoftHSM2 module.
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The user PIN of every test token.
+pub const PIN: &str = "1234";
+/// The SO PIN of every test token.
+pub const SO_PIN: &str = "5678";
+
+struct Shared {
+    dir: PathBuf,
+    conf: PathBuf,
+    ctx: Pkcs11,
+}
+
+fn shared() -> &'static Mutex<Shared> {
+    static SHARED: OnceLock<Mutex<Shared>> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("hsm-signer-test-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).expect("token dir");
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        // Before the first C_Initialize in this process; children inherit it too.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let ctx = Pkcs11::new(MODULE).expect("SoftHSM2 module (apt-get install softhsm2)");
+        ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .expect("C_Initialize");
+        Mutex::new(Shared { dir, conf, ctx })
+    })
+}
+
+/// A freshly initialised SoftHSM2 token of this test's own.
+pub struct TestToken {
+    /// The softhsm2.conf that finds it.
+    pub conf: PathBuf,
+    /// Its label (unique).
+    pub label: String,
+    /// Its serial.
+    pub serial: String,
+    /// A directory of this test's own for files.
+    pub dir: tempfile::TempDir,
+    /// A file holding [`PIN`], mode 0600.
+    pub pin_file: PathBuf,
+}
+
+impl TestToken {
+    /// Initialises a new token with user PIN [`PIN`] and SO PIN [`SO_PIN`].
+    pub fn new() -> Result<Self> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let label = format!(
+            "t{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let shared = shared().lock().map_err(|_| "token helper poisoned")?;
+        let ctx = &shared.ctx;
+        let free = ctx
+            .get_all_slots()?
+            .into_iter()
+            .find(|s| {
+                ctx.get_token_info(*s)
+                    .map(|i| !i.token_initialized())
+                    .unwrap_or(false)
+            })
+            .ok_or("SoftHSM shows no free slot")?;
+        let so_pin = AuthPin::from(SO_PIN);
+        ctx.init_token(free, &so_pin, &label)?;
+        // SoftHSM moves an initialised token to a new slot ID; find it by label.
+        let slot = ctx
+            .get_slots_with_initialized_token()?
+            .into_iter()
+            .find(|s| {
+                ctx.get_token_info(*s)
+                    .map(|i| i.label().trim_end() == label)
+                    .unwrap_or(false)
+            })
+            .ok_or("new token not found")?;
+        let serial = ctx
+            .get_token_info(slot)?
+            .serial_number()
+            .trim_end()
+            .to_string();
+        {
+            let session = ctx.open_rw_session(slot)?;
+            session.login(UserType::So, Some(&so_pin))?;
+            session.init_pin(&AuthPin::from(PIN))?;
+            session.logout()?;
+        }
+        let dir = tempfile::tempdir()?;
+        let pin_file = dir.path().join("pin");
+        write_secret(&pin_file, PIN)?;
+        Ok(Self {
+            conf: shared.conf.clone(),
+            label,
+            serial,
+            dir,
+            pin_file,
+        })
+    }
+
+    /// A path in this test's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `hsm-signer` with this token's SoftHSM config, and a clean secret environment.
+    pub fn hsm_signer(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hsm-signer"));
+        cmd.env("SOFTHSM2_CONF", &self.conf)
+            .env_remove("HSM_SIGNER_PIN")
+            .env_remove("HSM_SIGNER_P12_PASSWORD")
+            .env_remove("HSM_SIGNER_MODULE")
+            .env_remove("HSM_SIGNER_TOKEN")
+            .env_remove("HSM_SIGNER_LOG")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// `hsm-signer SUBCOMMAND --module M --token LABEL --pin-file F`.
+    pub fn on_token(&self, subcommand: &str) -> Command {
+        let mut cmd = self.hsm_signer();
+        cmd.arg(subcommand)
+            .args(["--module", MODULE, "--token", &self.label, "--pin-file"])
+            .arg(&self.pin_file);
+        cmd
+    }
+
+    /// `pkcs11-tool` (OpenSC, a tool this project did not write) logged in to this token.
+    pub fn pkcs11_tool(&self) -> Command {
+        let mut cmd = Command::new("pkcs11-tool");
+        cmd.env("SOFTHSM2_CONF", &self.conf).args([
+            "--module",
+            MODULE,
+            "--token-label",
+            &self.label,
+            "--login",
+            "--pin",
+            PIN,
+        ]);
+        cmd
+    }
+
+    /// The objects on the token as pkcs11-tool lists them, one header line each
+    /// ("Private Key Object; RSA", "Certificate Object; type = X.509 cert", ...), with
+    /// their label and ID lines, in a stable order.
+    pub fn objects(&self) -> Result<Vec<String>> {
+        let out = run_ok(self.pkcs11_tool().arg("--list-objects"))?;
+        let text = String::from_utf8(out.stdout)?;
+        let mut objects = Vec::new();
+        for line in text.lines() {
+            if !line.starts_with(' ') && line.contains("Object;") {
+                objects.push(line.trim().to_string());
+            } else if let (Some(last), Some(field)) = (objects.last_mut(), object_field(line)) {
+                last.push_str(&format!(" | {field}"));
+            }
+        }
+        objects.sort();
+        Ok(objects)
+    }
+}
+
+fn object_field(line: &str) -> Option<&str> {
+    let t = line.trim();
+    (t.starts_with("label:") || t.starts_with("ID:")).then_some(t)
+}
+
+/// Writes a secret file with mode 0600.
+pub fn write_secret(path: &Path, value: &str) -> Result {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(value.as_bytes())?;
+    Ok(())
+}
+
+/// Runs `cmd`, failing with its output when it does not exit 0.
+pub fn run_ok(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(out)
+}
+
+/// Runs `cmd`, expecting it to fail; returns its standard error.
+pub fn run_fails(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        return Err(format!(
+            "{cmd:?} succeeded but should have failed:\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+        .into());
+    }
+    Ok(stderr)
+}
