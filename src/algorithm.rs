@@ -257,7 +257,7 @@ pub fn verify_digest<T: HasPublic>(
             if scheme == Scheme::RsaPss {
                 ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
                 ctx.set_rsa_pss_saltlen(openssl::sign::RsaPssSaltlen::custom(
-                    alg.hash().output_len() as i32
+                    alg.hash().output_len() as i32,
                 ))?;
                 ctx.set_rsa_mgf1_md(
                     openssl::md::Md::from_nid(alg.hash().md().type_()).expect("known hash"),

@@ -154,6 +154,9 @@ pub struct CertInfo {
     pub sha256: String,
     /// The key's kind and size.
     pub key: KeyKind,
+    /// End of validity, Unix seconds (for expiry checks).
+    #[serde(skip)]
+    pub not_after_unix: i64,
 }
 
 /// A certificate that cannot be described.
@@ -188,6 +191,7 @@ impl CertInfo {
             days_left: (not_after - now).div_euclid(86_400),
             sha256: hex::encode(Sha256::digest(&der)),
             key: key_kind(cert.public_key()?.as_ref())?,
+            not_after_unix: not_after,
         })
     }
 }

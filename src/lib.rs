@@ -7,12 +7,18 @@
 //! - the command line that drives them: [`cli`].
 
 pub mod algorithm;
+pub mod audit;
 pub mod cert;
 pub mod cli;
+pub mod client;
+pub mod config;
+pub mod hardening;
 pub mod import;
 pub mod inventory;
 pub mod p12;
 pub mod proof;
 pub mod report;
 pub mod secret;
+pub mod server;
+pub mod signer;
 pub mod token;

@@ -1,5 +1,6 @@
 //! The `hsm-signer` binary: parse arguments, set up logging, run, report the error once.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,10 +24,13 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
+    // cryptoki logs every vendor mechanism it has no name for at ERROR level.
+    let default = format!("{default},cryptoki::mechanism=off");
     let filter = tracing_subscriber::EnvFilter::try_from_env("HSM_SIGNER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -69,6 +69,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the signing daemon on a Unix socket (HTTP/JSON); see docs/api.md.
+    Serve {
+        /// The TOML configuration.
+        #[arg(long, default_value = "/etc/hsm-signer/config.toml")]
+        config: PathBuf,
+    },
+    /// Ask a running daemon for a signature (for scripts and tests).
+    Sign(SignArgs),
+    /// Work with the audit log.
+    Audit {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Remove the key, public key and certificate with this label from the token.
     Remove {
         /// The token.
@@ -81,6 +95,50 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `hsm-signer audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of an audit log: exits 1 at the first removed, edited or
+    /// moved line.
+    Verify {
+        /// The audit log file.
+        file: PathBuf,
+    },
+}
+
+/// `hsm-signer sign`.
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// The daemon's socket.
+    #[arg(
+        long,
+        env = "HSM_SIGNER_SOCKET",
+        default_value = "/run/hsm-signer/hsm-signer.sock"
+    )]
+    socket: PathBuf,
+    /// The key name (from the daemon's configuration).
+    #[arg(long)]
+    key: String,
+    /// RS256, ES256, ... or an XML-DSig algorithm URI.
+    #[arg(long)]
+    algorithm: String,
+    /// The input is already a digest (binary), not data to hash.
+    #[arg(long)]
+    digest: bool,
+    /// Read the input from this file [default: standard input].
+    #[arg(long = "in")]
+    input: Option<PathBuf>,
+    /// Write the signature to this file [default: standard output].
+    #[arg(long = "out")]
+    output: Option<PathBuf>,
+    /// ECDSA signature format: raw (r||s, XML-DSig) or der (OpenSSL).
+    #[arg(long)]
+    format: Option<String>,
+    /// Write the signature base64-encoded instead of binary.
+    #[arg(long)]
+    base64: bool,
 }
 
 /// `hsm-signer import`.
@@ -104,7 +162,7 @@ pub struct ImportArgs {
     /// CKA_ID in hex [default: SHA-1 of the certificate's public key bits, RFC 5280
     /// 4.2.1.2 method 1, usually equal to its Subject Key Identifier].
     #[arg(long, value_parser = parse_hex)]
-    id: Option<Vec<u8>>,
+    id: Option<HexId>,
     /// Replace objects that already carry this label or ID; the old key stays until the
     /// new one has proven itself.
     #[arg(long)]
@@ -117,10 +175,15 @@ pub struct ImportArgs {
     json: bool,
 }
 
-fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+/// A CKA_ID given in hex. A type of its own because clap's derive reads a literal
+/// `Option<Vec<u8>>` as "any number of u8 values" and panics when `--id` is used.
+#[derive(Debug, Clone)]
+struct HexId(Vec<u8>);
+
+fn parse_hex(text: &str) -> Result<HexId, String> {
     let clean = text.trim_start_matches("0x").replace(':', "");
     match hex::decode(&clean) {
-        Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+        Ok(bytes) if !bytes.is_empty() => Ok(HexId(bytes)),
         _ => Err(format!(
             "{text:?} is not a hex ID such as 01a2b3 or 01:a2:b3"
         )),
@@ -135,6 +198,70 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::List { token, json } => list(token.resolve()?, json),
         Command::Verify { token, label, json } => verify(token.resolve()?, &label, json),
         Command::Remove { token, label, yes } => remove(token.resolve()?, &label, yes),
+        Command::Serve { config } => {
+            crate::server::serve(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sign(args) => sign(args),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => audit_verify(&file),
+    }
+}
+
+fn sign(args: SignArgs) -> Result<ExitCode> {
+    let input = match &args.input {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .context("reading standard input")?;
+            buf
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signature = runtime.block_on(crate::client::sign(
+        &args.socket,
+        &args.key,
+        &args.algorithm,
+        &input,
+        args.digest,
+        args.format.as_deref(),
+    ))?;
+    let bytes = if args.base64 {
+        let mut text =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &signature)
+                .into_bytes();
+        text.push(b'\n');
+        text
+    } else {
+        signature
+    };
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify(file: &std::path::Path) -> Result<ExitCode> {
+    let result = crate::audit::verify(file)?;
+    match &result.broken {
+        None => {
+            println!(
+                "OK: {} lines, chain intact; head {}",
+                result.lines, result.head
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((line, why)) => {
+            println!("BROKEN at line {line} of {}: {why}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -152,7 +279,7 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         p12: args.p12,
         cert: args.cert,
         label: args.label,
-        id: args.id,
+        id: args.id.map(|id| id.0),
         replace: args.replace,
         allow_derive: args.allow_derive,
     };

@@ -1,0 +1,139 @@
+//! `hsm-signer sign`: a small client for scripts and tests, speaking the same HTTP/JSON
+//! over the Unix socket that GSKO uses.
+
+use std::path::Path;
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+/// What the daemon answered.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+/// Why the client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon at the socket.
+    #[error("cannot connect to {path}: {source} (is `hsm-signer serve` running, and may this user open the socket?)")]
+    Connect {
+        /// The socket.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// HTTP failed.
+    #[error("HTTP exchange with the daemon failed: {0}")]
+    Http(String),
+    /// The daemon refused.
+    #[error("the daemon answered {status}: {code}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Error code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+}
+
+/// Sends one request over the socket.
+pub async fn request(
+    socket: &Path,
+    method: &str,
+    uri: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Answer, ClientError> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: socket.display().to_string(),
+            source,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(conn);
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "hsm-signer")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(payload)))
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    Ok(Answer { status, body })
+}
+
+/// Asks the daemon to sign `input` (data, or a digest when `is_digest`) and returns the
+/// raw signature bytes.
+pub async fn sign(
+    socket: &Path,
+    key: &str,
+    algorithm: &str,
+    input: &[u8],
+    is_digest: bool,
+    format: Option<&str>,
+) -> Result<Vec<u8>, ClientError> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(input);
+    let mut body = serde_json::json!({ "algorithm": algorithm });
+    body[if is_digest { "digest" } else { "data" }] = encoded.into();
+    if let Some(format) = format {
+        body["format"] = format.into();
+    }
+    let key_path: String = url_segment(key);
+    let answer = request(
+        socket,
+        "POST",
+        &format!("/v1/keys/{key_path}/sign"),
+        Some(body),
+    )
+    .await?;
+    if answer.status != 200 {
+        return Err(refused(answer));
+    }
+    let signature = answer.body["signature"].as_str().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(signature)
+        .map_err(|e| ClientError::Http(format!("the daemon's signature is not base64: {e}")))
+}
+
+/// Turns an error answer into a [`ClientError`].
+pub fn refused(answer: Answer) -> ClientError {
+    ClientError::Refused {
+        status: answer.status,
+        code: answer.body["error"]["code"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string(),
+        message: answer.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    }
+}
+
+fn url_segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

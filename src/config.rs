@@ -1,0 +1,385 @@
+//! The daemon's configuration: one TOML file, loaded and checked by one function that
+//! serves both the start and every SIGHUP reload.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::algorithm::Algorithm;
+use crate::token::{TokenSelector, UriError};
+
+/// The whole configuration, resolved and checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which token, and how to log in.
+    pub token: TokenConfig,
+    /// The socket and who may use it.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// The periodic self-test.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// The keys callers may use.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// `[token]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Path of the PKCS#11 module (may also come from the URI's module-path).
+    pub module: Option<PathBuf>,
+    /// Token label or `pkcs11:` URI.
+    pub token: String,
+    /// File holding the user PIN (may also come from the URI's pin-source).
+    pub pin_file: Option<PathBuf>,
+    /// Signing sessions, one worker thread each [default: number of CPUs, at least 2].
+    pub sessions: Option<usize>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The Unix socket path.
+    pub socket: PathBuf,
+    /// The socket's permission bits, octal text such as "0660".
+    pub socket_mode: String,
+    /// Group to give the socket (e.g. "www-data"), so a PHP pool can connect.
+    pub socket_group: Option<String>,
+    /// Peer uids allowed (SO_PEERCRED). With both lists empty: only the daemon's own uid.
+    pub allowed_uids: Vec<u32>,
+    /// Peer gids allowed (primary gid of the peer process).
+    pub allowed_gids: Vec<u32>,
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// Signing requests that may wait for a session; more get 503.
+    pub queue_depth: usize,
+    /// How long a request may wait for the token before it gets 503, milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long a client may take to send a request's headers or body, milliseconds.
+    pub read_timeout_ms: u64,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// How long SIGTERM waits for requests in flight, milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/hsm-signer/hsm-signer.sock"),
+            socket_mode: "0660".into(),
+            socket_group: None,
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            queue_depth: 256,
+            request_timeout_ms: 5_000,
+            read_timeout_ms: 5_000,
+            max_connections: 2_048,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines audit file; none means no audit log (a warning at start).
+    pub file: Option<PathBuf>,
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Seconds between self-test signatures with each key.
+    pub interval_seconds: u64,
+    /// Certificate days left below which health says "warning".
+    pub warn_days: i64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 30,
+            warn_days: 30,
+        }
+    }
+}
+
+/// One `[[keys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The name callers use in URLs.
+    pub name: String,
+    /// CKA_LABEL of the key on the token.
+    pub label: String,
+    /// Algorithms this key may be used with (names or XML-DSig URIs).
+    pub algorithms: Vec<Algorithm>,
+    /// If set, only these uids may use this key (on top of `[server]`).
+    #[serde(default)]
+    pub allowed_uids: Option<Vec<u32>>,
+    /// If set, only these gids may use this key (on top of `[server]`).
+    #[serde(default)]
+    pub allowed_gids: Option<Vec<u32>>,
+    /// Keep signing after the certificate expired (default: refuse).
+    #[serde(default)]
+    pub allow_expired: bool,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML or wrong fields.
+    #[error("configuration {path} is not valid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// The token selector is bad.
+    #[error("configuration {path}: [token] token: {source}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: UriError,
+    },
+    /// A semantic problem.
+    #[error("configuration {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// The configuration with the token selector parsed and the derived values computed.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The file as written.
+    pub config: Config,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The module to load.
+    pub module: PathBuf,
+    /// The token.
+    pub selector: TokenSelector,
+    /// The PIN file.
+    pub pin_file: PathBuf,
+    /// The socket mode bits.
+    pub socket_mode: u32,
+    /// Signing sessions.
+    pub sessions: usize,
+}
+
+impl Resolved {
+    /// How long a request may wait for the token.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.server.request_timeout_ms)
+    }
+
+    /// How long a client may take to send a request.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.server.read_timeout_ms)
+    }
+}
+
+/// Loads and checks `path`. Used at start and on every reload.
+pub fn load(path: &Path) -> Result<Resolved, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    resolve(config, path)
+}
+
+fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.into(),
+        message,
+    };
+    let selector =
+        TokenSelector::parse(&config.token.token).map_err(|source| ConfigError::Token {
+            path: path.into(),
+            source,
+        })?;
+    let module = config
+        .token
+        .module
+        .clone()
+        .or_else(|| selector.module_path.clone())
+        .ok_or_else(|| invalid("[token] needs module = \"/path/to/pkcs11-module.so\" (or module-path in the pkcs11: URI)".into()))?;
+    let pin_file = config
+        .token
+        .pin_file
+        .clone()
+        .or_else(|| selector.pin_source.clone())
+        .ok_or_else(|| invalid("[token] needs pin_file = \"/etc/hsm-signer/pin\" (the daemon never takes a PIN from argv or the environment)".into()))?;
+    let socket_mode = u32::from_str_radix(config.server.socket_mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            invalid(format!(
+                "[server] socket_mode {:?} is not octal permission bits such as \"0660\"",
+                config.server.socket_mode
+            ))
+        })?;
+    if socket_mode & 0o007 != 0 {
+        return Err(invalid(format!("[server] socket_mode {:o} lets every local user connect; use 0660 with socket_group, or 0600", socket_mode)));
+    }
+    check_keys(&config.keys).map_err(invalid)?;
+    if config.server.max_body_bytes == 0 || config.server.queue_depth == 0 {
+        return Err(invalid(
+            "[server] max_body_bytes and queue_depth must be above 0".into(),
+        ));
+    }
+    let sessions = config.token.sessions.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .max(2)
+    });
+    if sessions == 0 || sessions > 256 {
+        return Err(invalid(format!(
+            "[token] sessions = {sessions}: use 1 to 256"
+        )));
+    }
+    Ok(Resolved {
+        config,
+        path: path.into(),
+        module,
+        selector,
+        pin_file,
+        socket_mode,
+        sessions,
+    })
+}
+
+fn check_keys(keys: &[KeyConfig]) -> Result<(), String> {
+    if keys.is_empty() {
+        return Err("no [[keys]]: add at least one with name, label and algorithms".into());
+    }
+    let mut names = HashSet::new();
+    for key in keys {
+        let valid_name = !key.name.is_empty()
+            && key.name.len() <= 64
+            && key
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            && !key.name.starts_with('.');
+        if !valid_name {
+            return Err(format!(
+                "key name {:?}: use 1-64 letters, digits, '-', '_' or '.' (not starting with '.')",
+                key.name
+            ));
+        }
+        if !names.insert(key.name.as_str()) {
+            return Err(format!("key name {:?} appears twice", key.name));
+        }
+        if key.algorithms.is_empty() {
+            return Err(format!(
+                "key {:?} has no algorithms: add e.g. algorithms = [\"RS256\"]",
+                key.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Resolved, ConfigError> {
+        resolve(
+            toml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: "t".into(),
+                message: e.to_string(),
+            })?,
+            Path::new("t"),
+        )
+    }
+
+    const GOOD: &str = r#"
+        [token]
+        module = "/usr/lib/softhsm/libsofthsm2.so"
+        token = "GSKO"
+        pin_file = "/etc/hsm-signer/pin"
+        [server]
+        socket = "/run/hsm-signer/hsm-signer.sock"
+        allowed_uids = [33]
+        [[keys]]
+        name = "epuap"
+        label = "gsko-epuap"
+        algorithms = ["RS256", "http://www.w3.org/2000/09/xmldsig#rsa-sha1"]
+    "#;
+
+    #[test]
+    fn the_documented_example_loads() -> Result<(), ConfigError> {
+        let r = parse(GOOD)?;
+        assert_eq!(r.socket_mode, 0o660);
+        assert_eq!(
+            r.config.keys[0].algorithms,
+            vec![Algorithm::Rs256, Algorithm::Rs1]
+        );
+        assert_eq!(r.config.server.max_body_bytes, 1024 * 1024);
+        Ok(())
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            (
+                GOOD.replace("algorithms = [\"RS256\", ", "algorithms = [\"HS256\", "),
+                "unknown algorithm",
+            ),
+            (GOOD.replace("allowed_uids", "alowed_uids"), "alowed_uids"),
+            (
+                GOOD.replace("name = \"epuap\"", "name = \"../x\""),
+                "key name",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nsocket_mode = \"0666\""),
+                "every local user",
+            ),
+            (
+                GOOD.replace("pin_file = \"/etc/hsm-signer/pin\"", ""),
+                "pin_file",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).expect_err(expected).to_string();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The one place where failures become HTTP statuses and JSON error bodies.
+//!
+//! Callers get a stable `code` and a message that helps them; PKCS#11 details go to the
+//! log only.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::signer::SignError;
+
+/// An API failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable code.
+    pub code: &'static str,
+    /// For the caller.
+    pub message: String,
+    /// Seconds for Retry-After, on 503.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 403: this peer may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404: no such key.
+    pub fn unknown_key(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_key",
+            format!("no key named {name:?} is configured"),
+        )
+    }
+
+    /// 404: no such route.
+    pub fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see GET /v1/keys and docs/api.md",
+        )
+    }
+
+    /// 405.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        )
+    }
+
+    /// 408: the client was too slow sending its request.
+    pub fn too_slow() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+    }
+
+    /// 413.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body over {limit} bytes; send a digest instead of the data"),
+        )
+    }
+
+    /// 422 with a code of its own.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// 503 with Retry-After.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
+    /// 500: details logged, not sent.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the daemon's log has the details",
+        )
+    }
+}
+
+impl From<SignError> for ApiError {
+    fn from(err: SignError) -> Self {
+        match err {
+            SignError::Overloaded => ApiError::unavailable(
+                "overloaded",
+                "too many signing requests waiting; retry shortly",
+                1,
+            ),
+            SignError::Unavailable(reason) => {
+                tracing::warn!(%reason, "refusing: token unavailable");
+                ApiError::unavailable(
+                    "token_unavailable",
+                    "the token is not reachable right now; retry shortly",
+                    2,
+                )
+            }
+            SignError::Timeout(after) => ApiError::unavailable(
+                "token_timeout",
+                format!(
+                    "the token did not answer within {} ms; retry shortly",
+                    after.as_millis()
+                ),
+                1,
+            ),
+            SignError::PinProblem(reason) => {
+                tracing::error!(%reason, "refusing: PIN problem");
+                ApiError::unavailable("pin_refused", "the token refused the daemon's PIN; an operator must fix the PIN and restart the daemon", 60)
+            }
+            SignError::KeyMissing(label) => {
+                tracing::error!(%label, "configured key not loaded from the token");
+                ApiError::unavailable(
+                    "key_unavailable",
+                    "this key is not loaded from the token; an operator must check the token",
+                    30,
+                )
+            }
+            SignError::ShuttingDown => ApiError::unavailable(
+                "shutting_down",
+                "the daemon is restarting; retry shortly",
+                1,
+            ),
+            SignError::Failed(e) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,239 @@
+//! Health: a real test signature with every configured key, verified in software against
+//! its certificate, on a timer and whenever asked (at most once a second), not a ping.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::metrics::KeyLabel;
+use super::peer::Peer;
+use super::state::AppState;
+use crate::algorithm::verify_digest;
+use crate::cert::CertInfo;
+use crate::signer::Status;
+
+/// The last self-test, shared.
+#[derive(Default)]
+pub struct HealthState {
+    last: tokio::sync::Mutex<Option<(Instant, Arc<Report>)>>,
+}
+
+/// The health report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// "ok", "warning" (a certificate expires soon) or "unavailable".
+    pub status: &'static str,
+    /// Why it is not "ok".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// The token's label.
+    pub token: Option<String>,
+    /// The token's state.
+    pub token_state: Status,
+    /// Each key's self-test.
+    pub keys: Vec<KeyHealth>,
+    /// When this check ran.
+    pub checked_at: String,
+}
+
+/// One key's self-test.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyHealth {
+    /// Key name.
+    pub name: String,
+    /// Whether a test signature was made and verified.
+    pub signs: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Days until its certificate expires.
+    pub days_left: Option<i64>,
+    /// End of the certificate's validity.
+    pub not_after: Option<String>,
+    /// The test signature's round trip, milliseconds.
+    pub latency_ms: Option<f64>,
+}
+
+/// How fresh a report must be to be served without a new check.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// A report at most a second old, checking now if needed.
+pub async fn current(state: &AppState) -> Arc<Report> {
+    let mut last = state.health.last.lock().await;
+    if let Some((at, report)) = &*last {
+        if at.elapsed() < FRESH {
+            return report.clone();
+        }
+    }
+    let report = Arc::new(check(state).await);
+    state
+        .metrics
+        .healthy
+        .set(i64::from(report.status != "unavailable"));
+    *last = Some((Instant::now(), report.clone()));
+    report
+}
+
+async fn check(state: &AppState) -> Report {
+    let token_state = state.signer.status();
+    let settings = state.settings();
+    let mut reasons = Vec::new();
+    let mut keys = Vec::new();
+    for rule in state.policy().all() {
+        let key = state.signer.key(&rule.label);
+        let info = key.as_ref().and_then(|k| CertInfo::of(&k.cert).ok());
+        let mut health = KeyHealth {
+            name: rule.name.clone(),
+            signs: false,
+            error: None,
+            days_left: info.as_ref().map(|i| i.days_left),
+            not_after: info.as_ref().map(|i| i.not_after.clone()),
+            latency_ms: None,
+        };
+        if let Some(days) = health.days_left {
+            state
+                .metrics
+                .cert_days_left
+                .get_or_create(&KeyLabel {
+                    key: rule.name.clone(),
+                })
+                .set(days);
+        }
+        match &key {
+            None => health.error = Some("key not loaded from the token".into()),
+            Some(k) => {
+                let Some(alg) = rule.algorithms.iter().copied().find(|a| a.fits(k.kind)) else {
+                    health.error = Some(format!(
+                        "none of the key's algorithms fits a {} key",
+                        k.kind
+                    ));
+                    keys.push(health);
+                    continue;
+                };
+                let mut challenge = [0u8; 32];
+                openssl::rand::rand_bytes(&mut challenge).expect("OpenSSL's RNG works");
+                let digest = alg.hash().digest(&challenge);
+                let started = Instant::now();
+                match state
+                    .signer
+                    .sign(
+                        rule.label.clone(),
+                        alg,
+                        digest.clone(),
+                        settings.request_timeout,
+                    )
+                    .await
+                {
+                    Ok(signed) => {
+                        health.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                        let verified = signed
+                            .key
+                            .cert
+                            .public_key()
+                            .and_then(|pk| verify_digest(&pk, alg, &digest, &signed.signature))
+                            .unwrap_or(false);
+                        health.signs = verified;
+                        if !verified {
+                            health.error = Some(
+                                "the test signature does not verify against the certificate".into(),
+                            );
+                        }
+                    }
+                    Err(e) => health.error = Some(e.to_string()),
+                }
+            }
+        }
+        if let Some(error) = &health.error {
+            reasons.push(format!("key {:?}: {error}", rule.name));
+        } else if let Some(days) = health.days_left {
+            if days < 0 && !rule.allow_expired {
+                reasons.push(format!(
+                    "key {:?}: certificate expired {} days ago",
+                    rule.name, -days
+                ));
+                health.signs = false;
+            }
+        }
+        keys.push(health);
+    }
+    if token_state != Status::Up {
+        reasons.insert(
+            0,
+            format!(
+                "token {}",
+                serde_json::to_string(&token_state).unwrap_or_default()
+            ),
+        );
+    }
+    let failing = token_state != Status::Up || keys.iter().any(|k| !k.signs);
+    let expiring: Vec<String> = keys
+        .iter()
+        .filter(|k| {
+            k.days_left
+                .is_some_and(|d| (0..settings.warn_days).contains(&d))
+        })
+        .map(|k| {
+            format!(
+                "key {:?}: certificate expires in {} days",
+                k.name,
+                k.days_left.unwrap_or(0)
+            )
+        })
+        .collect();
+    let status = if failing {
+        "unavailable"
+    } else if !expiring.is_empty() {
+        "warning"
+    } else {
+        "ok"
+    };
+    reasons.extend(expiring);
+    Report {
+        status,
+        reasons,
+        token: state.signer.token_label(),
+        token_state,
+        keys,
+        checked_at: super::routes::now_rfc3339(),
+    }
+}
+
+/// `GET /v1/health`: 200 when every key signs (status "ok" or "warning"), else 503.
+pub async fn handler(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Response, ApiError> {
+    state.policy().admit(&peer)?;
+    let report = current(&state).await;
+    let status = if report.status == "unavailable" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, Json(report.as_ref().clone())).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, 5.into());
+    }
+    Ok(response)
+}
+
+/// Runs the self-test every `health_interval`, so the token's loss is noticed (and the
+/// reconnect started) even when no one is signing.
+pub async fn run_periodic(state: Arc<AppState>) {
+    loop {
+        let interval = state.settings().health_interval;
+        tokio::time::sleep(interval).await;
+        let report = current(&state).await;
+        if report.status != "ok" {
+            tracing::warn!(status = report.status, reasons = ?report.reasons, "health check");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `hsm-signer serve`: the daemon. The request path follows the modules:
+//! [`listener`] (socket, peer credentials) → [`routes`] (HTTP, JSON) → [`policy`] (who may
+//! use which key) → [`crate::signer`] (queue, session, signature) → [`error`] (statuses),
+//! with [`crate::audit`], [`metrics`] and [`health`] beside it.
+
+mod body;
+pub mod error;
+pub mod health;
+pub mod listener;
+pub mod metrics;
+pub mod peer;
+pub mod policy;
+pub mod routes;
+pub mod state;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::audit::{AuditError, AuditLog};
+use crate::config::{self, ConfigError, Resolved};
+use crate::secret::{SecretError, SecretSource};
+use crate::signer::{KeyWant, Signer, SignerSettings};
+use crate::token::TokenError;
+pub use routes::app;
+pub use state::AppState;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The PIN file.
+    #[error(transparent)]
+    Pin(#[from] SecretError),
+    /// The token: module, token, PIN (tried once), keys.
+    #[error("cannot start: {0}")]
+    Token(#[from] TokenError),
+    /// The socket.
+    #[error(transparent)]
+    Socket(#[from] listener::SocketError),
+    /// The audit log.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// Process set-up.
+    #[error("cannot start: {0}")]
+    Setup(String),
+}
+
+fn wants(config: &Resolved) -> Vec<KeyWant> {
+    config
+        .config
+        .keys
+        .iter()
+        .map(|k| KeyWant {
+            label: k.label.clone(),
+            algorithms: k.algorithms.clone(),
+        })
+        .collect()
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn serve(config_path: &Path) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let config = config::load(config_path)?;
+    crate::hardening::apply().map_err(ServeError::Setup)?;
+    let pin = SecretSource::File(config.pin_file.clone()).read("token PIN")?;
+    let signer = Signer::start(SignerSettings {
+        module: config.module.clone(),
+        selector: config.selector.clone(),
+        pin,
+        wants: wants(&config),
+        sessions: config.sessions,
+        queue_depth: config.config.server.queue_depth,
+    })?;
+    let (audit, audit_thread) = match &config.config.audit.file {
+        Some(path) => {
+            let (log, thread) = AuditLog::open(path)?;
+            (Some(log), Some(thread))
+        }
+        None => {
+            tracing::warn!("no [audit] file configured: signing requests are not recorded");
+            (None, None)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http")
+        .build()
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let state = Arc::new(AppState::new(signer.clone(), audit, &config));
+    runtime.block_on(run(config, state.clone(), started))?;
+    signer.stop();
+    drop(state);
+    if let Some(thread) = audit_thread {
+        let _ = thread.join();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run(config: Resolved, state: Arc<AppState>, started: Instant) -> Result<(), ServeError> {
+    let server = &config.config.server;
+    let listener = listener::bind(
+        &server.socket,
+        config.socket_mode,
+        server.socket_group.as_deref(),
+    )?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = listener::ConnLimits {
+        max_connections: server.max_connections,
+        header_timeout: config.read_timeout(),
+    };
+    tracing::info!(
+        socket = %server.socket.display(),
+        sessions = config.sessions,
+        keys = config.config.keys.len(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+    let serving = tokio::spawn(listener::serve(
+        listener,
+        app(state.clone()),
+        limits,
+        stop_rx,
+        Duration::from_millis(server.shutdown_grace_ms),
+    ));
+    let health = tokio::spawn(health::run_periodic(state.clone()));
+    signals(&config, &state).await;
+    health.abort();
+    let _ = stop_tx.send(true);
+    let _ = serving.await;
+    if let Err(e) = std::fs::remove_file(&server.socket) {
+        tracing::warn!(error = %e, "could not remove the socket");
+    }
+    Ok(())
+}
+
+/// Waits for SIGTERM/SIGINT, reloading on every SIGHUP meanwhile.
+async fn signals(config: &Resolved, state: &Arc<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(config, state).await,
+        }
+    }
+    tracing::info!("stopping: finishing requests in flight");
+}
+
+/// Reloads the configuration: the same loader as at start; keys are found on the token
+/// before anything changes, so a bad reload changes nothing.
+async fn reload(running: &Resolved, state: &Arc<AppState>) {
+    let new = match config::load(&running.path) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused; the running configuration stays");
+            return;
+        }
+    };
+    if new.module != running.module
+        || new.selector != running.selector
+        || new.pin_file != running.pin_file
+        || new.config.server.socket != running.config.server.socket
+    {
+        tracing::warn!("[token] and socket changes need a restart; applying the rest");
+    }
+    let signer = state.signer.clone();
+    let wants = wants(&new);
+    let loaded = tokio::task::spawn_blocking(move || signer.reload_keys(wants)).await;
+    match loaded {
+        Ok(Ok(())) => {
+            state.apply(&new);
+            tracing::info!(keys = new.config.keys.len(), "configuration reloaded");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reload refused; the running configuration stays")
+        }
+        Err(e) => tracing::error!(error = %e, "reload failed"),
+    }
+}

@@ -1,0 +1,140 @@
+//! Who may use which key with which algorithm: built from the configuration, swapped
+//! whole on reload.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::algorithm::Algorithm;
+use crate::config::{KeyConfig, Resolved};
+
+use super::error::ApiError;
+use super::peer::Peer;
+
+/// The access rules in force.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    allowed_uids: Vec<u32>,
+    allowed_gids: Vec<u32>,
+    own_uid: u32,
+    keys: HashMap<String, Arc<KeyRule>>,
+    names: Vec<String>,
+}
+
+/// The rules for one key.
+#[derive(Debug, Clone)]
+pub struct KeyRule {
+    /// The name callers use.
+    pub name: String,
+    /// CKA_LABEL on the token.
+    pub label: Arc<str>,
+    /// Algorithms allowed.
+    pub algorithms: Vec<Algorithm>,
+    allowed_uids: Option<Vec<u32>>,
+    allowed_gids: Option<Vec<u32>>,
+    /// Sign after the certificate expired.
+    pub allow_expired: bool,
+}
+
+impl Policy {
+    /// Builds the rules from a loaded configuration.
+    pub fn from_config(config: &Resolved) -> Self {
+        let server = &config.config.server;
+        let keys: HashMap<String, Arc<KeyRule>> = config
+            .config
+            .keys
+            .iter()
+            .map(|k| (k.name.clone(), Arc::new(KeyRule::from(k))))
+            .collect();
+        Self {
+            allowed_uids: server.allowed_uids.clone(),
+            allowed_gids: server.allowed_gids.clone(),
+            own_uid: nix::unistd::geteuid().as_raw(),
+            names: config.config.keys.iter().map(|k| k.name.clone()).collect(),
+            keys,
+        }
+    }
+
+    /// May `peer` talk to the daemon at all? Empty lists mean only the daemon's own uid.
+    pub fn admit(&self, peer: &Peer) -> Result<(), ApiError> {
+        let allowed = if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
+            peer.uid == self.own_uid
+        } else {
+            self.allowed_uids.contains(&peer.uid) || self.allowed_gids.contains(&peer.gid)
+        };
+        if allowed {
+            Ok(())
+        } else {
+            tracing::warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, "refused a peer not in allowed_uids/allowed_gids");
+            Err(ApiError::forbidden(format!(
+                "uid {} / gid {} is not allowed to use this daemon ([server] allowed_uids / allowed_gids)",
+                peer.uid, peer.gid
+            )))
+        }
+    }
+
+    /// The rules for the key `name`, if `peer` may use it.
+    pub fn key(&self, name: &str, peer: &Peer) -> Result<Arc<KeyRule>, ApiError> {
+        let rule = self
+            .keys
+            .get(name)
+            .ok_or_else(|| ApiError::unknown_key(name))?;
+        if rule.permits(peer) {
+            Ok(rule.clone())
+        } else {
+            tracing::warn!(
+                uid = peer.uid,
+                gid = peer.gid,
+                key = name,
+                "refused a peer not allowed this key"
+            );
+            Err(ApiError::forbidden(format!(
+                "uid {} / gid {} may not use key {name:?}",
+                peer.uid, peer.gid
+            )))
+        }
+    }
+
+    /// Every key name `peer` may use, in configuration order.
+    pub fn names_for(&self, peer: &Peer) -> Vec<Arc<KeyRule>> {
+        self.names
+            .iter()
+            .filter_map(|n| self.keys.get(n))
+            .filter(|rule| rule.permits(peer))
+            .cloned()
+            .collect()
+    }
+
+    /// Every key rule, in configuration order.
+    pub fn all(&self) -> Vec<Arc<KeyRule>> {
+        self.names
+            .iter()
+            .filter_map(|n| self.keys.get(n))
+            .cloned()
+            .collect()
+    }
+}
+
+impl KeyRule {
+    fn permits(&self, peer: &Peer) -> bool {
+        self.allowed_uids
+            .as_ref()
+            .is_none_or(|u| u.contains(&peer.uid))
+            && self
+                .allowed_gids
+                .as_ref()
+                .is_none_or(|g| g.contains(&peer.gid))
+    }
+}
+
+impl From<&KeyConfig> for KeyRule {
+    fn from(k: &KeyConfig) -> Self {
+        Self {
+            name: k.name.clone(),
+            label: Arc::from(k.label.as_str()),
+            algorithms: k.algorithms.clone(),
+            allowed_uids: k.allowed_uids.clone(),
+            allowed_gids: k.allowed_gids.clone(),
+            allow_expired: k.allow_expired,
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! The HTTP API: routes and handlers. `app(state)` builds the router, so handlers can be
+//! tested without a socket.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::peer::Peer;
+use super::policy::KeyRule;
+use super::state::AppState;
+use crate::algorithm::{self, Algorithm, Scheme};
+use crate::audit::Record;
+use crate::cert::{CertInfo, KeyKind};
+use crate::server::metrics::{KeyLabel, RequestLabels};
+
+/// The router with every endpoint.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/keys", get(list_keys))
+        .route("/v1/keys/{name}", get(get_key))
+        .route("/v1/keys/{name}/certificate", get(get_certificate))
+        .route("/v1/keys/{name}/sign", post(sign))
+        .route("/v1/health", get(super::health::handler))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+}
+
+/// The body of `POST /v1/keys/{name}/sign`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignRequest {
+    algorithm: String,
+    data: Option<String>,
+    digest: Option<String>,
+    format: Option<String>,
+}
+
+/// The answer to a signing request.
+#[derive(Debug, Serialize)]
+struct SignResponse {
+    signature: String,
+    algorithm: Algorithm,
+    algorithm_uri: &'static str,
+    key: String,
+    format: &'static str,
+    certificate_sha256: String,
+}
+
+/// What the audit line needs to know, filled in as the request is understood.
+#[derive(Default)]
+struct Seen {
+    key: String,
+    algorithm: String,
+    input_sha256: String,
+    cert_sha256: Option<String>,
+}
+
+async fn sign(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let time = now_rfc3339();
+    state.metrics.in_flight.inc();
+    let mut seen = Seen::default();
+    let result = sign_inner(&state, &peer, name, body, &mut seen).await;
+    state.metrics.in_flight.dec();
+    let (status, outcome) = match &result {
+        Ok(_) => (StatusCode::OK, "ok"),
+        Err(e) => (e.status, e.code),
+    };
+    let elapsed = started.elapsed();
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::INTERNAL_SERVER_ERROR {
+        state
+            .metrics
+            .token_errors
+            .get_or_create(&super::metrics::ErrorLabel {
+                code: outcome.into(),
+            })
+            .inc();
+    }
+    if let Some(rule) = state.policy().all().iter().find(|r| r.name == seen.key) {
+        state
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                key: rule.name.clone(),
+                algorithm: seen.algorithm.clone(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        state
+            .metrics
+            .latency
+            .get_or_create(&KeyLabel {
+                key: rule.name.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+    if let Some(audit) = &state.audit {
+        audit.record(Record {
+            time,
+            uid: peer.uid,
+            gid: peer.gid,
+            pid: peer.pid,
+            key: seen.key,
+            algorithm: seen.algorithm,
+            input_sha256: seen.input_sha256,
+            outcome: outcome.into(),
+            status: status.as_u16(),
+            duration_us: elapsed.as_micros() as u64,
+            cert_sha256: seen.cert_sha256,
+        });
+    }
+    match result {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn sign_inner(
+    state: &AppState,
+    peer: &Peer,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+    seen: &mut Seen,
+) -> Result<SignResponse, ApiError> {
+    let policy = state.policy();
+    policy.admit(peer)?;
+    let Path(name) =
+        name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
+    seen.key = printable(&name);
+    let rule = policy.key(&name, peer)?;
+    let settings = state.settings();
+    let bytes = super::body::read(body, settings.max_body_bytes, settings.read_timeout).await?;
+    let request: SignRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a valid sign request: {e}")))?;
+    seen.algorithm = printable(&request.algorithm);
+    let algorithm = choose_algorithm(&rule, &request.algorithm)?;
+    seen.algorithm = algorithm.name().into();
+    let der = wants_der(&request, algorithm)?;
+    let input = decode_input(&request)?;
+    seen.input_sha256 = hex::encode(openssl::sha::sha256(input.bytes()));
+    let digest = input.into_digest(algorithm)?;
+    let key = state
+        .signer
+        .key(&rule.label)
+        .ok_or_else(|| crate::signer::SignError::KeyMissing(rule.label.to_string()))?;
+    check_key(&rule, algorithm, key.kind, key.not_after)?;
+    let signed = state
+        .signer
+        .sign(
+            rule.label.clone(),
+            algorithm,
+            digest,
+            settings.request_timeout,
+        )
+        .await?;
+    seen.cert_sha256 = Some(signed.key.cert_sha256.clone());
+    let signature = if der {
+        algorithm::ecdsa_raw_to_der(&signed.signature).map_err(|e| ApiError::internal(&e))?
+    } else {
+        signed.signature
+    };
+    Ok(SignResponse {
+        signature: base64::engine::general_purpose::STANDARD.encode(signature),
+        algorithm,
+        algorithm_uri: algorithm.xmldsig_uri(),
+        key: rule.name.clone(),
+        format: if der { "der" } else { "raw" },
+        certificate_sha256: signed.key.cert_sha256.clone(),
+    })
+}
+
+/// Keeps what a hostile caller sent out of logs in a harmless, bounded form.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(128)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn choose_algorithm(rule: &KeyRule, given: &str) -> Result<Algorithm, ApiError> {
+    let algorithm = Algorithm::parse(given).ok_or_else(|| {
+        let known: Vec<&str> = algorithm::ALL.iter().map(|a| a.name()).collect();
+        ApiError::unprocessable(
+            "unsupported_algorithm",
+            format!(
+                "unknown algorithm {:?}; known: {} or their XML-DSig URIs",
+                printable(given),
+                known.join(", ")
+            ),
+        )
+    })?;
+    if !rule.algorithms.contains(&algorithm) {
+        let allowed: Vec<&str> = rule.algorithms.iter().map(|a| a.name()).collect();
+        return Err(ApiError::unprocessable(
+            "algorithm_not_allowed",
+            format!(
+                "key {:?} is not configured for {algorithm}; it allows {}",
+                rule.name,
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(algorithm)
+}
+
+fn wants_der(request: &SignRequest, algorithm: Algorithm) -> Result<bool, ApiError> {
+    match request.format.as_deref() {
+        None | Some("raw") => Ok(false),
+        Some("der") if algorithm.scheme() == Scheme::Ecdsa => Ok(true),
+        Some("der") => Err(ApiError::bad_request(
+            "format \"der\" applies to ECDSA signatures only",
+        )),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format {:?}: use \"raw\" (r||s, XML-DSig) or \"der\"",
+            printable(other)
+        ))),
+    }
+}
+
+enum Input {
+    Data(Vec<u8>),
+    Digest(Vec<u8>),
+}
+
+impl Input {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Input::Data(b) | Input::Digest(b) => b,
+        }
+    }
+
+    fn into_digest(self, algorithm: Algorithm) -> Result<Vec<u8>, ApiError> {
+        let hash = algorithm.hash();
+        match self {
+            Input::Data(data) => Ok(hash.digest(&data)),
+            Input::Digest(d) if d.len() == hash.output_len() => Ok(d),
+            Input::Digest(d) => Err(ApiError::unprocessable(
+                "bad_digest_length",
+                format!(
+                    "{algorithm} takes a {}-byte digest; got {} bytes",
+                    hash.output_len(),
+                    d.len()
+                ),
+            )),
+        }
+    }
+}
+
+fn decode_input(request: &SignRequest) -> Result<Input, ApiError> {
+    let decode = |field: &str, text: &str| {
+        let engine = &base64::engine::general_purpose::STANDARD;
+        engine
+            .decode(text.trim())
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim()))
+            .map_err(|_| ApiError::bad_request(format!("{field} is not valid base64")))
+    };
+    match (&request.data, &request.digest) {
+        (Some(data), None) => Ok(Input::Data(decode("data", data)?)),
+        (None, Some(digest)) => Ok(Input::Digest(decode("digest", digest)?)),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "send either data or digest, not both",
+        )),
+        (None, None) => Err(ApiError::bad_request(
+            "send data (base64 bytes to hash and sign) or digest (base64 hash)",
+        )),
+    }
+}
+
+fn check_key(
+    rule: &KeyRule,
+    algorithm: Algorithm,
+    kind: KeyKind,
+    not_after: i64,
+) -> Result<(), ApiError> {
+    if !algorithm.fits(kind) {
+        return Err(ApiError::unprocessable(
+            "algorithm_mismatch",
+            format!(
+                "key {:?} is {kind}; {algorithm} needs another key type",
+                rule.name
+            ),
+        ));
+    }
+    if !rule.allow_expired && time::OffsetDateTime::now_utc().unix_timestamp() > not_after {
+        return Err(ApiError::unprocessable(
+            "certificate_expired",
+            format!("the certificate of key {:?} has expired; import the renewed certificate (or set allow_expired)", rule.name),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(&time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
+}
+
+/// A key as `GET /v1/keys` describes it.
+#[derive(Debug, Serialize)]
+struct KeyView {
+    name: String,
+    label: String,
+    available: bool,
+    key: Option<KeyKind>,
+    algorithms: Vec<Algorithm>,
+    algorithm_uris: Vec<&'static str>,
+    certificate: Option<CertInfo>,
+    chain_length: usize,
+}
+
+fn view(state: &AppState, rule: &KeyRule) -> KeyView {
+    let key = state.signer.key(&rule.label);
+    KeyView {
+        name: rule.name.clone(),
+        label: rule.label.to_string(),
+        available: key.is_some(),
+        key: key.as_ref().map(|k| k.kind),
+        algorithms: rule.algorithms.clone(),
+        algorithm_uris: rule.algorithms.iter().map(|a| a.xmldsig_uri()).collect(),
+        certificate: key.as_ref().and_then(|k| CertInfo::of(&k.cert).ok()),
+        chain_length: key.as_ref().map(|k| k.chain.len()).unwrap_or(0),
+    }
+}
+
+async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Response, ApiError> {
+    let policy = state.policy();
+    policy.admit(&peer)?;
+    let keys: Vec<KeyView> = policy
+        .names_for(&peer)
+        .iter()
+        .map(|r| view(&state, r))
+        .collect();
+    Ok(Json(serde_json::json!({ "keys": keys })).into_response())
+}
+
+async fn get_key(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let rule = admitted_rule(&state, &peer, name)?;
+    Ok(Json(view(&state, &rule)).into_response())
+}
+
+fn admitted_rule(
+    state: &AppState,
+    peer: &Peer,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Arc<KeyRule>, ApiError> {
+    let policy = state.policy();
+    policy.admit(peer)?;
+    let Path(name) =
+        name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
+    policy.key(&name, peer)
+}
+
+/// `?format=pem|der|base64&chain=true|false`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertQuery {
+    format: Option<String>,
+    chain: Option<bool>,
+}
+
+async fn get_certificate(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<CertQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let rule = admitted_rule(&state, &peer, name)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
+    let key = state
+        .signer
+        .key(&rule.label)
+        .ok_or_else(|| crate::signer::SignError::KeyMissing(rule.label.to_string()))?;
+    let leaf = key.cert.to_der().map_err(|e| ApiError::internal(&e))?;
+    match query.format.as_deref().unwrap_or("pem") {
+        "der" => Ok(([(header::CONTENT_TYPE, "application/pkix-cert")], leaf).into_response()),
+        "base64" => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            base64::engine::general_purpose::STANDARD.encode(leaf),
+        )
+            .into_response()),
+        "pem" => {
+            let mut pem = key.cert.to_pem().map_err(|e| ApiError::internal(&e))?;
+            if query.chain.unwrap_or(true) {
+                for ca in &key.chain {
+                    pem.extend(ca.to_pem().map_err(|e| ApiError::internal(&e))?);
+                }
+            }
+            Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+        }
+        other => Err(ApiError::bad_request(format!(
+            "format {:?}: use pem, der or base64",
+            printable(other)
+        ))),
+    }
+}
+
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+) -> Result<Response, ApiError> {
+    state.policy().admit(&peer)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response())
+}

@@ -1,0 +1,84 @@
+//! What every handler shares: the signer, the rules and settings in force (swapped whole
+//! on reload), the audit log, metrics and health.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::health::HealthState;
+use super::metrics::Metrics;
+use super::policy::Policy;
+use crate::audit::AuditLog;
+use crate::config::Resolved;
+use crate::signer::Signer;
+
+/// Settings that a reload may change.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// How long a request may wait for the token.
+    pub request_timeout: Duration,
+    /// How long a client may take to send its body.
+    pub read_timeout: Duration,
+    /// Seconds between self-tests.
+    pub health_interval: Duration,
+    /// Days-left threshold for "warning".
+    pub warn_days: i64,
+}
+
+impl Settings {
+    /// From a loaded configuration.
+    pub fn from_config(config: &Resolved) -> Self {
+        Self {
+            max_body_bytes: config.config.server.max_body_bytes,
+            request_timeout: config.request_timeout(),
+            read_timeout: config.read_timeout(),
+            health_interval: Duration::from_secs(config.config.health.interval_seconds.max(1)),
+            warn_days: config.config.health.warn_days,
+        }
+    }
+}
+
+/// The handlers' shared state.
+pub struct AppState {
+    /// The token side.
+    pub signer: Signer,
+    /// Where audit records go, if anywhere.
+    pub audit: Option<AuditLog>,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// The last self-test.
+    pub health: HealthState,
+    policy: RwLock<Arc<Policy>>,
+    settings: RwLock<Arc<Settings>>,
+}
+
+impl AppState {
+    /// Builds the state for `config`.
+    pub fn new(signer: Signer, audit: Option<AuditLog>, config: &Resolved) -> Self {
+        Self {
+            signer,
+            audit,
+            metrics: Metrics::default(),
+            health: HealthState::default(),
+            policy: RwLock::new(Arc::new(Policy::from_config(config))),
+            settings: RwLock::new(Arc::new(Settings::from_config(config))),
+        }
+    }
+
+    /// The rules in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().expect("policy lock").clone()
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().expect("settings lock").clone()
+    }
+
+    /// Puts a reloaded configuration in force; requests already running keep the old one.
+    pub fn apply(&self, config: &Resolved) {
+        *self.policy.write().expect("policy lock") = Arc::new(Policy::from_config(config));
+        *self.settings.write().expect("settings lock") = Arc::new(Settings::from_config(config));
+    }
+}

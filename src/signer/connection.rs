@@ -1,0 +1,208 @@
+//! One connection to the token: the module initialised, the user logged in through an
+//! anchor session that stays open (SoftHSM logs the token out when its last session
+//! closes), and the configured keys found once, with their certificates and chains.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use openssl::x509::X509;
+use secrecy::SecretString;
+
+use crate::algorithm::Algorithm;
+use crate::cert::KeyKind;
+use crate::token::{check_mechanisms, find_objects, Module, StoredKey, TokenError, TokenSelector};
+
+/// A key found on the token, ready to sign with.
+pub struct TokenKey {
+    /// CKA_LABEL.
+    pub label: String,
+    /// The private key object.
+    pub handle: cryptoki::object::ObjectHandle,
+    /// Kind and size.
+    pub kind: KeyKind,
+    /// Its certificate.
+    pub cert: X509,
+    /// CA certificates above it found on the token, nearest first.
+    pub chain: Vec<X509>,
+    /// SHA-256 of the certificate, hex: tells callers which certificate signed.
+    pub cert_sha256: String,
+    /// End of the certificate's validity, Unix seconds.
+    pub not_after: i64,
+}
+
+/// What a connection needs to know about one configured key.
+#[derive(Debug, Clone)]
+pub struct KeyWant {
+    /// CKA_LABEL.
+    pub label: String,
+    /// The algorithms it will be asked for.
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// A live, logged-in connection to the token.
+pub struct Connection {
+    /// Counts connections; a worker's session belongs to one generation.
+    pub generation: u64,
+    /// The token's label, for messages.
+    pub token_label: String,
+    slot: Slot,
+    keys: RwLock<Arc<HashMap<String, Arc<TokenKey>>>>,
+    anchor: Mutex<Session>,
+    // Last: dropped after the sessions, so C_Finalize comes after C_CloseSession.
+    module: Module,
+}
+
+impl Connection {
+    /// Loads the module, finds the token, logs in once, finds the keys.
+    pub fn connect(
+        module: &std::path::Path,
+        selector: &TokenSelector,
+        pin: &SecretString,
+        wants: &[KeyWant],
+        generation: u64,
+    ) -> Result<Self, TokenError> {
+        let module = Module::open(module)?;
+        let (slot, info) = module.find_token(selector)?;
+        let anchor = module
+            .ctx()
+            .open_ro_session(slot)
+            .map_err(TokenError::pkcs11(format!(
+                "opening a session on token \"{}\"",
+                info.label
+            )))?;
+        crate::token::login(module.ctx(), slot, &info.label, &anchor, pin, false)?;
+        let conn = Self {
+            generation,
+            token_label: info.label,
+            slot,
+            keys: RwLock::new(Arc::new(HashMap::new())),
+            anchor: Mutex::new(anchor),
+            module,
+        };
+        conn.load_keys(wants)?;
+        Ok(conn)
+    }
+
+    /// Opens a session for a worker. Login state is the token's, so it is logged in.
+    pub fn open_session(&self) -> Result<Session, TokenError> {
+        self.module
+            .ctx()
+            .open_ro_session(self.slot)
+            .map_err(TokenError::pkcs11("opening a signing session"))
+    }
+
+    /// The key labelled `label`, if this connection found it.
+    pub fn key(&self, label: &str) -> Option<Arc<TokenKey>> {
+        self.keys.read().ok()?.get(label).cloned()
+    }
+
+    /// Finds every wanted key (and checks the token has their mechanisms), replacing the
+    /// table only when all are found, so a bad reload changes nothing.
+    pub fn load_keys(&self, wants: &[KeyWant]) -> Result<(), TokenError> {
+        let anchor = self.anchor.lock().map_err(|_| TokenError::BadObject {
+            label: String::new(),
+            token: self.token_label.clone(),
+            detail: "session lock poisoned".into(),
+        })?;
+        let authorities = read_all_certs(&anchor)?;
+        let mut table = HashMap::new();
+        for want in wants {
+            if table.contains_key(&want.label) {
+                continue;
+            }
+            let stored = StoredKey::find(&anchor, &self.token_label, &want.label)?;
+            check_mechanisms(
+                self.module.ctx(),
+                self.slot,
+                &self.token_label,
+                &format!("key \"{}\"", want.label),
+                &want.algorithms,
+            )?;
+            let der = stored.cert.to_der().unwrap_or_default();
+            let not_after = crate::cert::CertInfo::of(&stored.cert)
+                .map(|i| i.not_after_unix)
+                .unwrap_or(i64::MAX);
+            table.insert(
+                want.label.clone(),
+                Arc::new(TokenKey {
+                    label: want.label.clone(),
+                    handle: stored.handle,
+                    kind: stored.kind,
+                    chain: chain_of(&stored.cert, &authorities),
+                    cert_sha256: hex::encode(openssl::sha::sha256(&der)),
+                    cert: stored.cert,
+                    not_after,
+                }),
+            );
+        }
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = Arc::new(table);
+        }
+        Ok(())
+    }
+
+    /// Logs in again on this connection after the token dropped the login
+    /// (CKR_USER_NOT_LOGGED_IN): not a retry of a failed PIN.
+    pub fn relogin(&self, pin: &SecretString) -> Result<(), TokenError> {
+        let anchor = self.anchor.lock().map_err(|_| TokenError::BadObject {
+            label: String::new(),
+            token: self.token_label.clone(),
+            detail: "session lock poisoned".into(),
+        })?;
+        crate::token::login(
+            self.module.ctx(),
+            self.slot,
+            &self.token_label,
+            &anchor,
+            pin,
+            false,
+        )
+    }
+}
+
+fn read_all_certs(session: &Session) -> Result<Vec<X509>, TokenError> {
+    let handles = find_objects(session, Some(ObjectClass::CERTIFICATE), None, None)?;
+    let mut out = Vec::new();
+    for handle in handles {
+        let attrs = session
+            .get_attributes(handle, &[AttributeType::Value])
+            .map_err(TokenError::pkcs11("reading certificates on the token"))?;
+        for attr in attrs {
+            if let Attribute::Value(der) = attr {
+                if let Ok(cert) = X509::from_der(&der) {
+                    out.push(cert);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Walks issuer → subject through `pool`, nearest CA first, stopping at a self-signed one.
+fn chain_of(leaf: &X509, pool: &[X509]) -> Vec<X509> {
+    let mut chain: Vec<X509> = Vec::new();
+    let mut current = leaf.clone();
+    while chain.len() < 8 {
+        let self_signed =
+            current.issuer_name().to_der().ok() == current.subject_name().to_der().ok();
+        if self_signed {
+            break;
+        }
+        let issuer = current.issuer_name().to_der().ok();
+        let Some(next) = pool.iter().find(|c| {
+            c.subject_name().to_der().ok() == issuer
+                && c.to_der().ok() != current.to_der().ok()
+                && current
+                    .verify(&c.public_key().expect("certificate public key"))
+                    .unwrap_or(false)
+        }) else {
+            break;
+        };
+        chain.push(next.clone());
+        current = next.clone();
+    }
+    chain
+}

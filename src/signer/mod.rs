@@ -1,0 +1,254 @@
+//! The daemon's token side: worker threads that each own a long-lived session on one
+//! logged-in connection, a bounded queue in front of them, and a supervisor that
+//! reconnects with backoff when the token or its link goes away.
+//!
+//! A request never opens a session or logs in: it is a job on the queue, taken by a
+//! worker that already holds a session, signed, and answered over a oneshot channel.
+//! When the queue is full, or the token is down, the caller hears so at once.
+
+mod connection;
+mod supervisor;
+mod worker;
+
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::algorithm::Algorithm;
+use crate::token::{TokenError, TokenSelector};
+pub use connection::{Connection, KeyWant, TokenKey};
+
+/// Why a signature was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The queue is full.
+    #[error("too many signing requests waiting")]
+    Overloaded,
+    /// The token is not reachable right now; retry shortly.
+    #[error("token unavailable: {0}")]
+    Unavailable(String),
+    /// The PIN was refused or is locked; an operator must act.
+    #[error("token login refused: {0}")]
+    PinProblem(String),
+    /// No answer in time.
+    #[error("the token did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The configured label is not on the token (it was removed, or not yet loaded).
+    #[error("key \"{0}\" is not loaded from the token")]
+    KeyMissing(String),
+    /// The token refused the operation for another reason.
+    #[error(transparent)]
+    Failed(TokenError),
+    /// The daemon is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// A signature and the key that made it.
+pub struct Signed {
+    /// The raw signature (ECDSA: r || s).
+    pub signature: Vec<u8>,
+    /// The key, as loaded when it signed.
+    pub key: Arc<TokenKey>,
+}
+
+/// The token's state as the daemon sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    /// Connected and logged in.
+    Up,
+    /// Lost; the supervisor is reconnecting.
+    Down {
+        /// Why.
+        reason: String,
+        /// Seconds since it went down.
+        #[serde(skip)]
+        since: Option<Instant>,
+    },
+    /// The PIN was refused: no automatic login until an operator restarts the daemon.
+    PinProblem {
+        /// What the token said.
+        reason: String,
+    },
+    /// Stopping.
+    Stopping,
+}
+
+struct Job {
+    label: Arc<str>,
+    algorithm: Algorithm,
+    digest: Vec<u8>,
+    reply: tokio::sync::oneshot::Sender<Result<Signed, SignError>>,
+}
+
+/// Everything the workers, the supervisor and the handles share.
+struct Shared {
+    conn: RwLock<Option<Arc<Connection>>>,
+    status: Mutex<Status>,
+    wake: Condvar,
+    pin: SecretString,
+    module: std::path::PathBuf,
+    selector: TokenSelector,
+    wants: Mutex<Vec<KeyWant>>,
+}
+
+impl Shared {
+    /// The connection to use, or why there is none (fast: no token call).
+    fn connection(&self) -> Result<Arc<Connection>, SignError> {
+        match &*self.status.lock().expect("status lock") {
+            Status::Up => {}
+            Status::Down { reason, .. } => return Err(SignError::Unavailable(reason.clone())),
+            Status::PinProblem { reason } => return Err(SignError::PinProblem(reason.clone())),
+            Status::Stopping => return Err(SignError::ShuttingDown),
+        }
+        self.conn
+            .read()
+            .expect("connection lock")
+            .clone()
+            .ok_or_else(|| SignError::Unavailable("reconnecting".into()))
+    }
+
+    fn current_generation(&self) -> Option<u64> {
+        self.conn.read().ok()?.as_ref().map(|c| c.generation)
+    }
+
+    /// Records that generation `generation` lost the token, and wakes the supervisor.
+    fn mark_down(&self, generation: u64, error: &TokenError) {
+        let mut status = self.status.lock().expect("status lock");
+        if *status == Status::Up && self.current_generation() == Some(generation) {
+            tracing::error!(%error, "token connection lost; reconnecting");
+            *status = Status::Down {
+                reason: error.to_string(),
+                since: Some(Instant::now()),
+            };
+            self.wake.notify_all();
+        }
+    }
+
+    fn mark_pin_problem(&self, error: &TokenError) {
+        tracing::error!(%error, "the token refused the PIN; not logging in again until restarted");
+        *self.status.lock().expect("status lock") = Status::PinProblem {
+            reason: error.to_string(),
+        };
+    }
+}
+
+/// The handle the server uses.
+#[derive(Clone)]
+pub struct Signer {
+    shared: Arc<Shared>,
+    queue: crossbeam_channel::Sender<Job>,
+}
+
+/// How the signer is set up.
+pub struct SignerSettings {
+    /// The module.
+    pub module: std::path::PathBuf,
+    /// The token.
+    pub selector: TokenSelector,
+    /// The PIN, read once.
+    pub pin: SecretString,
+    /// The keys to load.
+    pub wants: Vec<KeyWant>,
+    /// Worker threads, one session each.
+    pub sessions: usize,
+    /// Jobs that may wait.
+    pub queue_depth: usize,
+}
+
+impl Signer {
+    /// Connects (one login attempt), loads the keys and starts the workers and the
+    /// supervisor. Any failure here is returned, so `serve` exits with it.
+    pub fn start(settings: SignerSettings) -> Result<Self, TokenError> {
+        let conn = Connection::connect(
+            &settings.module,
+            &settings.selector,
+            &settings.pin,
+            &settings.wants,
+            1,
+        )?;
+        let shared = Arc::new(Shared {
+            conn: RwLock::new(Some(Arc::new(conn))),
+            status: Mutex::new(Status::Up),
+            wake: Condvar::new(),
+            pin: settings.pin,
+            module: settings.module,
+            selector: settings.selector,
+            wants: Mutex::new(settings.wants),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(settings.queue_depth);
+        for n in 0..settings.sessions {
+            let (shared, rx) = (shared.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name(format!("sign-{n}"))
+                .spawn(move || worker::run(shared, rx))
+                .expect("spawning a signing worker");
+        }
+        let sup = shared.clone();
+        std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || supervisor::run(sup))
+            .expect("spawning the supervisor");
+        Ok(Self { shared, queue: tx })
+    }
+
+    /// Signs `digest` with the key labelled `label`, waiting at most `timeout`.
+    pub async fn sign(
+        &self,
+        label: Arc<str>,
+        algorithm: Algorithm,
+        digest: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Signed, SignError> {
+        // Fail fast while the token is down instead of queueing behind it.
+        self.shared.connection()?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            label,
+            algorithm,
+            digest,
+            reply,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => SignError::Overloaded,
+            crossbeam_channel::TrySendError::Disconnected(_) => SignError::ShuttingDown,
+        })?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SignError::ShuttingDown),
+            Err(_) => Err(SignError::Timeout(timeout)),
+        }
+    }
+
+    /// The key labelled `label` as currently loaded.
+    pub fn key(&self, label: &str) -> Option<Arc<TokenKey>> {
+        self.shared.conn.read().ok()?.as_ref()?.key(label)
+    }
+
+    /// The token's state now.
+    pub fn status(&self) -> Status {
+        self.shared.status.lock().expect("status lock").clone()
+    }
+
+    /// The token's label.
+    pub fn token_label(&self) -> Option<String> {
+        Some(self.shared.conn.read().ok()?.as_ref()?.token_label.clone())
+    }
+
+    /// Loads a new set of keys (on reload). On failure nothing changes.
+    pub fn reload_keys(&self, wants: Vec<KeyWant>) -> Result<(), SignError> {
+        let conn = self.shared.connection()?;
+        conn.load_keys(&wants).map_err(SignError::Failed)?;
+        *self.shared.wants.lock().expect("wants lock") = wants;
+        Ok(())
+    }
+
+    /// Tells workers and supervisor to stop once the queue is drained.
+    pub fn stop(&self) {
+        *self.shared.status.lock().expect("status lock") = Status::Stopping;
+        self.shared.wake.notify_all();
+    }
+}

@@ -1,0 +1,107 @@
+//! The supervisor: when a worker reports the token lost, it retires the connection,
+//! waits for the workers to close their sessions, finalises the module, and connects
+//! again with backoff. A refused PIN stops it: it never logs in again on its own.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Connection, Shared, Status};
+use crate::token::TokenError;
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const SESSION_DRAIN: Duration = Duration::from_secs(2);
+
+pub(super) fn run(shared: Arc<Shared>) {
+    let mut generation = 1;
+    loop {
+        if !wait_for_trouble(&shared) {
+            return;
+        }
+        retire(&shared);
+        generation += 1;
+        if !reconnect(&shared, generation) {
+            return;
+        }
+    }
+}
+
+/// Sleeps until the token is down; false when stopping.
+fn wait_for_trouble(shared: &Shared) -> bool {
+    let mut status = shared.status.lock().expect("status lock");
+    loop {
+        match &*status {
+            Status::Down { .. } => return true,
+            Status::Stopping | Status::PinProblem { .. } => return false,
+            Status::Up => status = shared.wake.wait(status).expect("status lock"),
+        }
+    }
+}
+
+/// Takes the connection away and waits (bounded) for workers to close their sessions,
+/// then drops it: C_CloseSession on the anchor, then C_Finalize.
+fn retire(shared: &Shared) {
+    let Some(old) = shared.conn.write().expect("connection lock").take() else {
+        return;
+    };
+    let deadline = Instant::now() + SESSION_DRAIN;
+    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if Arc::strong_count(&old) > 1 {
+        tracing::warn!(
+            "workers still hold sessions of the lost connection; finalising anyway later"
+        );
+    }
+    drop(old);
+}
+
+/// Connects again until it works, the PIN is refused, or the daemon stops.
+fn reconnect(shared: &Shared, generation: u64) -> bool {
+    let started = Instant::now();
+    let mut backoff = BACKOFF_START;
+    loop {
+        if matches!(
+            *shared.status.lock().expect("status lock"),
+            Status::Stopping
+        ) {
+            return false;
+        }
+        let wants = shared.wants.lock().expect("wants lock").clone();
+        match Connection::connect(
+            &shared.module,
+            &shared.selector,
+            &shared.pin,
+            &wants,
+            generation,
+        ) {
+            Ok(conn) => {
+                *shared.conn.write().expect("connection lock") = Some(Arc::new(conn));
+                *shared.status.lock().expect("status lock") = Status::Up;
+                tracing::warn!(
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "token connection restored"
+                );
+                return true;
+            }
+            Err(
+                e @ (TokenError::PinIncorrect { .. }
+                | TokenError::PinLocked { .. }
+                | TokenError::PinFinalTry { .. }),
+            ) => {
+                shared.mark_pin_problem(&e);
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, ?backoff, "token still unavailable");
+                if let Status::Down { reason, .. } =
+                    &mut *shared.status.lock().expect("status lock")
+                {
+                    *reason = e.to_string();
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
