@@ -215,6 +215,14 @@ impl std::fmt::Display for Algorithm {
     }
 }
 
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Algorithm::parse(text).ok_or_else(|| format!("unknown algorithm {text:?}"))
+    }
+}
+
 impl Serialize for Algorithm {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())

@@ -8,6 +8,7 @@
 
 pub mod algorithm;
 pub mod audit;
+pub mod bench;
 pub mod cert;
 pub mod cli;
 pub mod client;

@@ -77,6 +77,13 @@ pub enum Command {
     },
     /// Ask a running daemon for a signature (for scripts and tests).
     Sign(SignArgs),
+    /// Measure signing speed: the token on its own, or the daemon through its socket.
+    /// Prints one JSON line (see scripts/bench).
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
     /// Work with the audit log.
     Audit {
         /// What to do with it.
@@ -105,6 +112,54 @@ pub enum AuditCommand {
     Verify {
         /// The audit log file.
         file: PathBuf,
+    },
+}
+
+/// `hsm-signer bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// Sign directly through PKCS#11 with long-lived sessions (the token's own limit).
+    Token {
+        /// The token.
+        #[command(flatten)]
+        token: TokenArgs,
+        /// CKA_LABEL of the key.
+        #[arg(long)]
+        label: String,
+        /// Algorithm (RS256, ES256, ...).
+        #[arg(long, default_value = "RS256")]
+        algorithm: crate::algorithm::Algorithm,
+        /// Parallel sessions, one thread each.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// How long to measure.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Sign through a running daemon from keep-alive clients.
+    Daemon {
+        /// The daemon's socket.
+        #[arg(
+            long,
+            env = "HSM_SIGNER_SOCKET",
+            default_value = "/run/hsm-signer/hsm-signer.sock"
+        )]
+        socket: PathBuf,
+        /// Key name.
+        #[arg(long)]
+        key: String,
+        /// Algorithm (RS256, ES256, ...).
+        #[arg(long, default_value = "RS256")]
+        algorithm: crate::algorithm::Algorithm,
+        /// Send a pre-computed digest instead of the data.
+        #[arg(long)]
+        digest: bool,
+        /// Concurrent clients, one connection each.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// How long to measure.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
     },
 }
 
@@ -203,6 +258,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sign(args) => sign(args),
+        Command::Bench { target } => bench(target),
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => audit_verify(&file),
@@ -245,6 +301,52 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         }
         None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(target: BenchTarget) -> Result<ExitCode> {
+    let result = match target {
+        BenchTarget::Token {
+            token,
+            label,
+            algorithm,
+            parallel,
+            seconds,
+        } => {
+            let target = token.resolve()?;
+            let pin = target.pin.read("token PIN")?;
+            crate::bench::token(
+                &target.module,
+                &target.selector,
+                &pin,
+                &label,
+                algorithm,
+                parallel.max(1),
+                std::time::Duration::from_secs_f64(seconds),
+            )?
+        }
+        BenchTarget::Daemon {
+            socket,
+            key,
+            algorithm,
+            digest,
+            clients,
+            seconds,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::bench::daemon(
+                &socket,
+                &key,
+                algorithm,
+                digest,
+                clients.max(1),
+                std::time::Duration::from_secs_f64(seconds),
+            ))?
+        }
+    };
+    println!("{}", serde_json::to_string(&result)?);
     Ok(ExitCode::SUCCESS)
 }
 

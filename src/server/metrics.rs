@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::signer::TokenCounters;
+
 /// Labels of a signing request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -50,6 +52,8 @@ pub struct Metrics {
     pub healthy: Gauge,
     /// Days until each key's certificate expires.
     pub cert_days_left: Family<KeyLabel, Gauge<i64, AtomicI64>>,
+    /// PKCS#11 sessions opened and logins made: constant under load, by design.
+    pub token_calls: TokenCounters,
 }
 
 impl Default for Metrics {
@@ -93,7 +97,19 @@ impl Default for Metrics {
             "Days until the key's certificate expires",
             cert_days_left.clone(),
         );
+        let token_calls = TokenCounters::default();
+        registry.register(
+            "token_sessions_opened",
+            "PKCS#11 sessions opened (C_OpenSession); does not grow with requests",
+            token_calls.sessions_opened.clone(),
+        );
+        registry.register(
+            "token_logins",
+            "PKCS#11 logins (C_Login); one per connection to the token",
+            token_calls.logins.clone(),
+        );
         Self {
+            token_calls,
             registry,
             requests,
             latency,

@@ -66,6 +66,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     let config = config::load(config_path)?;
     crate::hardening::apply().map_err(ServeError::Setup)?;
     let pin = SecretSource::File(config.pin_file.clone()).read("token PIN")?;
+    let metrics = metrics::Metrics::default();
     let signer = Signer::start(SignerSettings {
         module: config.module.clone(),
         selector: config.selector.clone(),
@@ -73,6 +74,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         wants: wants(&config),
         sessions: config.sessions,
         queue_depth: config.config.server.queue_depth,
+        counters: metrics.token_calls.clone(),
     })?;
     let (audit, audit_thread) = match &config.config.audit.file {
         Some(path) => {
@@ -89,7 +91,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         .thread_name("http")
         .build()
         .map_err(|e| ServeError::Setup(e.to_string()))?;
-    let state = Arc::new(AppState::new(signer.clone(), audit, &config));
+    let state = Arc::new(AppState::new(signer.clone(), audit, metrics, &config));
     runtime.block_on(run(config, state.clone(), started))?;
     signer.stop();
     drop(state);

@@ -55,11 +55,16 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state for `config`.
-    pub fn new(signer: Signer, audit: Option<AuditLog>, config: &Resolved) -> Self {
+    pub fn new(
+        signer: Signer,
+        audit: Option<AuditLog>,
+        metrics: Metrics,
+        config: &Resolved,
+    ) -> Self {
         Self {
             signer,
             audit,
-            metrics: Metrics::default(),
+            metrics,
             health: HealthState::default(),
             policy: RwLock::new(Arc::new(Policy::from_config(config))),
             settings: RwLock::new(Arc::new(Settings::from_config(config))),

@@ -51,6 +51,7 @@ pub struct Connection {
     slot: Slot,
     keys: RwLock<Arc<HashMap<String, Arc<TokenKey>>>>,
     anchor: Mutex<Session>,
+    counters: super::TokenCounters,
     // Last: dropped after the sessions, so C_Finalize comes after C_CloseSession.
     module: Module,
 }
@@ -63,6 +64,7 @@ impl Connection {
         pin: &SecretString,
         wants: &[KeyWant],
         generation: u64,
+        counters: super::TokenCounters,
     ) -> Result<Self, TokenError> {
         let module = Module::open(module)?;
         let (slot, info) = module.find_token(selector)?;
@@ -73,8 +75,11 @@ impl Connection {
                 "opening a session on token \"{}\"",
                 info.label
             )))?;
+        counters.sessions_opened.inc();
+        counters.logins.inc();
         crate::token::login(module.ctx(), slot, &info.label, &anchor, pin, false)?;
         let conn = Self {
+            counters,
             generation,
             token_label: info.label,
             slot,
@@ -88,6 +93,7 @@ impl Connection {
 
     /// Opens a session for a worker. Login state is the token's, so it is logged in.
     pub fn open_session(&self) -> Result<Session, TokenError> {
+        self.counters.sessions_opened.inc();
         self.module
             .ctx()
             .open_ro_session(self.slot)

@@ -13,6 +13,7 @@ mod worker;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -93,6 +94,7 @@ struct Shared {
     module: std::path::PathBuf,
     selector: TokenSelector,
     wants: Mutex<Vec<KeyWant>>,
+    counters: TokenCounters,
 }
 
 impl Shared {
@@ -143,6 +145,15 @@ pub struct Signer {
     queue: crossbeam_channel::Sender<Job>,
 }
 
+/// Counters of the token calls that must not happen per request.
+#[derive(Clone, Default)]
+pub struct TokenCounters {
+    /// C_OpenSession calls.
+    pub sessions_opened: Counter,
+    /// C_Login calls.
+    pub logins: Counter,
+}
+
 /// How the signer is set up.
 pub struct SignerSettings {
     /// The module.
@@ -157,6 +168,8 @@ pub struct SignerSettings {
     pub sessions: usize,
     /// Jobs that may wait.
     pub queue_depth: usize,
+    /// Where session and login counts go.
+    pub counters: TokenCounters,
 }
 
 impl Signer {
@@ -169,6 +182,7 @@ impl Signer {
             &settings.pin,
             &settings.wants,
             1,
+            settings.counters.clone(),
         )?;
         let shared = Arc::new(Shared {
             conn: RwLock::new(Some(Arc::new(conn))),
@@ -178,6 +192,7 @@ impl Signer {
             module: settings.module,
             selector: settings.selector,
             wants: Mutex::new(settings.wants),
+            counters: settings.counters,
         });
         let (tx, rx) = crossbeam_channel::bounded(settings.queue_depth);
         for n in 0..settings.sessions {

@@ -74,6 +74,7 @@ fn reconnect(shared: &Shared, generation: u64) -> bool {
             &shared.pin,
             &wants,
             generation,
+            shared.counters.clone(),
         ) {
             Ok(conn) => {
                 *shared.conn.write().expect("connection lock") = Some(Arc::new(conn));
