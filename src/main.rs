@@ -24,8 +24,13 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    // cryptoki logs every vendor mechanism it has no name for at ERROR level.
-    let default = format!("{default},cryptoki::mechanism=off");
+    // cryptoki logs at ERROR every vendor mechanism it has no name for and every failed
+    // C_CloseSession on a lost token; hsm-signer reports what matters itself.
+    let default = if verbose >= 2 {
+        default.to_string()
+    } else {
+        format!("{default},cryptoki=off")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HSM_SIGNER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -67,7 +67,9 @@ const FRESH: Duration = Duration::from_secs(1);
 pub async fn current(state: &AppState) -> Arc<Report> {
     let mut last = state.health.last.lock().await;
     if let Some((at, report)) = &*last {
-        if at.elapsed() < FRESH {
+        // A report is reused only while fresh and while the token's state is unchanged,
+        // so the first look after a reconnect sees it.
+        if at.elapsed() < FRESH && report.token_state == state.signer.status() {
             return report.clone();
         }
     }
@@ -162,14 +164,13 @@ async fn check(state: &AppState) -> Report {
         }
         keys.push(health);
     }
-    if token_state != Status::Up {
-        reasons.insert(
-            0,
-            format!(
-                "token {}",
-                serde_json::to_string(&token_state).unwrap_or_default()
-            ),
-        );
+    match &token_state {
+        Status::Up => {}
+        Status::Down { reason, .. } => reasons.insert(0, format!("token unavailable: {reason}")),
+        Status::PinProblem { reason } => {
+            reasons.insert(0, format!("token refused the PIN: {reason}"))
+        }
+        Status::Stopping => reasons.insert(0, "shutting down".into()),
     }
     let failing = token_state != Status::Up || keys.iter().any(|k| !k.signs);
     let expiring: Vec<String> = keys

@@ -156,10 +156,7 @@ async fn sign_inner(
     let input = decode_input(&request)?;
     seen.input_sha256 = hex::encode(openssl::sha::sha256(input.bytes()));
     let digest = input.into_digest(algorithm)?;
-    let key = state
-        .signer
-        .key(&rule.label)
-        .ok_or_else(|| crate::signer::SignError::KeyMissing(rule.label.to_string()))?;
+    let key = state.signer.key_for_signing(&rule.label)?;
     check_key(&rule, algorithm, key.kind, key.not_after)?;
     let signed = state
         .signer
@@ -393,10 +390,7 @@ async fn get_certificate(
 ) -> Result<Response, ApiError> {
     let rule = admitted_rule(&state, &peer, name)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
-    let key = state
-        .signer
-        .key(&rule.label)
-        .ok_or_else(|| crate::signer::SignError::KeyMissing(rule.label.to_string()))?;
+    let key = state.signer.key_for_signing(&rule.label)?;
     let leaf = key.cert.to_der().map_err(|e| ApiError::internal(&e))?;
     match query.format.as_deref().unwrap_or("pem") {
         "der" => Ok(([(header::CONTENT_TYPE, "application/pkix-cert")], leaf).into_response()),

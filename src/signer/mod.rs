@@ -238,6 +238,15 @@ impl Signer {
         }
     }
 
+    /// The key labelled `label` for a signature: why not, if the token is down or the
+    /// key is not loaded (fast: no token call).
+    pub fn key_for_signing(&self, label: &str) -> Result<Arc<TokenKey>, SignError> {
+        self.shared
+            .connection()?
+            .key(label)
+            .ok_or_else(|| SignError::KeyMissing(label.to_string()))
+    }
+
     /// The key labelled `label` as currently loaded.
     pub fn key(&self, label: &str) -> Option<Arc<TokenKey>> {
         self.shared.conn.read().ok()?.as_ref()?.key(label)
