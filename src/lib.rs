@@ -10,6 +10,7 @@ pub mod algorithm;
 pub mod audit;
 pub mod bench;
 pub mod cert;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;

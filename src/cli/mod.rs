@@ -69,6 +69,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check certificate expiry for monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL,
+    /// 3 UNKNOWN, with one summary line first (Nagios/Icinga/Zabbix plugin convention).
+    Check {
+        /// The token.
+        #[command(flatten)]
+        token: TokenArgs,
+        /// Only this key.
+        #[arg(long)]
+        label: Option<String>,
+        /// WARNING when fewer days than this are left.
+        #[arg(long, default_value_t = 30)]
+        warn_days: i64,
+        /// CRITICAL when fewer days than this are left.
+        #[arg(long, default_value_t = 7)]
+        crit_days: i64,
+    },
     /// Run the signing daemon on a Unix socket (HTTP/JSON); see docs/api.md.
     Serve {
         /// The TOML configuration.
@@ -258,6 +274,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sign(args) => sign(args),
+        Command::Check {
+            token,
+            label,
+            warn_days,
+            crit_days,
+        } => check(token, label.as_deref(), warn_days, crit_days),
         Command::Bench { target } => bench(target),
         Command::Audit {
             command: AuditCommand::Verify { file },
@@ -302,6 +324,29 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn check(
+    token: TokenArgs,
+    label: Option<&str>,
+    warn_days: i64,
+    crit_days: i64,
+) -> Result<ExitCode> {
+    let listed = token
+        .resolve()
+        .and_then(|t| Ok(t.open_logged_in(false)?))
+        .and_then(|t| Ok(inventory::list(&t)?));
+    let outcome = match listed {
+        Ok(listed) => crate::check::judge(&listed, label, warn_days, crit_days),
+        Err(e) => crate::check::Outcome {
+            state: crate::check::State::Unknown,
+            lines: vec![format!("UNKNOWN - {}", format!("{e:#}").replace('\n', " "))],
+        },
+    };
+    for line in &outcome.lines {
+        println!("{line}");
+    }
+    Ok(ExitCode::from(outcome.state as u8))
 }
 
 fn bench(target: BenchTarget) -> Result<ExitCode> {

@@ -9,6 +9,9 @@
 
 #![allow(dead_code, missing_docs)]
 
+pub mod daemon;
+pub mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -237,4 +240,28 @@ pub fn run_fails(cmd: &mut Command) -> Result<String> {
         .into());
     }
     Ok(stderr)
+}
+
+impl TestToken {
+    /// Runs `f` with a read-only session on this token, logged in as the user, through
+    /// this test process's own cryptoki context rather than the binary's code.
+    pub fn with_session<T>(
+        &self,
+        f: impl FnOnce(&cryptoki::session::Session) -> Result<T>,
+    ) -> Result<T> {
+        let shared = shared().lock().map_err(|_| "token helper poisoned")?;
+        let ctx = &shared.ctx;
+        let slot = ctx
+            .get_slots_with_initialized_token()?
+            .into_iter()
+            .find(|s| {
+                ctx.get_token_info(*s)
+                    .map(|i| i.label().trim_end() == self.label)
+                    .unwrap_or(false)
+            })
+            .ok_or("this test's token is gone")?;
+        let session = ctx.open_ro_session(slot)?;
+        session.login(UserType::User, Some(&AuthPin::from(PIN)))?;
+        f(&session)
+    }
 }

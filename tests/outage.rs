@@ -1,0 +1,240 @@
+//! Network-HSM outage: the daemon talks to its token through p11-kit's client module and
+//! a `p11-kit server` (how a remote HSM behaves). Under steady signing load the server's
+//! whole process group is killed, then started again. Requests during the outage must
+//! fail fast with 503 (none hangs), health must say 503, signing must come back by
+//! itself within 5 s without restarting the daemon, and no signature may be wrong.
+
+mod common;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::daemon::{provision, Daemon, KeySetup};
+use common::fixtures::KeySpec;
+use common::*;
+
+const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+
+/// A `p11-kit server` in a process group of its own, so the test can kill it together
+/// with the `p11-kit-remote` child it forks per connection (killing only the parent
+/// would leave existing connections working).
+struct P11KitServer(Child);
+
+impl P11KitServer {
+    fn start(token: &TestToken, socket: &std::path::Path) -> Result<Self> {
+        let _ = std::fs::remove_file(socket);
+        let child = Command::new("p11-kit")
+            .env("SOFTHSM2_CONF", &token.conf)
+            .args(["server", "-f", "-n"])
+            .arg(socket)
+            .args([
+                "--provider",
+                MODULE,
+                &format!("pkcs11:token={}", token.label),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                return Err("p11-kit server did not create its socket".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(Self(child))
+    }
+
+    /// Kills the whole process group: the link to the "network HSM" is gone.
+    fn kill(mut self) -> Result {
+        run_ok(Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]))?;
+        self.0.wait()?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed_503: u64,
+    failed_other: Vec<String>,
+    wrong_signatures: u64,
+    slowest_failure: Duration,
+    last_ok: Option<Instant>,
+    first_ok_after: Option<Instant>,
+}
+
+fn record(
+    tally: &Mutex<Tally>,
+    restarted_at: &Mutex<Option<Instant>>,
+    public: &openssl::pkey::PKey<openssl::pkey::Public>,
+    data: &[u8],
+    result: std::result::Result<Vec<u8>, hsm_signer::client::ClientError>,
+    took: Duration,
+) {
+    let mut t = tally.lock().expect("tally");
+    match result {
+        Ok(signature) => {
+            let mut verifier =
+                openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), public)
+                    .expect("verifier");
+            if verifier.verify_oneshot(&signature, data).unwrap_or(false) {
+                t.ok += 1;
+            } else {
+                t.wrong_signatures += 1;
+            }
+            t.last_ok = Some(Instant::now());
+            if restarted_at.lock().expect("restart").is_some() && t.first_ok_after.is_none() {
+                t.first_ok_after = Some(Instant::now());
+            }
+        }
+        Err(hsm_signer::client::ClientError::Refused { status: 503, .. }) => {
+            t.failed_503 += 1;
+            t.slowest_failure = t.slowest_failure.max(took);
+        }
+        Err(other) => t.failed_other.push(other.to_string()),
+    }
+}
+
+#[test]
+fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
+    if !std::path::Path::new(CLIENT_MODULE).exists() {
+        return Err(format!("{CLIENT_MODULE} missing: apt-get install p11-kit-modules").into());
+    }
+    let token = TestToken::new()?;
+    let keys = [KeySetup {
+        name: "epuap",
+        label: "gsko-epuap",
+        spec: KeySpec::Rsa(2048),
+        algorithms: &["RS256"],
+        extra: "",
+    }];
+    let leaves = provision(&token, &keys)?;
+    let p11_socket = token.path("p11kit.sock");
+    let server = P11KitServer::start(&token, &p11_socket)?;
+    let address = format!("unix:path={}", p11_socket.display());
+    let config = Daemon::config_text(&token, &keys, "request_timeout_ms = 2000").replace(
+        &format!("module = \"{MODULE}\""),
+        &format!("module = \"{CLIENT_MODULE}\""),
+    );
+    let config_path = token.path("remote.toml");
+    std::fs::write(&config_path, config)?;
+    let daemon =
+        Daemon::start_with_env(&token, config_path, &[("P11_KIT_SERVER_ADDRESS", &address)])?;
+
+    let public = leaves[0].cert.public_key()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let tally: Arc<Mutex<Tally>> = Arc::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut clients = Vec::new();
+    for client in 0..4 {
+        let (stop, tally, restarted_at, socket, public) = (
+            stop.clone(),
+            tally.clone(),
+            restarted_at.clone(),
+            daemon.socket.clone(),
+            public.clone(),
+        );
+        clients.push(runtime.spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let data = format!("<SignedInfo client=\"{client}\" n=\"{n}\"/>");
+                let started = Instant::now();
+                let result = hsm_signer::client::sign(
+                    &socket,
+                    "epuap",
+                    "RS256",
+                    data.as_bytes(),
+                    false,
+                    None,
+                )
+                .await;
+                let took = started.elapsed();
+                let back_off = matches!(
+                    result,
+                    Err(hsm_signer::client::ClientError::Refused { status: 503, .. })
+                );
+                record(
+                    &tally,
+                    &restarted_at,
+                    &public,
+                    data.as_bytes(),
+                    result,
+                    took,
+                );
+                if back_off {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
+    }
+
+    std::thread::sleep(Duration::from_millis(800));
+    let before = tally.lock().expect("tally").ok;
+    assert!(before > 0, "no signature before the outage");
+    server.kill()?;
+    let killed_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (health_status, health) = daemon.curl("GET", "/v1/health", None)?;
+    let during = {
+        let t = tally.lock().expect("tally");
+        (t.ok, t.failed_503)
+    };
+    let server = P11KitServer::start(&token, &p11_socket)?;
+    *restarted_at.lock().expect("restart") = Some(Instant::now());
+    let restart = Instant::now();
+    while tally.lock().expect("tally").first_ok_after.is_none()
+        && restart.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        runtime.block_on(client)?;
+    }
+    let (health_after, health_after_body) = daemon.curl("GET", "/v1/health", None)?;
+    let t = tally.lock().expect("tally");
+    let recovery = t.first_ok_after.map(|at| at - restart);
+    eprintln!(
+        "outage: {} ok before, {} ok / {} failed fast (503) during {:?}; slowest failure {:?}; recovery {:?}; {} ok in total; {} wrong; other errors {:?}",
+        before, during.0 - before, during.1, Duration::from_millis(1500), t.slowest_failure, recovery, t.ok, t.wrong_signatures, t.failed_other
+    );
+    assert_eq!(t.wrong_signatures, 0, "a signature did not verify");
+    assert!(
+        t.failed_other.is_empty(),
+        "failures that were not 503: {:?}",
+        t.failed_other
+    );
+    assert!(
+        during.1 > 0,
+        "no request failed during the outage: was the link really cut?"
+    );
+    assert!(
+        t.slowest_failure < Duration::from_secs(2),
+        "a failed request took {:?}: it hung instead of failing fast",
+        t.slowest_failure
+    );
+    assert_eq!(health_status, 503, "health during the outage: {health}");
+    let recovery = recovery.ok_or("signing did not come back within 10 s of the restart")?;
+    assert!(
+        recovery < Duration::from_secs(5),
+        "recovery took {recovery:?}"
+    );
+    assert_eq!(
+        health_after, 200,
+        "health after recovery: {health_after_body}"
+    );
+    assert!(killed_at.elapsed() > Duration::from_millis(1500));
+    drop(t);
+    daemon.stop()?;
+    server.kill()
+}
