@@ -334,7 +334,7 @@ fn check(
 ) -> Result<ExitCode> {
     let listed = token
         .resolve()
-        .and_then(|t| Ok(t.open_logged_in(false)?))
+        .and_then(|t| t.open_logged_in(false))
         .and_then(|t| Ok(inventory::list(&t)?));
     let outcome = match listed {
         Ok(listed) => crate::check::judge(&listed, label, warn_days, crit_days),
