@@ -148,8 +148,16 @@ impl Ca {
     /// Issues a 2-year certificate for `key`: "C=PL, O=Gmina Przykładowo, CN=`cn`", with a
     /// Subject Key Identifier made by OpenSSL's default (RFC 5280 method 1) hash.
     pub fn issue(&self, key: &PKey<Private>, cn: &str) -> Result<X509> {
+        self.issue_until(key, cn, Asn1Time::days_from_now(730)?)
+    }
+
+    /// Like [`Ca::issue`], valid from a day ago until `not_after` (which may be past).
+    pub fn issue_until(&self, key: &PKey<Private>, cn: &str, not_after: Asn1Time) -> Result<X509> {
         let subject = name(&[("C", "PL"), ("O", "Gmina Przykładowo"), ("CN", cn)])?;
         let mut b = builder(&subject, key, 730)?;
+        let yesterday = Asn1Time::from_unix(time_now() - 86_400)?;
+        b.set_not_before(&yesterday)?;
+        b.set_not_after(&not_after)?;
         b.set_issuer_name(self.cert.subject_name())?;
         b.append_extension(BasicConstraints::new().build()?)?;
         b.append_extension(
@@ -175,6 +183,13 @@ impl Ca {
         let cert = self.issue(&key, GSKO_CN)?;
         Ok(Leaf { key, cert })
     }
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Leaf {
