@@ -44,7 +44,7 @@ pub struct KeyWant {
 
 /// A live, logged-in connection to the token.
 pub struct Connection {
-    /// Counts connections; a worker's session belongs to one generation.
+    /// Counts connections; a pooled session belongs to one generation.
     pub generation: u64,
     /// The token's label, for messages.
     pub token_label: String,
@@ -91,7 +91,7 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Opens a session for a worker. Login state is the token's, so it is logged in.
+    /// Opens a session for the pool. Login state is the token's, so it is logged in.
     pub fn open_session(&self) -> Result<Session, TokenError> {
         self.counters.sessions_opened.inc();
         self.module

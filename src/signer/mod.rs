@@ -1,15 +1,16 @@
-//! The daemon's token side: worker threads that each own a long-lived session on one
-//! logged-in connection, a bounded queue in front of them, and a supervisor that
-//! reconnects with backoff when the token or its link goes away.
+//! The daemon's token side: a pool of long-lived sessions on one logged-in connection,
+//! a bounded wait for a free session in front of it, and a supervisor that reconnects
+//! with backoff when the token or its link goes away.
 //!
-//! A request never opens a session or logs in: it is a job on the queue, taken by a
-//! worker that already holds a session, signed, and answered over a oneshot channel.
-//! When the queue is full, or the token is down, the caller hears so at once.
+//! A request never opens a session or logs in: it waits (boundedly) for one of
+//! `sessions` permits, checks out a pooled session, signs on its own thread and returns
+//! the session. When too many wait, or the token is down, the caller hears so at once.
 
 mod connection;
+mod pool;
 mod supervisor;
-mod worker;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -78,14 +79,7 @@ pub enum Status {
     Stopping,
 }
 
-struct Job {
-    label: Arc<str>,
-    algorithm: Algorithm,
-    digest: Vec<u8>,
-    reply: tokio::sync::oneshot::Sender<Result<Signed, SignError>>,
-}
-
-/// Everything the workers, the supervisor and the handles share.
+/// Everything the pool, the supervisor and the handles share.
 struct Shared {
     conn: RwLock<Option<Arc<Connection>>>,
     status: Mutex<Status>,
@@ -95,6 +89,7 @@ struct Shared {
     selector: TokenSelector,
     wants: Mutex<Vec<KeyWant>>,
     counters: TokenCounters,
+    pool: Mutex<Vec<pool::Held>>,
 }
 
 impl Shared {
@@ -142,7 +137,9 @@ impl Shared {
 #[derive(Clone)]
 pub struct Signer {
     shared: Arc<Shared>,
-    queue: crossbeam_channel::Sender<Job>,
+    sessions: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    queue_depth: usize,
 }
 
 /// Counters of the token calls that must not happen per request.
@@ -164,17 +161,17 @@ pub struct SignerSettings {
     pub pin: SecretString,
     /// The keys to load.
     pub wants: Vec<KeyWant>,
-    /// Worker threads, one session each.
+    /// Sessions signing at once.
     pub sessions: usize,
-    /// Jobs that may wait.
+    /// Requests that may wait for a session.
     pub queue_depth: usize,
     /// Where session and login counts go.
     pub counters: TokenCounters,
 }
 
 impl Signer {
-    /// Connects (one login attempt), loads the keys and starts the workers and the
-    /// supervisor. Any failure here is returned, so `serve` exits with it.
+    /// Connects (one login attempt), loads the keys and starts the supervisor. Any
+    /// failure here is returned, so `serve` exits with it.
     pub fn start(settings: SignerSettings) -> Result<Self, TokenError> {
         let conn = Connection::connect(
             &settings.module,
@@ -193,24 +190,23 @@ impl Signer {
             selector: settings.selector,
             wants: Mutex::new(settings.wants),
             counters: settings.counters,
+            pool: Mutex::new(Vec::new()),
         });
-        let (tx, rx) = crossbeam_channel::bounded(settings.queue_depth);
-        for n in 0..settings.sessions {
-            let (shared, rx) = (shared.clone(), rx.clone());
-            std::thread::Builder::new()
-                .name(format!("sign-{n}"))
-                .spawn(move || worker::run(shared, rx))
-                .expect("spawning a signing worker");
-        }
         let sup = shared.clone();
         std::thread::Builder::new()
             .name("supervisor".into())
             .spawn(move || supervisor::run(sup))
             .expect("spawning the supervisor");
-        Ok(Self { shared, queue: tx })
+        Ok(Self {
+            shared,
+            sessions: Arc::new(tokio::sync::Semaphore::new(settings.sessions)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            queue_depth: settings.queue_depth,
+        })
     }
 
-    /// Signs `digest` with the key labelled `label`, waiting at most `timeout`.
+    /// Signs `digest` with the key labelled `label`, waiting at most `timeout` for a
+    /// session. The signature is made on the calling thread (see [`pool`]).
     pub async fn sign(
         &self,
         label: Arc<str>,
@@ -220,22 +216,18 @@ impl Signer {
     ) -> Result<Signed, SignError> {
         // Fail fast while the token is down instead of queueing behind it.
         self.shared.connection()?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job {
-            label,
-            algorithm,
-            digest,
-            reply,
-        };
-        self.queue.try_send(job).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => SignError::Overloaded,
-            crossbeam_channel::TrySendError::Disconnected(_) => SignError::ShuttingDown,
-        })?;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SignError::ShuttingDown),
-            Err(_) => Err(SignError::Timeout(timeout)),
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(SignError::Overloaded);
         }
+        let permit = tokio::time::timeout(timeout, self.sessions.acquire()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let _permit = match permit {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(SignError::ShuttingDown),
+            Err(_) => return Err(SignError::Timeout(timeout)),
+        };
+        pool::sign(&self.shared, &label, algorithm, &digest)
     }
 
     /// The key labelled `label` for a signature: why not, if the token is down or the
@@ -270,9 +262,11 @@ impl Signer {
         Ok(())
     }
 
-    /// Tells workers and supervisor to stop once the queue is drained.
+    /// Tells the supervisor to stop and closes the pooled sessions.
     pub fn stop(&self) {
         *self.shared.status.lock().expect("status lock") = Status::Stopping;
         self.shared.wake.notify_all();
+        self.sessions.close();
+        self.shared.pool.lock().expect("pool lock").clear();
     }
 }

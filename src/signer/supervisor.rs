@@ -1,6 +1,5 @@
-//! The supervisor: when a worker reports the token lost, it retires the connection,
-//! waits for the workers to close their sessions, finalises the module, and connects
-//! again with backoff. A refused PIN stops it: it never logs in again on its own.
+//! The supervisor: when a request finds the token lost, it retires the connection,
+//! closes the sessions, finalises the module, and connects again with backoff. A refused PIN stops it: it never logs in again on its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,19 +37,21 @@ fn wait_for_trouble(shared: &Shared) -> bool {
     }
 }
 
-/// Takes the connection away and waits (bounded) for workers to close their sessions,
+/// Takes the connection away, closes the pooled sessions, waits (bounded) for requests
+/// in flight to give theirs back,
 /// then drops it: C_CloseSession on the anchor, then C_Finalize.
 fn retire(shared: &Shared) {
     let Some(old) = shared.conn.write().expect("connection lock").take() else {
         return;
     };
+    shared.pool.lock().expect("pool lock").clear();
     let deadline = Instant::now() + SESSION_DRAIN;
     while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     if Arc::strong_count(&old) > 1 {
         tracing::warn!(
-            "workers still hold sessions of the lost connection; finalising anyway later"
+            "requests still hold sessions of the lost connection; it is finalised when they end"
         );
     }
     drop(old);
