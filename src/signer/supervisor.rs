@@ -1,5 +1,6 @@
 //! The supervisor: when a request finds the token lost, it retires the connection,
-//! closes the sessions, finalises the module, and connects again with backoff. A refused PIN stops it: it never logs in again on its own.
+//! closes the sessions, finalises the module, and connects again with backoff. A refused
+//! PIN stops it: it never logs in again on its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
