@@ -9,9 +9,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// The longest a written line waits for `fdatasync`.
+pub const SYNC_EVERY: Duration = Duration::from_millis(100);
 
 /// Records that may wait for the writer before a request waits.
 pub const QUEUE: usize = 16_384;
@@ -128,22 +132,45 @@ struct Writer {
 }
 
 impl Writer {
+    /// Writes each batch of waiting records with one `write`, and makes them durable
+    /// with `fdatasync` at most every [`SYNC_EVERY`], and always when the queue is idle
+    /// for that long or the daemon stops: a disk flush per request would cost more
+    /// than the signature.
     fn run(mut self, rx: crossbeam_channel::Receiver<Box<Record>>) {
-        while let Ok(first) = rx.recv() {
-            self.write(*first);
-            // Write whatever else is waiting, then flush once.
-            while let Ok(more) = rx.try_recv() {
-                self.write(*more);
+        let mut last_sync = Instant::now();
+        let mut dirty = false;
+        loop {
+            match rx.recv_timeout(SYNC_EVERY) {
+                Ok(first) => {
+                    self.write(*first);
+                    while let Ok(more) = rx.try_recv() {
+                        self.write(*more);
+                    }
+                    let flushed = self.out.flush();
+                    self.report(flushed);
+                    dirty = true;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
-            if let Err(e) = self
-                .out
-                .flush()
-                .and_then(|_| self.out.get_ref().sync_data())
-            {
-                tracing::error!(file = %self.path.display(), error = %e, "cannot write the audit log");
+            if dirty && last_sync.elapsed() >= SYNC_EVERY {
+                let synced = self.out.get_ref().sync_data();
+                self.report(synced);
+                (last_sync, dirty) = (Instant::now(), false);
             }
         }
+        let closed = self
+            .out
+            .flush()
+            .and_then(|_| self.out.get_ref().sync_data());
+        self.report(closed);
         tracing::info!(head = %self.prev, lines = self.seq, "audit log closed");
+    }
+
+    fn report(&self, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            tracing::error!(file = %self.path.display(), error = %e, "cannot write the audit log");
+        }
     }
 
     fn write(&mut self, record: Record) {
