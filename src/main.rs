@@ -12,9 +12,33 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("hsm-signer: error: {err:#}");
-            ExitCode::FAILURE
+            eprintln!("hsm-signer: error: {}", message(&err));
+            exit_code(&err)
         }
+    }
+}
+
+/// The error and its causes, each cause added only when the message does not already
+/// say it (most of hsm-signer's errors quote their cause themselves).
+fn message(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// 78 (EX_CONFIG) when the token refused the PIN, so that systemd's
+/// `RestartPreventExitStatus=78` stops restarting, and spending PIN tries; else 1.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    if hsm_signer::cli::is_pin_refusal(err) {
+        ExitCode::from(78)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

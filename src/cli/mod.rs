@@ -261,6 +261,26 @@ fn parse_hex(text: &str) -> Result<HexId, String> {
     }
 }
 
+/// True when `err` is the token refusing the PIN (wrong, locked, or on its final try).
+pub fn is_pin_refusal(err: &anyhow::Error) -> bool {
+    let token_error = err.chain().find_map(|e| {
+        e.downcast_ref::<crate::token::TokenError>().or_else(|| {
+            match e.downcast_ref::<crate::server::ServeError>() {
+                Some(crate::server::ServeError::Token(t)) => Some(t),
+                _ => None,
+            }
+        })
+    });
+    matches!(
+        token_error,
+        Some(
+            crate::token::TokenError::PinIncorrect { .. }
+                | crate::token::TokenError::PinLocked { .. }
+                | crate::token::TokenError::PinFinalTry { .. }
+        )
+    )
+}
+
 /// Runs the command line; errors are printed once by the caller.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {

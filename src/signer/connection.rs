@@ -105,8 +105,8 @@ impl Connection {
         self.keys.read().ok()?.get(label).cloned()
     }
 
-    /// Finds every wanted key (and checks the token has their mechanisms), replacing the
-    /// table only when all are found, so a bad reload changes nothing.
+    /// Finds every wanted key again (and checks the token has their mechanisms),
+    /// replacing the table only when all are found, so a bad reload changes nothing.
     pub fn load_keys(&self, wants: &[KeyWant]) -> Result<(), TokenError> {
         let anchor = self.anchor.lock().map_err(|_| TokenError::BadObject {
             label: String::new(),
@@ -114,9 +114,13 @@ impl Connection {
             detail: "session lock poisoned".into(),
         })?;
         let authorities = read_all_certs(&anchor)?;
-        let mut table = HashMap::new();
+        // Keys loaded before stay in the table: a request admitted under the previous
+        // configuration while a reload runs still finds its key.
+        let mut table: HashMap<String, Arc<TokenKey>> =
+            self.keys.read().map(|k| (**k).clone()).unwrap_or_default();
+        let mut found = std::collections::HashSet::new();
         for want in wants {
-            if table.contains_key(&want.label) {
+            if !found.insert(want.label.as_str()) {
                 continue;
             }
             let stored = StoredKey::find(&anchor, &self.token_label, &want.label)?;

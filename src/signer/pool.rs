@@ -49,6 +49,17 @@ pub(super) fn sign(
                 checkin(shared, held);
                 return Ok(Signed { signature, key });
             }
+            Err(e) if attempt == 0 && e.is_stale_handle() => {
+                // The key was replaced on the token (import --replace) under the running
+                // daemon: find the configured labels again and try once more.
+                tracing::warn!(error = %e, label, "key handle no longer valid; finding the key again");
+                let reloaded = held
+                    .conn
+                    .load_keys(&shared.wants.lock().expect("wants lock").clone());
+                checkin(shared, held);
+                reloaded.map_err(SignError::Failed)?;
+                continue;
+            }
             Err(e) if e.is_connection_lost() => {
                 let conn = held.conn.clone();
                 drop(held);

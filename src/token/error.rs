@@ -101,12 +101,13 @@ pub enum TokenError {
         detail: String,
     },
     /// Any other PKCS#11 failure.
-    #[error("{doing}: {}", describe(.source))]
+    #[error("{doing}: {}", describe(.cause))]
     Pkcs11 {
         /// What hsm-signer was doing.
         doing: String,
-        /// cryptoki's error, with the PKCS#11 function.
-        source: CkError,
+        /// cryptoki's error, with the PKCS#11 function. Not a `source`: its own text is a
+        /// paragraph from the PKCS#11 spec; [`describe`] gives the function and CKR_ name.
+        cause: CkError,
     },
 }
 
@@ -114,20 +115,29 @@ impl TokenError {
     /// Wraps a cryptoki error with what was being done.
     pub fn pkcs11(doing: impl Into<String>) -> impl FnOnce(CkError) -> TokenError {
         let doing = doing.into();
-        move |source| TokenError::Pkcs11 { doing, source }
+        move |cause| TokenError::Pkcs11 { doing, cause }
     }
 
     /// The PKCS#11 return value, when this is a PKCS#11 failure.
     pub fn rv(&self) -> Option<RvError> {
         match self {
             TokenError::Pkcs11 {
-                source: CkError::Pkcs11(rv, _),
+                cause: CkError::Pkcs11(rv, _),
                 ..
             } => Some(*rv),
             TokenError::PinIncorrect { .. } => Some(RvError::PinIncorrect),
             TokenError::PinLocked { .. } => Some(RvError::PinLocked),
             _ => None,
         }
+    }
+
+    /// True when an object handle stopped being valid: the object was destroyed or
+    /// replaced by another application.
+    pub fn is_stale_handle(&self) -> bool {
+        matches!(
+            self.rv(),
+            Some(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid)
+        )
     }
 
     /// True when the token or its link is gone or the session was lost: worth reopening.
