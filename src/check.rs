@@ -2,7 +2,7 @@
 //! Icinga, Zabbix, cron): exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with one summary
 //! line first and performance data after `|`.
 
-use crate::inventory::Listed;
+use crate::cert::CertInfo;
 
 /// A monitoring state, ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,26 +38,22 @@ pub struct Outcome {
     pub lines: Vec<String>,
 }
 
-/// Judges every listed key (or only `label`) against the thresholds in days.
-pub fn judge(listed: &[Listed], label: Option<&str>, warn_days: i64, crit_days: i64) -> Outcome {
+/// Judges every certificate (or only the one labelled `label`) against the thresholds
+/// in days.
+pub fn judge(
+    certificates: &[(String, CertInfo)],
+    label: Option<&str>,
+    warn_days: i64,
+    crit_days: i64,
+) -> Outcome {
     let mut worst = State::Ok;
     let mut details = Vec::new();
     let mut perf = Vec::new();
-    for entry in listed {
-        let report = match entry {
-            Listed::Key(report) => report,
-            Listed::Problem { problem } => {
-                if label.is_none() {
-                    worst = worst.max(State::Unknown);
-                    details.push(format!("UNKNOWN: {problem}"));
-                }
-                continue;
-            }
-        };
-        if label.is_some_and(|l| l != report.label) {
+    for (name, cert) in certificates {
+        if label.is_some_and(|l| l != name) {
             continue;
         }
-        let days = report.certificate.days_left;
+        let days = cert.days_left;
         let state = if days < crit_days {
             State::Critical
         } else if days < warn_days {
@@ -67,23 +63,18 @@ pub fn judge(listed: &[Listed], label: Option<&str>, warn_days: i64, crit_days: 
         };
         worst = worst.max(state);
         details.push(format!(
-            "{}: {}: {} days left (until {}), {}",
+            "{}: {name}: {days} days left (until {}), {}",
             state.word(),
-            report.label,
-            days,
-            report.certificate.not_after,
-            report.certificate.subject
+            cert.not_after,
+            cert.subject
         ));
-        perf.push(format!(
-            "'days_left_{}'={days};{warn_days};{crit_days}",
-            report.label
-        ));
+        perf.push(format!("'days_left_{name}'={days};{warn_days};{crit_days}"));
     }
     if details.is_empty() {
         worst = State::Unknown;
         details.push(match label {
-            Some(l) => format!("UNKNOWN: no key labelled \"{l}\" on the token"),
-            None => "UNKNOWN: no keys on the token".into(),
+            Some(l) => format!("UNKNOWN: no certificate labelled \"{l}\" on the token"),
+            None => "UNKNOWN: no certificates on the token".into(),
         });
     }
     let summary = summary_line(worst, &details, &perf);

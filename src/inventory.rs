@@ -2,6 +2,7 @@
 
 use cryptoki::object::ObjectHandle;
 
+use crate::cert::CertInfo;
 use crate::proof::prove;
 use crate::report::{KeyReport, ReportError};
 use crate::token::{find_objects, OpenToken, StoredKey, TokenError};
@@ -97,4 +98,34 @@ pub fn remove(
             )))?;
     }
     Ok(objects.len())
+}
+
+/// Every certificate object on the token with its label, read without logging in
+/// (certificates are public objects). CA certificates are included: an expiring chain
+/// matters too.
+pub fn certificates(token: &OpenToken) -> Result<Vec<(String, CertInfo)>, InventoryError> {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let session = &token.session;
+    let mut out = Vec::new();
+    for handle in find_objects(session, Some(ObjectClass::CERTIFICATE), None, None)? {
+        let attrs = session
+            .get_attributes(handle, &[AttributeType::Label, AttributeType::Value])
+            .map_err(TokenError::pkcs11("reading a certificate object"))?;
+        let (mut label, mut der) = (String::new(), None);
+        for attr in attrs {
+            match attr {
+                Attribute::Label(l) => label = String::from_utf8_lossy(&l).into_owned(),
+                Attribute::Value(v) => der = Some(v),
+                _ => {}
+            }
+        }
+        let info = der
+            .and_then(|d| openssl::x509::X509::from_der(&d).ok())
+            .and_then(|c| CertInfo::of(&c).ok());
+        if let Some(info) = info {
+            out.push((label, info));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }

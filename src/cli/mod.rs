@@ -14,7 +14,7 @@ use crate::import::{self, ImportRequest};
 use crate::inventory::{self, Listed};
 use crate::secret::{SecretSource, P12_PASSWORD_ENV};
 use crate::token::{discover_modules, Module};
-pub use token_args::{TokenArgs, TokenTarget};
+pub use token_args::{TokenArgs, TokenSelectArgs, TokenTarget};
 
 /// Keeps the ePUAP / Profil Zaufany key in a PKCS#11 token (HSM, smart card, SoftHSM)
 /// and signs for GSKO over a local socket.
@@ -71,10 +71,12 @@ pub enum Command {
     },
     /// Check certificate expiry for monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL,
     /// 3 UNKNOWN, with one summary line first (Nagios/Icinga/Zabbix plugin convention).
+    /// Reads only the token's public certificate objects and never logs in, so a cron
+    /// job with a stale PIN file cannot spend a smart card's PIN tries.
     Check {
         /// The token.
         #[command(flatten)]
-        token: TokenArgs,
+        token: TokenSelectArgs,
         /// Only this key.
         #[arg(long)]
         label: Option<String>,
@@ -347,17 +349,17 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
 }
 
 fn check(
-    token: TokenArgs,
+    token: TokenSelectArgs,
     label: Option<&str>,
     warn_days: i64,
     crit_days: i64,
 ) -> Result<ExitCode> {
-    let listed = token
-        .resolve()
-        .and_then(|t| t.open_logged_in(false))
-        .and_then(|t| Ok(inventory::list(&t)?));
-    let outcome = match listed {
-        Ok(listed) => crate::check::judge(&listed, label, warn_days, crit_days),
+    let certificates = token.resolve().and_then(|(module, selector)| {
+        let token = crate::token::OpenToken::open(&module, &selector, false)?;
+        Ok(inventory::certificates(&token)?)
+    });
+    let outcome = match certificates {
+        Ok(found) => crate::check::judge(&found, label, warn_days, crit_days),
         Err(e) => crate::check::Outcome {
             state: crate::check::State::Unknown,
             lines: vec![format!("UNKNOWN - {}", format!("{e:#}").replace('\n', " "))],

@@ -8,9 +8,9 @@ use clap::Args;
 use crate::secret::{SecretSource, PIN_ENV};
 use crate::token::{discover_modules, OpenToken, TokenSelector};
 
-/// Which module and token, and where the PIN comes from.
+/// Which module and token.
 #[derive(Debug, Args)]
-pub struct TokenArgs {
+pub struct TokenSelectArgs {
     /// The PKCS#11 module (.so) [e.g. /usr/lib/softhsm/libsofthsm2.so].
     #[arg(long, env = "HSM_SIGNER_MODULE")]
     module: Option<PathBuf>,
@@ -18,6 +18,26 @@ pub struct TokenArgs {
     /// "pkcs11:serial=1a2b?module-path=/usr/lib/softhsm/libsofthsm2.so".
     #[arg(long, env = "HSM_SIGNER_TOKEN")]
     token: String,
+}
+
+impl TokenSelectArgs {
+    /// The module to load and the token selector.
+    pub fn resolve(&self) -> Result<(PathBuf, TokenSelector)> {
+        let selector = TokenSelector::parse(&self.token)?;
+        let module = match (&self.module, &selector.module_path) {
+            (Some(m), _) | (None, Some(m)) => m.clone(),
+            (None, None) => bail!("{}", no_module_message()),
+        };
+        Ok((module, selector))
+    }
+}
+
+/// Which module and token, and where the PIN comes from.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Module and token.
+    #[command(flatten)]
+    select: TokenSelectArgs,
     /// File holding the user PIN (else the URI's pin-source, HSM_SIGNER_PIN, a prompt).
     #[arg(long)]
     pin_file: Option<PathBuf>,
@@ -42,11 +62,7 @@ pub struct TokenTarget {
 impl TokenArgs {
     /// Resolves module, selector and PIN source.
     pub fn resolve(&self) -> Result<TokenTarget> {
-        let selector = TokenSelector::parse(&self.token)?;
-        let module = match (&self.module, &selector.module_path) {
-            (Some(m), _) | (None, Some(m)) => m.clone(),
-            (None, None) => bail!("{}", no_module_message()),
-        };
+        let (module, selector) = self.select.resolve()?;
         let pin_file = self.pin_file.as_deref().or(selector.pin_source.as_deref());
         let pin = pin_source(pin_file, &selector)?;
         Ok(TokenTarget {
