@@ -52,8 +52,10 @@ fn check_exit_codes_follow_the_monitoring_plugin_convention() -> Result {
             || lines[0].starts_with("WARNING - soon: 10 days left"),
         "{lines:?}"
     );
+    let perfdata = lines[0].split_once(" | ").ok_or("no perfdata")?.1;
     assert!(
-        lines[0].contains("|'days_left_soon'=") || lines[0].contains("| 'days_left_soon'="),
+        perfdata.contains("'days_left_soon'=9;30;7")
+            || perfdata.contains("'days_left_soon'=10;30;7"),
         "perfdata: {lines:?}"
     );
     let (code, lines) = check(&token, &["--warn-days", "60", "--crit-days", "30"])?;
