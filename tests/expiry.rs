@@ -68,15 +68,7 @@ fn check_exit_codes_follow_the_monitoring_plugin_convention() -> Result {
     assert_eq!(code, 3, "{lines:?}");
     let out = Command::new(env!("CARGO_BIN_EXE_hsm-signer"))
         .env("SOFTHSM2_CONF", &token.conf)
-        .args([
-            "check",
-            "--module",
-            MODULE,
-            "--token",
-            "no-such-token",
-            "--pin-file",
-        ])
-        .arg(&token.pin_file)
+        .args(["check", "--module", MODULE, "--token", "no-such-token"])
         .output()?;
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8(out.stdout)?.starts_with("UNKNOWN - no token matches"));
