@@ -6,6 +6,15 @@
 //! With `--replace`, the old objects are first moved aside under a `.replaced-*` label,
 //! the new ones take the label, and only then are the old ones destroyed, so the label
 //! never points at nothing and never at a key that did not prove itself.
+//!
+//! The private key reaches the token one of two ways ([`Method`]): C_CreateObject with
+//! the key in the template, or, on tokens that refuse plaintext private keys, wrapped
+//! and C_UnwrapKey'd (see [`crate::token::unwrap_private_key`]). Everything else (the
+//! public key, the certificates, the proof, the label switch) is the same for both.
+//!
+//! [`certificate`] puts a renewed certificate beside a key already on the token.
+
+pub mod certificate;
 
 use std::path::PathBuf;
 
@@ -13,15 +22,48 @@ use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use openssl::x509::X509;
 use secrecy::SecretString;
+use serde::Serialize;
 
 use crate::cert::{cert_matches_key, load_cert_bytes, CertDer, CertError, CertInfo};
 use crate::p12::{self, KeyMaterial, P12Error};
 use crate::proof::{prove, Proof};
 use crate::report::KeyReport;
 use crate::token::{
-    cert_template, find_objects, private_key_template, public_key_template, relabel, CertCategory,
-    OpenToken, StoredKey, TokenError,
+    cert_template, check_unwrap_mechanisms, ckr_name, find_objects, private_key_template,
+    public_key_template, refuses_plaintext_keys, relabel, unwrap_private_key,
+    unwrapped_key_template, CertCategory, OpenToken, StoredKey, TokenError, UnwrapError,
 };
+
+/// How the private key was put on the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// C_CreateObject with the key in the template.
+    Create,
+    /// Wrapped in software, then C_UnwrapKey on the token.
+    Unwrap,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Create => "create",
+            Method::Unwrap => "unwrap",
+        })
+    }
+}
+
+/// Which method the officer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MethodChoice {
+    /// Only C_CreateObject.
+    Create,
+    /// Only the wrapped import.
+    Unwrap,
+    /// C_CreateObject, and the wrapped import if the token refuses plaintext keys.
+    #[default]
+    Auto,
+}
 
 /// What the officer asked to import.
 #[derive(Debug, Clone)]
@@ -38,6 +80,18 @@ pub struct ImportRequest {
     pub replace: bool,
     /// Set CKA_DERIVE on an EC key (for ECDH).
     pub allow_derive: bool,
+    /// How to put the private key on the token.
+    pub method: MethodChoice,
+}
+
+/// What an import stored, and how.
+#[derive(Debug, Clone, Serialize)]
+pub struct Imported {
+    /// How the private key reached the token.
+    pub method: Method,
+    /// The stored key, described and proven.
+    #[serde(flatten)]
+    pub report: KeyReport,
 }
 
 /// Why an import did not happen. In every case the token is as it was, except
@@ -97,6 +151,31 @@ pub enum ImportError {
     /// The token refused or failed.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// `import-cert`: the certificate is for another key.
+    #[error("the certificate in {path} ({certificate}) is not for the key \"{label}\" on token \"{token}\" (its public key differs from the token's {against}); nothing was changed. A renewed certificate must be issued for the same key: for a new key, import its .p12 under a new label")]
+    KeyMismatch {
+        /// The certificate file.
+        path: PathBuf,
+        /// Its subject and serial.
+        certificate: String,
+        /// The key's label.
+        label: String,
+        /// The token.
+        token: String,
+        /// What it was compared with.
+        against: &'static str,
+    },
+    /// `import-cert`: nothing on the token says what the key's public key is.
+    #[error("the key \"{label}\" on token \"{token}\" has neither a public key object nor a certificate with its CKA_ID, so a new certificate cannot be checked against it: re-import the key from its .p12")]
+    NoTokenPublicKey {
+        /// The key's label.
+        label: String,
+        /// The token.
+        token: String,
+    },
+    /// The wrapped import failed.
+    #[error("wrapped import: {0}")]
+    Unwrap(#[from] UnwrapError),
     /// The new key did not prove itself; everything created was removed.
     #[error("the key was stored but failed its proof ({why}); every object created was removed, the token is as it was")]
     ProofFailed {
@@ -198,7 +277,7 @@ fn pick_certificate(request: &ImportRequest, material: &KeyMaterial) -> Result<X
 }
 
 /// Stores `prepared` on the logged-in token, proves it, and reports what is stored.
-pub fn store(token: &OpenToken, prepared: Prepared) -> Result<KeyReport, ImportError> {
+pub fn store(token: &OpenToken, prepared: Prepared) -> Result<Imported, ImportError> {
     let session = &token.session;
     let existing = existing_objects(session, &prepared.label, &prepared.id)?;
     if !existing.is_empty() && !prepared.request.replace {
@@ -209,22 +288,27 @@ pub fn store(token: &OpenToken, prepared: Prepared) -> Result<KeyReport, ImportE
             count: existing.len(),
         });
     }
+    if prepared.request.method == MethodChoice::Unwrap {
+        // Before anything is created, so a missing mechanism leaves nothing to undo.
+        check_unwrap_mechanisms(token.module.ctx(), token.slot, &token.info.label)?;
+    }
     let temp_label = format!("{}.importing-{}", prepared.label, random_suffix());
     let mut created = Created::default();
-    let staged = stage(session, &prepared, &temp_label, &mut created);
-    if let Err(cause) = staged {
-        return Err(created.roll_back(session, cause, &temp_label));
-    }
+    let method = match stage(token, &prepared, &temp_label, &mut created) {
+        Ok(method) => method,
+        Err(cause) => return Err(created.roll_back(session, cause, &temp_label)),
+    };
     commit(session, &prepared, &created, &existing)?;
     let stored = StoredKey::find(session, &token.info.label, &prepared.label)?;
     let proof = prove(session, stored.handle, stored.kind, &stored.cert)?;
-    Ok(KeyReport::new(
+    let report = KeyReport::new(
         session,
         &token.info,
         &stored,
         Some(proof),
         &prepared.material.chain,
-    )?)
+    )?;
+    Ok(Imported { method, report })
 }
 
 /// Objects that would collide: the same label (any class) or the same ID.
@@ -248,15 +332,20 @@ fn existing_objects(
 
 /// The objects this import created so far, in creation order.
 #[derive(Default)]
-struct Created {
+pub(crate) struct Created {
     /// The key, its public key and its certificate: the ones that take the final label.
-    own: Vec<ObjectHandle>,
+    pub(crate) own: Vec<ObjectHandle>,
     /// CA certificates added (those not already on the token).
-    authorities: Vec<ObjectHandle>,
+    pub(crate) authorities: Vec<ObjectHandle>,
 }
 
 impl Created {
-    fn roll_back(self, session: &Session, cause: ImportError, temp_label: &str) -> ImportError {
+    pub(crate) fn roll_back(
+        self,
+        session: &Session,
+        cause: ImportError,
+        temp_label: &str,
+    ) -> ImportError {
         let mut failures = Vec::new();
         for handle in self.own.iter().chain(&self.authorities).rev() {
             if let Err(e) = session.destroy_object(*handle) {
@@ -278,13 +367,15 @@ impl Created {
 }
 
 /// Creates everything under `temp_label` and proves the key. Records each object in
-/// `created` as soon as it exists, so a failure can remove it.
+/// `created` as soon as it exists, so a failure can remove it. Returns how the private
+/// key got there.
 fn stage(
-    session: &Session,
+    token: &OpenToken,
     p: &Prepared,
     temp_label: &str,
     created: &mut Created,
-) -> Result<(), ImportError> {
+) -> Result<Method, ImportError> {
+    let session = &token.session;
     let create = |what: &str, template: &[Attribute]| {
         session
             .create_object(template)
@@ -292,16 +383,7 @@ fn stage(
                 "creating the {what} on the token"
             )))
     };
-    let key_template = private_key_template(
-        &p.material,
-        &p.cert_der,
-        temp_label,
-        &p.id,
-        p.request.allow_derive,
-    )
-    .map_err(|e| ImportError::ProofFailed { why: e.to_string() })?;
-    let key = create("private key", &key_template.0)?;
-    drop(key_template);
+    let (key, method) = put_private_key(token, p, temp_label)?;
     created.own.push(key);
     let public = public_key_template(p.material.kind, &p.cert_der, temp_label, &p.id);
     created.own.push(create("public key", &public)?);
@@ -324,10 +406,68 @@ fn stage(
         }
     }
     let proof = prove(session, key, p.material.kind, &p.cert)?;
-    check_proof(&proof)
+    check_proof(&proof)?;
+    Ok(method)
 }
 
-fn check_proof(proof: &Proof) -> Result<(), ImportError> {
+/// Puts the private key on the token as the request says: created, unwrapped, or
+/// created with a fall-back to unwrapped when the token refuses plaintext keys.
+fn put_private_key(
+    token: &OpenToken,
+    p: &Prepared,
+    label: &str,
+) -> Result<(ObjectHandle, Method), ImportError> {
+    match p.request.method {
+        MethodChoice::Create => Ok((create_key(&token.session, p, label)?, Method::Create)),
+        MethodChoice::Unwrap => Ok((unwrap_key(token, p, label)?, Method::Unwrap)),
+        MethodChoice::Auto => match create_key(&token.session, p, label) {
+            Ok(key) => Ok((key, Method::Create)),
+            Err(ImportError::Token(e)) if e.rv().is_some_and(refuses_plaintext_keys) => {
+                tracing::warn!(
+                    "token \"{}\" refuses a plaintext private key (C_CreateObject returned {}); importing it wrapped instead (C_UnwrapKey)",
+                    token.info.label,
+                    e.rv().map(ckr_name).unwrap_or_default()
+                );
+                check_unwrap_mechanisms(token.module.ctx(), token.slot, &token.info.label)?;
+                Ok((unwrap_key(token, p, label)?, Method::Unwrap))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// C_CreateObject with the key material in a template that is wiped when dropped.
+fn create_key(session: &Session, p: &Prepared, label: &str) -> Result<ObjectHandle, ImportError> {
+    let template = private_key_template(
+        &p.material,
+        &p.cert_der,
+        label,
+        &p.id,
+        p.request.allow_derive,
+    )
+    .map_err(|e| ImportError::ProofFailed { why: e.to_string() })?;
+    Ok(session
+        .create_object(&template.0)
+        .map_err(TokenError::pkcs11("creating the private key on the token"))?)
+}
+
+/// The wrapped import: the key leaves this process only encrypted.
+fn unwrap_key(token: &OpenToken, p: &Prepared, label: &str) -> Result<ObjectHandle, ImportError> {
+    let template = unwrapped_key_template(
+        p.material.kind,
+        &p.cert_der,
+        label,
+        &p.id,
+        p.request.allow_derive,
+    );
+    Ok(unwrap_private_key(
+        &token.session,
+        &p.material.key,
+        &template,
+    )?)
+}
+
+pub(crate) fn check_proof(proof: &Proof) -> Result<(), ImportError> {
     match proof.failure() {
         None => Ok(()),
         Some(why) => Err(ImportError::ProofFailed { why }),
@@ -374,7 +514,7 @@ fn commit(
     Ok(())
 }
 
-fn ca_label(cert: &X509) -> String {
+pub(crate) fn ca_label(cert: &X509) -> String {
     if let Some(alias) = cert.alias() {
         return String::from_utf8_lossy(alias).into_owned();
     }
@@ -385,7 +525,7 @@ fn ca_label(cert: &X509) -> String {
         .unwrap_or_else(|| "CA".into())
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut bytes = [0u8; 4];
     openssl::rand::rand_bytes(&mut bytes).expect("OpenSSL's RNG works");
     hex::encode(bytes)

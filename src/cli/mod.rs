@@ -47,6 +47,10 @@ pub enum Command {
     },
     /// Move the key and certificates from a .p12 into the token, then prove it works.
     Import(ImportArgs),
+    /// Put a renewed certificate (same key, new serial and validity) beside a key already
+    /// on the token. Refused if it is for another key; the old certificate is removed only
+    /// after the new one is stored and the key has signed against it.
+    ImportCert(ImportCertArgs),
     /// List the keys on the token with their certificates.
     List {
         /// The token.
@@ -243,9 +247,55 @@ pub struct ImportArgs {
     /// Allow ECDH with an EC key (sets CKA_DERIVE); off by default.
     #[arg(long)]
     allow_derive: bool,
+    /// How the private key enters the token: "create" (C_CreateObject), "unwrap" (wrapped
+    /// with a one-time AES key that only the token can unwrap, for HSMs that refuse
+    /// plaintext private keys), or "auto" (create, and unwrap if the token refuses).
+    #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
+    method: MethodArg,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// `hsm-signer import-cert`.
+#[derive(Debug, clap::Args)]
+pub struct ImportCertArgs {
+    #[command(flatten)]
+    token: TokenArgs,
+    /// CKA_LABEL of the key on the token.
+    #[arg(long)]
+    label: String,
+    /// The renewed certificate (DER .cer or PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// CA certificate file(s) to add when the token lacks them (DER, or PEM with one or
+    /// more certificates).
+    #[arg(long, num_args = 1..)]
+    chain: Vec<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `--method` of `import`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    /// C_CreateObject with the key in the template.
+    Create,
+    /// Wrapped import: C_UnwrapKey of the key wrapped to a token-generated session key.
+    Unwrap,
+    /// Create; if the token refuses plaintext private keys, unwrap.
+    Auto,
+}
+
+impl From<MethodArg> for import::MethodChoice {
+    fn from(arg: MethodArg) -> Self {
+        match arg {
+            MethodArg::Create => Self::Create,
+            MethodArg::Unwrap => Self::Unwrap,
+            MethodArg::Auto => Self::Auto,
+        }
+    }
 }
 
 /// A CKA_ID given in hex. A type of its own because clap's derive reads a literal
@@ -288,6 +338,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Tokens { module, json } => tokens(module, json),
         Command::Import(args) => run_import(args),
+        Command::ImportCert(args) => run_import_cert(args),
         Command::List { token, json } => list(token.resolve()?, json),
         Command::Verify { token, label, json } => verify(token.resolve()?, &label, json),
         Command::Remove { token, label, yes } => remove(token.resolve()?, &label, yes),
@@ -451,6 +502,7 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         id: args.id.map(|id| id.0),
         replace: args.replace,
         allow_derive: args.allow_derive,
+        method: args.method.into(),
     };
     // Everything that needs only the file is checked before the token is touched.
     let prepared = import::prepare(request, &password)?;
@@ -462,9 +514,38 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         token.info.label,
         token.info.serial
     );
-    let report = import::store(&token, prepared)?;
-    print(&report, args.json, |r| {
-        format!("Imported and proven.\n{}", r.to_text())
+    let imported = import::store(&token, prepared)?;
+    print(&imported, args.json, |i| {
+        let how = match i.method {
+            import::Method::Create => "the key was written with C_CreateObject",
+            import::Method::Unwrap => "the key entered the token wrapped, through C_UnwrapKey",
+        };
+        format!(
+            "Imported and proven.\nMethod:       {} ({how})\n{}",
+            i.method,
+            i.report.to_text()
+        )
+    })
+}
+
+fn run_import_cert(args: ImportCertArgs) -> Result<ExitCode> {
+    let target = args.token.resolve()?;
+    let request = import::certificate::CertRequest {
+        label: args.label,
+        cert: args.cert,
+        chain: args.chain,
+    };
+    let token = target.open_logged_in(true)?;
+    let outcome = import::certificate::import_cert(&token, &request)?;
+    print(&outcome, args.json, |o| {
+        let head = match &o.replaced {
+            Some(old) => format!(
+                "Certificate replaced and proven (old serial {}, valid until {}).",
+                old.serial, old.not_after
+            ),
+            None => "The token already holds this certificate; key proven.".to_string(),
+        };
+        format!("{head}\n{}", o.report.to_text())
     })
 }
 

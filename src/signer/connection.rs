@@ -124,6 +124,13 @@ impl Connection {
                 continue;
             }
             let stored = StoredKey::find(&anchor, &self.token_label, &want.label)?;
+            if let Some(misfit) = want.algorithms.iter().find(|a| !a.fits(stored.kind)) {
+                return Err(TokenError::BadObject {
+                    label: want.label.clone(),
+                    token: self.token_label.clone(),
+                    detail: format!("the key is {}, which cannot sign {misfit}; fix algorithms for this key in the configuration", stored.kind),
+                });
+            }
             check_mechanisms(
                 self.module.ctx(),
                 self.slot,

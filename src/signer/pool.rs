@@ -57,7 +57,10 @@ pub(super) fn sign(
                     .conn
                     .load_keys(&shared.wants.lock().expect("wants lock").clone());
                 checkin(shared, held);
-                reloaded.map_err(SignError::Failed)?;
+                reloaded.map_err(|e| match e {
+                    TokenError::KeyNotFound { label, .. } => SignError::KeyMissing(label),
+                    other => SignError::Failed(other),
+                })?;
                 continue;
             }
             Err(e) if e.is_connection_lost() => {

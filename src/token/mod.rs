@@ -11,6 +11,7 @@ mod module;
 mod objects;
 mod open;
 mod sign;
+mod unwrap;
 mod uri;
 
 pub use error::{ckr_name, TokenError};
@@ -22,4 +23,8 @@ pub use objects::{
 };
 pub use open::OpenToken;
 pub use sign::{check_mechanisms, sign_digest};
+pub use unwrap::{
+    check_unwrap_mechanisms, refuses_plaintext_keys, unwrap_private_key, unwrapped_key_template,
+    UnwrapError,
+};
 pub use uri::{TokenSelector, UriError};

@@ -1,0 +1,371 @@
+//! A renewed certificate for a key already on the token (`import-cert`).
+//!
+//! Sigillum can reissue a certificate for the same key: new serial, new validity. The new
+//! certificate is refused unless its public key is the token key's public key (read from
+//! the public key object beside it, or else from the certificate it replaces). It is
+//! created under a temporary label, the key proves itself against it, and only then does
+//! it take the key's label and the old certificate go: on any failure the old one stays.
+//! CA certificates from `--chain` that the token lacks are added in the same all-or-nothing
+//! step.
+
+use std::path::{Path, PathBuf};
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use openssl::x509::X509;
+
+use super::{ca_label, check_proof, random_suffix, Created, ImportError};
+use crate::cert::{key_kind, load_cert_bytes, CertDer, CertError, CertInfo};
+use crate::proof::prove;
+use crate::report::KeyReport;
+use crate::token::{
+    cert_template, find_objects, relabel, CertCategory, OpenToken, StoredKey, TokenError,
+};
+
+/// What the officer asked to put on the token.
+#[derive(Debug, Clone)]
+pub struct CertRequest {
+    /// CKA_LABEL of the key on the token.
+    pub label: String,
+    /// The new certificate (DER or PEM).
+    pub cert: PathBuf,
+    /// CA certificate files (DER, or PEM with one or more certificates).
+    pub chain: Vec<PathBuf>,
+}
+
+/// What `import-cert` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertImported {
+    /// The certificate that was replaced; `None` when the token already held this one.
+    pub replaced: Option<CertInfo>,
+    /// The key with its new certificate, proven; its `chain` lists the CA certificates
+    /// added.
+    #[serde(flatten)]
+    pub report: KeyReport,
+}
+
+/// The private key the certificate is for.
+struct TokenKey {
+    handle: ObjectHandle,
+    id: Vec<u8>,
+}
+
+/// Puts the certificate `request` names beside the key labelled `request.label`.
+pub fn import_cert(token: &OpenToken, request: &CertRequest) -> Result<CertImported, ImportError> {
+    let session = &token.session;
+    let new = read_cert(&request.cert)?;
+    let chain = read_chain(&request.chain)?;
+    let key = find_key(token, &request.label)?;
+    check_same_key(token, &key, request, &new)?;
+    let new_der = CertDer::of(&new)?;
+    let old = find_objects(session, Some(ObjectClass::CERTIFICATE), None, Some(&key.id))?;
+    let old_der = match old.first() {
+        Some(&h) => Some(cert_value(session, h)?),
+        None => None,
+    };
+    let unchanged = old.len() == 1 && old_der.as_deref() == Some(new_der.value.as_slice());
+    let replaced = match (&old_der, unchanged) {
+        (Some(der), false) => Some(describe(der)?),
+        _ => None,
+    };
+
+    let temp_label = format!("{}.importing-{}", request.label, random_suffix());
+    let mut created = Created::default();
+    let mut added = Vec::new();
+    let staged = stage(
+        session,
+        (&new, &new_der),
+        &key,
+        &chain,
+        &temp_label,
+        unchanged,
+        (&mut created, &mut added),
+    );
+    if let Err(cause) = staged {
+        return Err(created.roll_back(session, cause, &temp_label));
+    }
+    if !unchanged {
+        swap(session, &request.label, created, &old)?;
+    }
+    let stored = StoredKey::find(session, &token.info.label, &request.label)?;
+    let proof = prove(session, stored.handle, stored.kind, &stored.cert)?;
+    let report = KeyReport::new(session, &token.info, &stored, Some(proof), &added)?;
+    Ok(CertImported { replaced, report })
+}
+
+fn find_key(token: &OpenToken, label: &str) -> Result<TokenKey, ImportError> {
+    let session = &token.session;
+    let keys = find_objects(session, Some(ObjectClass::PRIVATE_KEY), Some(label), None)?;
+    let [handle] = keys.as_slice() else {
+        return Err(match keys.len() {
+            0 => TokenError::KeyNotFound {
+                label: label.into(),
+                token: token.info.label.clone(),
+            },
+            n => TokenError::BadObject {
+                label: label.into(),
+                token: token.info.label.clone(),
+                detail: format!("{n} private keys carry this label; remove the extra ones"),
+            },
+        }
+        .into());
+    };
+    let id = session
+        .get_attributes(*handle, &[AttributeType::Id])
+        .map_err(TokenError::pkcs11("reading the key's CKA_ID"))?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Id(v) => Some(v),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Ok(TokenKey {
+        handle: *handle,
+        id,
+    })
+}
+
+fn describe(der: &[u8]) -> Result<CertInfo, ImportError> {
+    let cert = X509::from_der(der).map_err(CertError::from)?;
+    Ok(CertInfo::of(&cert)?)
+}
+
+/// Creates the CA certificates the token lacks (recorded in `added` too) and, unless the
+/// token already holds it, the new certificate under `temp_label`; then proves the key
+/// against the new certificate.
+fn stage(
+    session: &Session,
+    (new, new_der): (&X509, &CertDer),
+    key: &TokenKey,
+    chain: &[X509],
+    temp_label: &str,
+    unchanged: bool,
+    (created, added): (&mut Created, &mut Vec<X509>),
+) -> Result<(), ImportError> {
+    let create = |what: &str, template: &[Attribute]| {
+        session
+            .create_object(template)
+            .map_err(TokenError::pkcs11(format!(
+                "creating the {what} on the token"
+            )))
+    };
+    for ca in chain {
+        let der = CertDer::of(ca)?;
+        if cert_present(session, &der.value)? {
+            continue;
+        }
+        let template = cert_template(
+            &der,
+            &ca_label(ca),
+            &der.default_id(),
+            CertCategory::Authority,
+        );
+        created
+            .authorities
+            .push(create("CA certificate", &template)?);
+        added.push(ca.clone());
+    }
+    if unchanged {
+        return Ok(());
+    }
+    let template = cert_template(new_der, temp_label, &key.id, CertCategory::TokenUser);
+    created.own.push(create("certificate", &template)?);
+    let public = new.public_key().map_err(CertError::from)?;
+    let kind = key_kind(public.as_ref()).map_err(CertError::from)?;
+    check_proof(&prove(session, key.handle, kind, new)?)
+}
+
+/// The new certificate takes the label; then the old ones go. If the relabel fails, the
+/// new objects are removed and the old certificate stays as it was.
+fn swap(
+    session: &Session,
+    label: &str,
+    created: Created,
+    old: &[ObjectHandle],
+) -> Result<(), ImportError> {
+    if let Err(e) = relabel(session, &created.own, label) {
+        return Err(created.roll_back(session, e.into(), label));
+    }
+    for &handle in old {
+        if let Err(e) = session.destroy_object(handle) {
+            tracing::warn!(error = %e, %label, "the old certificate could not be removed (the new one is in place); remove it with pkcs11-tool --delete-object");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a certificate for another key: compares its public key with the public key
+/// object beside the key (same CKA_ID), or else with the certificate it replaces.
+fn check_same_key(
+    token: &OpenToken,
+    key: &TokenKey,
+    request: &CertRequest,
+    new: &X509,
+) -> Result<(), ImportError> {
+    let session = &token.session;
+    let new_der = CertDer::of(new)?;
+    let on_token = token_public_key(session, &key.id)?;
+    let (matches, against) = match on_token {
+        Some(parts) => (parts == PublicParts::of_cert(&new_der), "public key object"),
+        None => {
+            let old = find_objects(session, Some(ObjectClass::CERTIFICATE), None, Some(&key.id))?;
+            let Some(&first) = old.first() else {
+                return Err(ImportError::NoTokenPublicKey {
+                    label: request.label.clone(),
+                    token: token.info.label.clone(),
+                });
+            };
+            let old = X509::from_der(&cert_value(session, first)?).map_err(CertError::from)?;
+            let old_der = CertDer::of(&old)?;
+            (
+                PublicParts::of_cert(&old_der) == PublicParts::of_cert(&new_der),
+                "current certificate",
+            )
+        }
+    };
+    if matches {
+        return Ok(());
+    }
+    let info = CertInfo::of(new)?;
+    Err(ImportError::KeyMismatch {
+        path: request.cert.clone(),
+        certificate: format!("{}, serial {}", info.subject, info.serial),
+        label: request.label.clone(),
+        token: token.info.label.clone(),
+        against,
+    })
+}
+
+/// A public key reduced to what both a certificate and a PKCS#11 object carry.
+#[derive(Debug, PartialEq, Eq)]
+enum PublicParts {
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Ec { params: Vec<u8>, point: Vec<u8> },
+    Unknown,
+}
+
+impl PublicParts {
+    fn of_cert(cert: &CertDer) -> Self {
+        if let Ok(rsa) = openssl::rsa::Rsa::public_key_from_der_pkcs1(&cert.public_key_bits) {
+            return PublicParts::Rsa {
+                n: rsa.n().to_vec(),
+                e: rsa.e().to_vec(),
+            };
+        }
+        match &cert.key_params {
+            Some(params) => PublicParts::Ec {
+                params: params.clone(),
+                point: cert.public_key_bits.clone(),
+            },
+            None => PublicParts::Unknown,
+        }
+    }
+}
+
+/// The public key object with this CKA_ID, reduced to [`PublicParts`].
+fn token_public_key(session: &Session, id: &[u8]) -> Result<Option<PublicParts>, TokenError> {
+    let Some(&handle) =
+        find_objects(session, Some(ObjectClass::PUBLIC_KEY), None, Some(id))?.first()
+    else {
+        return Ok(None);
+    };
+    let attrs = session
+        .get_attributes(
+            handle,
+            &[
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::EcParams,
+                AttributeType::EcPoint,
+            ],
+        )
+        .map_err(TokenError::pkcs11("reading the public key beside the key"))?;
+    let (mut n, mut e, mut params, mut point) = (None, None, None, None);
+    for attr in attrs {
+        match attr {
+            Attribute::Modulus(v) => n = Some(strip_zeros(v)),
+            Attribute::PublicExponent(v) => e = Some(strip_zeros(v)),
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::EcPoint(v) => point = Some(unwrap_octet_string(v)),
+            _ => {}
+        }
+    }
+    Ok(match (n, e, params, point) {
+        (Some(n), Some(e), _, _) => Some(PublicParts::Rsa { n, e }),
+        (_, _, Some(params), Some(point)) => Some(PublicParts::Ec { params, point }),
+        _ => None,
+    })
+}
+
+fn strip_zeros(mut v: Vec<u8>) -> Vec<u8> {
+    let zeros = v.iter().take_while(|&&b| b == 0).count();
+    v.drain(..zeros);
+    v
+}
+
+/// CKA_EC_POINT is a DER OCTET STRING around the point (PKCS#11 2.40); some tokens give
+/// the bare point. An uncompressed point has an odd length and starts with 0x04.
+fn unwrap_octet_string(v: Vec<u8>) -> Vec<u8> {
+    use der::Decode;
+    match der::asn1::OctetString::from_der(&v) {
+        Ok(o) if o.as_bytes().len() % 2 == 1 && o.as_bytes().first() == Some(&4) => {
+            o.as_bytes().to_vec()
+        }
+        _ => v,
+    }
+}
+
+fn cert_value(session: &Session, handle: ObjectHandle) -> Result<Vec<u8>, TokenError> {
+    let attrs = session
+        .get_attributes(handle, &[AttributeType::Value])
+        .map_err(TokenError::pkcs11("reading a certificate"))?;
+    Ok(attrs
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::Value(v) => Some(v),
+            _ => None,
+        })
+        .unwrap_or_default())
+}
+
+fn cert_present(session: &Session, der: &[u8]) -> Result<bool, TokenError> {
+    Ok(!session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::Value(der.to_vec()),
+        ])
+        .map_err(TokenError::pkcs11("looking for a certificate"))?
+        .is_empty())
+}
+
+fn read_cert(path: &Path) -> Result<X509, ImportError> {
+    let bytes = std::fs::read(path).map_err(|e| ImportError::CertFile {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    load_cert_bytes(&bytes).map_err(|_| ImportError::CertFile {
+        path: path.to_path_buf(),
+        detail: "not a DER or PEM X.509 certificate".into(),
+    })
+}
+
+fn read_chain(paths: &[PathBuf]) -> Result<Vec<X509>, ImportError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|e| ImportError::CertFile {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let certs = if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            X509::stack_from_pem(&bytes)
+        } else {
+            X509::from_der(&bytes).map(|c| vec![c])
+        }
+        .map_err(|_| ImportError::CertFile {
+            path: path.clone(),
+            detail: "not DER or PEM X.509 certificate(s)".into(),
+        })?;
+        out.extend(certs);
+    }
+    Ok(out)
+}

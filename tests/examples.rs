@@ -1,0 +1,428 @@
+//! The integration examples in `examples/` (PHP, Python, Java) and the example
+//! configuration in `contrib/` run against a real daemon on a test token, and what they
+//! produce is checked with tools this project did not write: xmlsec1 for the SAML
+//! AuthnRequests signed from PHP and Java, `openssl dgst` for the raw signatures.
+//!
+//! A test is skipped (with a note on standard error) only when its runtime (php, python3,
+//! java, javac) or xmlsec1 is not installed. `scripts/test` installs php, xmlsec1 and a JDK,
+//! so on CI those tests run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine;
+use common::daemon::{openssl_verify, provision, Daemon, KeySetup};
+use common::fixtures::{import_cmd, secret_file, write_p12, Ca, KeySpec, Leaf};
+use common::*;
+use openssl::bn::BigNum;
+use openssl::ecdsa::EcdsaSig;
+use openssl::x509::X509;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// The exc-c14n bytes of a SignedInfo as GSKO sends them.
+const SIGNED_INFO: &[u8] = br##"<ds:SignedInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"></ds:CanonicalizationMethod><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"></ds:SignatureMethod><ds:Reference URI="#_5f1c0d7e"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"></ds:Transform><ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"></ds:Transform></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"></ds:DigestMethod><ds:DigestValue>uH8PzD4Y3cVb0Fv0nq7v0mJtWQ3N0xqRk1mS0i8qV5E=</ds:DigestValue></ds:Reference></ds:SignedInfo>"##;
+
+const AUTHN_REQUEST: &str = "urn:oasis:names:tc:SAML:2.0:protocol:AuthnRequest";
+
+fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(path)
+}
+
+/// True when `tool` can be started; false only when it is not installed.
+fn installed(tool: &str, version_arg: &str) -> Result<bool> {
+    match Command::new(tool).arg(version_arg).output() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: {tool} is not installed, and this test needs it");
+            Ok(false)
+        }
+        Err(e) => Err(format!("cannot run {tool}: {e}").into()),
+    }
+}
+
+/// An example's command with a clean environment for the socket and key.
+fn run_example(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_remove("HSM_SIGNER_SOCKET")
+        .env_remove("HSM_SIGNER_KEY")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Standard output as text, failing with the whole output unless the exit status is 0.
+fn stdout_of(cmd: &mut Command) -> Result<String> {
+    Ok(String::from_utf8(run_ok(cmd)?.stdout)?)
+}
+
+/// Runs `cmd` with `input` on standard input.
+fn with_stdin(cmd: &mut Command, input: &[u8]) -> Result<Output> {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().ok_or("no stdin")?.write_all(input)?;
+    Ok(child.wait_with_output()?)
+}
+
+/// Verifies a base64 RSA PKCS#1 v1.5 SHA-256 signature over [`SIGNED_INFO`] with the
+/// openssl CLI, and, as a control that the check can fail, over other bytes.
+fn assert_rs256(dir: &Path, cert: &X509, signature_b64: &str) -> Result {
+    let signature = B64.decode(signature_b64.trim())?;
+    assert_eq!(signature.len(), 256, "an RSA-2048 signature is 256 bytes");
+    assert!(
+        openssl_verify(dir, cert, SIGNED_INFO, &signature, &["-sha256"])?,
+        "openssl does not verify the signature against the certificate"
+    );
+    assert!(
+        !openssl_verify(dir, cert, b"<ds:SignedInfo/>", &signature, &["-sha256"])?,
+        "control: the signature must not verify over other bytes"
+    );
+    Ok(())
+}
+
+/// The first certificate of a PEM text.
+fn first_pem_cert(pem: &str) -> Result<X509> {
+    Ok(X509::stack_from_pem(pem.as_bytes())?
+        .into_iter()
+        .next()
+        .ok_or("no certificate in the PEM answer")?)
+}
+
+fn epuap_rs256() -> KeySetup {
+    KeySetup {
+        name: "epuap",
+        label: "gsko-epuap",
+        spec: KeySpec::Rsa(2048),
+        algorithms: &["RS256"],
+        extra: "",
+    }
+}
+
+/// `xmlsec1 --verify` of a SAML AuthnRequest, its ID attribute declared, with `trust`
+/// options (`--trusted-pem CA` or `--pubkey-cert-pem CERT`).
+fn xmlsec1_verify(file: &Path, trust: &[&str], key_file: &Path) -> Result<Output> {
+    Ok(Command::new("xmlsec1")
+        .args(["--verify", "--id-attr:ID", AUTHN_REQUEST])
+        .args(trust)
+        .arg(key_file)
+        .arg(file)
+        .output()?)
+}
+
+/// Imports an RSA-2048 key labelled `gsko-epuap`, issued by a CA of the test's own, so
+/// that xmlsec1 can check the chain to it.
+fn epuap_with_ca(token: &TestToken) -> Result<(Ca, Leaf)> {
+    let ca = Ca::sigillum()?;
+    let leaf = ca.leaf(KeySpec::Rsa(2048))?;
+    let p12 = token.path("epuap.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-epuap", "hasło")?;
+    let password = secret_file(token.dir.path(), "p12-password", "hasło")?;
+    run_ok(&mut import_cmd(token, &p12, &password))?;
+    Ok((ca, leaf))
+}
+
+/// Checks a signed AuthnRequest as its receiver would: the RS256 enveloped signature, the
+/// certificate in KeyInfo (the key's own, chained to `ca`), and, as a control, that a
+/// changed AssertionConsumerServiceURL fails.
+fn assert_authn_request_verifies(token: &TestToken, xml: &str, ca: &Ca, leaf: &Leaf) -> Result {
+    for expected in [
+        "<saml2p:AuthnRequest ",
+        r#"Destination="https://pz.gov.pl/dt/SingleSignOnService""#,
+        r#"AssertionConsumerServiceURL="https://gsko.przykladowo.pl/saml/acs""#,
+        r#"<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>"#,
+        r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#,
+    ] {
+        assert!(xml.contains(expected), "{expected} missing from:\n{xml}");
+    }
+    let in_key_info = xml
+        .split_once("<ds:X509Certificate>")
+        .and_then(|(_, rest)| rest.split_once("</ds:X509Certificate>"))
+        .ok_or("no X509Certificate")?
+        .0;
+    assert_eq!(B64.decode(in_key_info)?, leaf.cert.to_der()?);
+
+    let signed = token.path("signed.xml");
+    std::fs::write(&signed, xml)?;
+    let ca_pem = token.path("ca.pem");
+    std::fs::write(&ca_pem, ca.cert.to_pem()?)?;
+    let leaf_pem = token.path("leaf.pem");
+    std::fs::write(&leaf_pem, leaf.cert.to_pem()?)?;
+
+    // Signature and digest, with the certificate in KeyInfo chained to the CA.
+    let out = xmlsec1_verify(&signed, &["--trusted-pem"], &ca_pem)?;
+    assert!(out.status.success(), "xmlsec1 --trusted-pem: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("OK"),
+        "{out:?}"
+    );
+    // The same against the certificate alone, as a partner holding it would check.
+    let out = xmlsec1_verify(&signed, &["--pubkey-cert-pem"], &leaf_pem)?;
+    assert!(out.status.success(), "xmlsec1 --pubkey-cert-pem: {out:?}");
+
+    // Control: a changed AssertionConsumerServiceURL breaks the digest.
+    let tampered = token.path("tampered.xml");
+    std::fs::write(&tampered, xml.replace("/saml/acs", "/saml/evil"))?;
+    let out = xmlsec1_verify(&tampered, &["--trusted-pem"], &ca_pem)?;
+    assert!(!out.status.success(), "xmlsec1 accepted a tampered request");
+    Ok(())
+}
+
+#[test]
+fn php_signs_an_authn_request_that_xmlsec1_verifies() -> Result {
+    if !installed("php", "--version")? || !installed("xmlsec1", "--version")? {
+        return Ok(());
+    }
+    let token = TestToken::new()?;
+    let (ca, leaf) = epuap_with_ca(&token)?;
+    let daemon = Daemon::start(&token, &[epuap_rs256()], "")?;
+
+    let mut php = run_example("php");
+    php.arg(example("php/sign_authn_request.php"))
+        .env("HSM_SIGNER_SOCKET", &daemon.socket)
+        .env("HSM_SIGNER_KEY", "epuap");
+    let xml = stdout_of(&mut php)?;
+    assert_authn_request_verifies(&token, &xml, &ca, &leaf)?;
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn python_signatures_verify_with_openssl() -> Result {
+    if !installed("python3", "--version")? {
+        return Ok(());
+    }
+    let token = TestToken::new()?;
+    let keys = [
+        epuap_rs256(),
+        KeySetup {
+            name: "wk",
+            label: "gsko-wk",
+            spec: KeySpec::P256,
+            algorithms: &["ES256"],
+            extra: "",
+        },
+    ];
+    let leaves = provision(&token, &keys)?;
+    let daemon = Daemon::start(&token, &keys, "")?;
+    let script = example("python/sign.py");
+    let socket = daemon.socket.to_str().ok_or("socket path")?;
+    let signed_info = token.path("signedinfo.xml");
+    std::fs::write(&signed_info, SIGNED_INFO)?;
+    let file = signed_info.to_str().ok_or("path")?;
+    let python = |args: &[&str]| {
+        let mut cmd = run_example("python3");
+        cmd.arg(&script).args(["--socket", socket]).args(args);
+        cmd
+    };
+
+    // RS256 over the data: the daemon hashes.
+    let by_data = stdout_of(&mut python(&["--key", "epuap", "sign", file]))?;
+    assert_rs256(token.dir.path(), &leaves[0].cert, &by_data)?;
+    // The same with the digest made in Python, SignedInfo on standard input. PKCS#1 v1.5
+    // is deterministic, so the signature must be the same bytes.
+    let out = with_stdin(
+        &mut python(&["--key", "epuap", "sign", "--digest"]),
+        SIGNED_INFO,
+    )?;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout)?, by_data);
+
+    // ES256 for login.gov.pl: raw r||s, turned into DER only for openssl.
+    let raw = B64.decode(
+        stdout_of(&mut python(&[
+            "--key",
+            "wk",
+            "sign",
+            "--algorithm",
+            "ES256",
+            file,
+        ]))?
+        .trim(),
+    )?;
+    assert_eq!(raw.len(), 64, "ES256 XML-DSig signatures are raw r||s");
+    let (r, s) = raw.split_at(32);
+    let der = EcdsaSig::from_private_components(BigNum::from_slice(r)?, BigNum::from_slice(s)?)?
+        .to_der()?;
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[1].cert,
+        SIGNED_INFO,
+        &der,
+        &["-sha256"]
+    )?);
+
+    // The certificate for KeyInfo (base64 DER) and as PEM.
+    let b64 = stdout_of(&mut python(&["--key", "epuap", "certificate"]))?;
+    assert_eq!(B64.decode(b64.trim())?, leaves[0].cert.to_der()?);
+    let pem = stdout_of(&mut python(&[
+        "--key",
+        "epuap",
+        "certificate",
+        "--format",
+        "pem",
+    ]))?;
+    assert_eq!(first_pem_cert(&pem)?.to_der()?, leaves[0].cert.to_der()?);
+
+    // A refusal reaches the caller with the daemon's code.
+    let out = python(&["--key", "nope", "sign", file]).output()?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404 unknown_key"),
+        "{out:?}"
+    );
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn java_signs_and_its_authn_request_verifies() -> Result {
+    if !installed("java", "-version")? {
+        return Ok(());
+    }
+    let token = TestToken::new()?;
+    let (ca, leaf) = epuap_with_ca(&token)?;
+    let daemon = Daemon::start(&token, &[epuap_rs256()], "")?;
+    let socket = daemon.socket.to_str().ok_or("socket path")?;
+    let signed_info = token.path("signedinfo.xml");
+    std::fs::write(&signed_info, SIGNED_INFO)?;
+    let client = |args: &[&str]| {
+        let mut cmd = run_example("java");
+        cmd.arg(example("java/HsmSignerClient.java"))
+            .args(["--socket", socket])
+            .args(args);
+        cmd
+    };
+
+    // HsmSignerClient.java as a single-file program: raw RS256 over SignedInfo bytes.
+    let signature = stdout_of(client(&["--key", "epuap", "sign"]).arg(&signed_info))?;
+    assert_rs256(token.dir.path(), &leaf.cert, &signature)?;
+    let b64 = stdout_of(&mut client(&["--key", "epuap", "certificate"]))?;
+    assert_eq!(B64.decode(b64.trim())?, leaf.cert.to_der()?);
+    let pem = stdout_of(&mut client(&[
+        "--key",
+        "epuap",
+        "certificate",
+        "--format",
+        "pem",
+    ]))?;
+    assert_eq!(first_pem_cert(&pem)?.to_der()?, leaf.cert.to_der()?);
+    // The daemon answers 404 before reading the body and closes; the client still reads it.
+    let out = client(&["--key", "nope", "sign"])
+        .arg(&signed_info)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404 unknown_key"),
+        "{out:?}"
+    );
+
+    // SignAuthnRequest.java: the JDK's XML-DSig API with the daemon's signature.
+    if !installed("javac", "-version")? || !installed("xmlsec1", "--version")? {
+        return Ok(());
+    }
+    let classes = token.path("classes");
+    run_ok(
+        Command::new("javac")
+            .arg("-d")
+            .arg(&classes)
+            .arg(example("java/HsmSignerClient.java"))
+            .arg(example("java/SignAuthnRequest.java")),
+    )?;
+    let mut sign = run_example("java");
+    sign.arg("-cp")
+        .arg(&classes)
+        .arg("SignAuthnRequest")
+        .env("HSM_SIGNER_SOCKET", &daemon.socket);
+    let xml = stdout_of(&mut sign)?;
+    assert_authn_request_verifies(&token, &xml, &ca, &leaf)?;
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+/// Replaces `from` with `to` in `text`, failing when `from` is not there, so that a change
+/// to contrib/config.toml cannot silently skip a substitution.
+fn substitute(text: &str, from: &str, to: &str) -> Result<String> {
+    if !text.contains(from) {
+        return Err(format!("contrib/config.toml no longer contains {from:?}").into());
+    }
+    Ok(text.replace(from, to))
+}
+
+#[test]
+fn contrib_config_runs_the_daemon() -> Result {
+    let token = TestToken::new()?;
+    let keys = [
+        epuap_rs256(),
+        KeySetup {
+            name: "wk",
+            label: "gsko-wk",
+            spec: KeySpec::P256,
+            algorithms: &["ES256"],
+            extra: "",
+        },
+    ];
+    let leaves = provision(&token, &keys)?;
+    let uid = nix::unistd::geteuid().as_raw();
+    let path = |name: &str| token.path(name).display().to_string();
+    let mut text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/config.toml"))?;
+    for (from, to) in [
+        ("token = \"GSKO\"", format!("token = \"{}\"", token.label)),
+        (
+            "\"/etc/hsm-signer/pin\"",
+            format!("\"{}\"", token.pin_file.display()),
+        ),
+        (
+            "\"/run/hsm-signer/hsm-signer.sock\"",
+            format!("\"{}\"", path("hsm-signer.sock")),
+        ),
+        (
+            "\"/var/log/hsm-signer/audit.jsonl\"",
+            format!("\"{}\"", path("audit.jsonl")),
+        ),
+        // The test's user need not be in www-data, nor be uid 33.
+        ("socket_group = \"www-data\"", String::new()),
+        ("allowed_uids = [33] #", format!("allowed_uids = [{uid}] #")),
+        // The login.gov.pl key, commented out in the file.
+        (
+            "# [[keys]]\n# name = \"wk\"",
+            "[[keys]]\nname = \"wk\"".into(),
+        ),
+        ("# label = \"gsko-wk\"", "label = \"gsko-wk\"".into()),
+        (
+            "# algorithms = [\"ES256\"]\n# allowed_uids = [33]",
+            format!("algorithms = [\"ES256\"]\nallowed_uids = [{uid}]"),
+        ),
+    ] {
+        text = substitute(&text, from, &to)?;
+    }
+    let config = token.path("config.toml");
+    std::fs::write(&config, text)?;
+    let daemon = Daemon::start_with(&token, config)?;
+
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["keys"].as_array().map(Vec::len), Some(2), "{health}");
+    let body =
+        serde_json::json!({"algorithm": "ES256", "data": B64.encode(SIGNED_INFO), "format": "der"});
+    let (status, answer) = daemon.json("POST", "/v1/keys/wk/sign", Some(&body.to_string()))?;
+    assert_eq!(status, 200, "{answer}");
+    let der = B64.decode(answer["signature"].as_str().ok_or("no signature")?)?;
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[1].cert,
+        SIGNED_INFO,
+        &der,
+        &["-sha256"]
+    )?);
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
