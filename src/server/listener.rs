@@ -35,6 +35,33 @@ pub enum SocketError {
     },
 }
 
+/// The listening socket systemd passed (socket activation), if any: fd 3 when
+/// `LISTEN_FDS=1` and `LISTEN_PID` is this process. systemd owns it (path, mode and group
+/// come from the .socket unit) and keeps it open while the daemon restarts, so callers
+/// wait in its backlog instead of failing.
+pub fn inherited() -> Result<Option<UnixListener>, SocketError> {
+    let ours = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
+    if !ours || std::env::var("LISTEN_FDS").ok().as_deref() != Some("1") {
+        return Ok(None);
+    }
+    let io = |what: &str, e: &dyn std::fmt::Display| SocketError::Io {
+        path: "fd 3 from systemd".into(),
+        detail: format!("{what}: {e}"),
+    };
+    let Some(listener) = listenfd::ListenFd::from_env()
+        .take_unix_listener(0)
+        .map_err(|e| io("LISTEN_FDS=1, but fd 3 is unusable", &e))?
+    else {
+        return Ok(None);
+    };
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| io("set_nonblocking", &e))?;
+    UnixListener::from_std(listener)
+        .map(Some)
+        .map_err(|e| io("registering with tokio", &e))
+}
+
 /// Binds `path` with permission bits `mode` (and group `group`), replacing an existing
 /// path only if it is a stale socket nobody answers on.
 pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, SocketError> {

@@ -110,11 +110,21 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
 
 async fn run(config: Resolved, state: Arc<AppState>, started: Instant) -> Result<(), ServeError> {
     let server = &config.config.server;
-    let listener = listener::bind(
-        &server.socket,
-        config.socket_mode,
-        server.socket_group.as_deref(),
-    )?;
+    // Before the socket answers: a SIGHUP sent as soon as it does must reload, not kill
+    // the daemon (SIGHUP's default action).
+    let signals = Signals::install()
+        .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?;
+    let (listener, activated) = match listener::inherited()? {
+        Some(inherited) => (inherited, true),
+        None => (
+            listener::bind(
+                &server.socket,
+                config.socket_mode,
+                server.socket_group.as_deref(),
+            )?,
+            false,
+        ),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = listener::ConnLimits {
         max_connections: server.max_connections,
@@ -122,6 +132,7 @@ async fn run(config: Resolved, state: Arc<AppState>, started: Instant) -> Result
     };
     tracing::info!(
         socket = %server.socket.display(),
+        activated,
         sessions = config.sessions,
         keys = config.config.keys.len(),
         startup_ms = started.elapsed().as_millis() as u64,
@@ -135,35 +146,47 @@ async fn run(config: Resolved, state: Arc<AppState>, started: Instant) -> Result
         Duration::from_millis(server.shutdown_grace_ms),
     ));
     let health = tokio::spawn(health::run_periodic(state.clone()));
-    signals(&config, &state).await;
+    signals.wait(&config, &state).await;
     health.abort();
     let _ = stop_tx.send(true);
     let _ = serving.await;
-    if let Err(e) = std::fs::remove_file(&server.socket) {
-        tracing::warn!(error = %e, "could not remove the socket");
+    // An inherited socket is systemd's: it outlives us so callers wait for the restart.
+    if !activated {
+        if let Err(e) = std::fs::remove_file(&server.socket) {
+            tracing::warn!(error = %e, "could not remove the socket");
+        }
     }
     Ok(())
 }
 
-/// Waits for SIGTERM/SIGINT, reloading on every SIGHUP meanwhile.
-async fn signals(config: &Resolved, state: &Arc<AppState>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => reload(config, state).await,
-        }
+/// SIGTERM, SIGINT and SIGHUP, caught from before the socket is bound.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
-    tracing::info!("stopping: finishing requests in flight");
+
+    /// Waits for SIGTERM/SIGINT, reloading on every SIGHUP meanwhile.
+    async fn wait(mut self, config: &Resolved, state: &Arc<AppState>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
+                _ = self.hup.recv() => reload(config, state).await,
+            }
+        }
+        tracing::info!("stopping: finishing requests in flight");
+    }
 }
 
 /// Reloads the configuration: the same loader as at start; keys are found on the token

@@ -147,15 +147,11 @@ async fn sign_inner(
     let rule = policy.key(&name, peer)?;
     let settings = state.settings();
     let bytes = super::body::read(body, settings.max_body_bytes, settings.read_timeout).await?;
-    let request: SignRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body is not a valid sign request: {e}")))?;
-    seen.algorithm = printable(&request.algorithm);
-    let algorithm = choose_algorithm(&rule, &request.algorithm)?;
-    seen.algorithm = algorithm.name().into();
-    let der = wants_der(&request, algorithm)?;
-    let input = decode_input(&request)?;
-    seen.input_sha256 = hex::encode(openssl::sha::sha256(input.bytes()));
-    let digest = input.into_digest(algorithm)?;
+    let DecodedSign {
+        algorithm,
+        der,
+        digest,
+    } = decode(&bytes, &rule.name, &rule.algorithms, seen)?;
     let key = state.signer.key_for_signing(&rule.label)?;
     check_key(&rule, algorithm, key.kind, key.not_after)?;
     let signed = state
@@ -183,6 +179,50 @@ async fn sign_inner(
     })
 }
 
+/// A signing request's body once decoded and checked, ready for the token.
+#[derive(Debug)]
+pub struct DecodedSign {
+    /// The algorithm asked for, one the key allows.
+    pub algorithm: Algorithm,
+    /// True when an ECDSA signature is wanted as DER instead of raw r||s.
+    pub der: bool,
+    /// The digest to sign, as long as the algorithm's hash.
+    pub digest: Vec<u8>,
+}
+
+/// Decodes the body of `POST /v1/keys/{key}/sign` for a key allowing `algorithms`, as the
+/// handler does before it touches the token. Public for the fuzz target (it reads what a
+/// hostile caller sends).
+pub fn decode_sign_request(
+    body: &[u8],
+    key: &str,
+    algorithms: &[Algorithm],
+) -> Result<DecodedSign, ApiError> {
+    decode(body, key, algorithms, &mut Seen::default())
+}
+
+fn decode(
+    body: &[u8],
+    key: &str,
+    algorithms: &[Algorithm],
+    seen: &mut Seen,
+) -> Result<DecodedSign, ApiError> {
+    let request: SignRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a valid sign request: {e}")))?;
+    seen.algorithm = printable(&request.algorithm);
+    let algorithm = choose_algorithm(key, algorithms, &request.algorithm)?;
+    seen.algorithm = algorithm.name().into();
+    let der = wants_der(&request, algorithm)?;
+    let input = decode_input(&request)?;
+    seen.input_sha256 = hex::encode(openssl::sha::sha256(input.bytes()));
+    let digest = input.into_digest(algorithm)?;
+    Ok(DecodedSign {
+        algorithm,
+        der,
+        digest,
+    })
+}
+
 /// Keeps what a hostile caller sent out of logs in a harmless, bounded form.
 fn printable(text: &str) -> String {
     text.chars()
@@ -191,7 +231,7 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-fn choose_algorithm(rule: &KeyRule, given: &str) -> Result<Algorithm, ApiError> {
+fn choose_algorithm(key: &str, allowed: &[Algorithm], given: &str) -> Result<Algorithm, ApiError> {
     let algorithm = Algorithm::parse(given).ok_or_else(|| {
         let known: Vec<&str> = algorithm::ALL.iter().map(|a| a.name()).collect();
         ApiError::unprocessable(
@@ -203,13 +243,12 @@ fn choose_algorithm(rule: &KeyRule, given: &str) -> Result<Algorithm, ApiError> 
             ),
         )
     })?;
-    if !rule.algorithms.contains(&algorithm) {
-        let allowed: Vec<&str> = rule.algorithms.iter().map(|a| a.name()).collect();
+    if !allowed.contains(&algorithm) {
+        let allowed: Vec<&str> = allowed.iter().map(|a| a.name()).collect();
         return Err(ApiError::unprocessable(
             "algorithm_not_allowed",
             format!(
-                "key {:?} is not configured for {algorithm}; it allows {}",
-                rule.name,
+                "key {key:?} is not configured for {algorithm}; it allows {}",
                 allowed.join(", ")
             ),
         ));

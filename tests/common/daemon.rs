@@ -42,7 +42,7 @@ pub fn provision(token: &TestToken, keys: &[KeySetup]) -> Result<Vec<Leaf>> {
 
 /// A running daemon, stopped (SIGTERM) when dropped.
 pub struct Daemon {
-    pub child: Option<Child>,
+    child: Option<Child>,
     /// Its socket.
     pub socket: PathBuf,
     /// Its configuration file.
