@@ -206,6 +206,45 @@ impl Resolved {
     }
 }
 
+/// The settings that differ between `running` and `new` but only take effect at start:
+/// the token, the socket, the pool and the audit file. A reload applies the rest (keys,
+/// access lists, body limit, request timeout, health) and names these in a warning.
+pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
+    let (a, b) = (&running.config.server, &new.config.server);
+    [
+        ("[token] module", running.module != new.module),
+        ("[token] token", running.selector != new.selector),
+        ("[token] pin_file", running.pin_file != new.pin_file),
+        ("[token] sessions", running.sessions != new.sessions),
+        ("[server] socket", a.socket != b.socket),
+        (
+            "[server] socket_mode",
+            running.socket_mode != new.socket_mode,
+        ),
+        ("[server] socket_group", a.socket_group != b.socket_group),
+        ("[server] queue_depth", a.queue_depth != b.queue_depth),
+        (
+            "[server] max_connections",
+            a.max_connections != b.max_connections,
+        ),
+        (
+            "[server] read_timeout_ms (header part)",
+            a.read_timeout_ms != b.read_timeout_ms,
+        ),
+        (
+            "[server] shutdown_grace_ms",
+            a.shutdown_grace_ms != b.shutdown_grace_ms,
+        ),
+        (
+            "[audit] file",
+            running.config.audit.file != new.config.audit.file,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
 /// Loads and checks `path`. Used at start and on every reload.
 pub fn load(path: &Path) -> Result<Resolved, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -350,6 +389,23 @@ mod tests {
             vec![Algorithm::Rs256, Algorithm::Rs1]
         );
         assert_eq!(r.config.server.max_body_bytes, 1024 * 1024);
+        Ok(())
+    }
+
+    #[test]
+    fn reload_names_what_needs_a_restart() -> Result<(), ConfigError> {
+        let running = parse(GOOD)?;
+        let same = parse(&GOOD.replace("allowed_uids = [33]", "allowed_uids = [33, 0]"))?;
+        assert!(needs_restart(&running, &same).is_empty());
+        let moved = parse(
+            &GOOD
+                .replace("hsm-signer.sock", "other.sock")
+                .replace("[server]", "[server]\nsocket_mode = \"0600\""),
+        )?;
+        assert_eq!(
+            needs_restart(&running, &moved),
+            vec!["[server] socket", "[server] socket_mode"]
+        );
         Ok(())
     }
 

@@ -199,12 +199,9 @@ async fn reload(running: &Resolved, state: &Arc<AppState>) {
             return;
         }
     };
-    if new.module != running.module
-        || new.selector != running.selector
-        || new.pin_file != running.pin_file
-        || new.config.server.socket != running.config.server.socket
-    {
-        tracing::warn!("[token] and socket changes need a restart; applying the rest");
+    let ignored = config::needs_restart(running, &new);
+    if !ignored.is_empty() {
+        tracing::warn!(settings = ?ignored, "these changes need a restart and are not applied; applying the rest");
     }
     let signer = state.signer.clone();
     let wants = wants(&new);

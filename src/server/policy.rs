@@ -104,6 +104,11 @@ impl Policy {
             .collect()
     }
 
+    /// True when a key named `name` is configured.
+    pub fn has_key(&self, name: &str) -> bool {
+        self.keys.contains_key(name)
+    }
+
     /// Every key rule, in configuration order.
     pub fn all(&self) -> Vec<Arc<KeyRule>> {
         self.names

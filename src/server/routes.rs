@@ -93,12 +93,13 @@ async fn sign(
             })
             .inc();
     }
-    if let Some(rule) = state.policy().all().iter().find(|r| r.name == seen.key) {
+    // Only configured names become metric labels: a caller cannot grow the label set.
+    if state.policy().has_key(&seen.key) {
         state
             .metrics
             .requests
             .get_or_create(&RequestLabels {
-                key: rule.name.clone(),
+                key: seen.key.clone(),
                 algorithm: seen.algorithm.clone(),
                 outcome: outcome.into(),
             })
@@ -107,7 +108,7 @@ async fn sign(
             .metrics
             .latency
             .get_or_create(&KeyLabel {
-                key: rule.name.clone(),
+                key: seen.key.clone(),
             })
             .observe(elapsed.as_secs_f64());
     }
