@@ -105,6 +105,12 @@ impl Connection {
         self.keys.read().ok()?.get(label).cloned()
     }
 
+    /// Finds the key labelled `label` again (after its handle stopped being valid).
+    pub fn refresh_key(&self, label: &str, wants: &[KeyWant]) -> Result<(), TokenError> {
+        let want: Vec<KeyWant> = wants.iter().filter(|w| w.label == label).cloned().collect();
+        self.load_keys(&want)
+    }
+
     /// Finds every wanted key again (and checks the token has their mechanisms),
     /// replacing the table only when all are found, so a bad reload changes nothing.
     pub fn load_keys(&self, wants: &[KeyWant]) -> Result<(), TokenError> {

@@ -51,17 +51,23 @@ pub(super) fn sign(
             }
             Err(e) if attempt == 0 && e.is_stale_handle() => {
                 // The key was replaced on the token (import --replace) under the running
-                // daemon: find the configured labels again and try once more.
+                // daemon, or the token's objects went away: find this key again and try
+                // once more. A key that is gone takes the connection down, so that the
+                // supervisor reconnects until it is back (a restored SoftHSM token
+                // directory, say, is only seen after C_Finalize and C_Initialize).
                 tracing::warn!(error = %e, label, "key handle no longer valid; finding the key again");
-                let reloaded = held
-                    .conn
-                    .load_keys(&shared.wants.lock().expect("wants lock").clone());
+                let wants = shared.wants.lock().expect("wants lock").clone();
+                let refreshed = held.conn.refresh_key(label, &wants);
+                let generation = held.conn.generation;
                 checkin(shared, held);
-                reloaded.map_err(|e| match e {
-                    TokenError::KeyNotFound { label, .. } => SignError::KeyMissing(label),
-                    other => SignError::Failed(other),
-                })?;
-                continue;
+                match refreshed {
+                    Ok(()) => continue,
+                    Err(e @ TokenError::KeyNotFound { .. }) => {
+                        shared.mark_down(generation, &e);
+                        return Err(SignError::Unavailable(e.to_string()));
+                    }
+                    Err(other) => return Err(SignError::Failed(other)),
+                }
             }
             Err(e) if e.is_connection_lost() => {
                 let conn = held.conn.clone();
