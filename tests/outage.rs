@@ -148,15 +148,22 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
                 n += 1;
                 let data = format!("<SignedInfo client=\"{client}\" n=\"{n}\"/>");
                 let started = Instant::now();
-                let result = hsm_signer::client::sign(
+                // A request that hangs is a failure of its own: the daemon must answer
+                // within its 2 s request timeout, so 10 s is far past any answer.
+                let call = hsm_signer::client::sign(
                     &socket,
                     "epuap",
                     "RS256",
                     data.as_bytes(),
                     false,
                     None,
-                )
-                .await;
+                );
+                let result = match tokio::time::timeout(Duration::from_secs(10), call).await {
+                    Ok(result) => result,
+                    Err(_) => Err(hsm_signer::client::ClientError::Http(
+                        "hung: no answer within 10 s".into(),
+                    )),
+                };
                 let took = started.elapsed();
                 let back_off = matches!(
                     result,

@@ -86,13 +86,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
             (None, None)
         }
     };
-    // Signatures are made on the runtime's threads (see signer::pool): one thread more
-    // than sessions keeps one free for HTTP while every session is busy.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads((config.sessions + 1).max(cores))
         .enable_all()
         .thread_name("http")
         .build()

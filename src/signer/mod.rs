@@ -220,14 +220,36 @@ impl Signer {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(SignError::Overloaded);
         }
-        let permit = tokio::time::timeout(timeout, self.sessions.acquire()).await;
+        let started = tokio::time::Instant::now();
+        let permit = tokio::time::timeout(timeout, self.sessions.clone().acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let _permit = match permit {
+        let permit = match permit {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(SignError::ShuttingDown),
             Err(_) => return Err(SignError::Timeout(timeout)),
         };
-        pool::sign(&self.shared, &label, algorithm, &digest)
+        // The token call runs on the blocking pool so that the caller's deadline holds
+        // even when the token never answers (a hung network HSM): the caller gets 503,
+        // and the session's permit stays taken until the call returns, if ever.
+        let shared = self.shared.clone();
+        let call = tokio::task::spawn_blocking(move || {
+            let result = pool::sign(&shared, &label, algorithm, &digest);
+            drop(permit);
+            result
+        });
+        match tokio::time::timeout_at(started + timeout, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panicked)) => Err(SignError::Unavailable(format!(
+                "the signing call failed: {panicked}"
+            ))),
+            Err(_) => {
+                tracing::error!(
+                    ?timeout,
+                    "the token did not answer in time; its session stays busy until it does"
+                );
+                Err(SignError::Timeout(timeout))
+            }
+        }
     }
 
     /// The key labelled `label` for a signature: why not, if the token is down or the

@@ -1,11 +1,8 @@
 //! The session pool: long-lived sessions on the current connection, checked out by a
 //! request for one signature and returned after it.
 //!
-//! The signature is made on the request's own thread. A hand-off to a signing thread
-//! and back cost about five context switches per request (measured with `perf stat`:
-//! 110,000 switches for 19,600 ES256 signatures), more than the ECDSA operation itself on
-//! SoftHSM. The runtime has one more thread than there are sessions, so a thread is
-//! always free for HTTP while every session is busy (see docs/architecture.md).
+//! The signature is made on tokio's blocking pool, so that a caller's deadline holds
+//! even if the token never answers (see docs/architecture.md for the measurements).
 
 use std::sync::Arc;
 
