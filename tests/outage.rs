@@ -48,6 +48,16 @@ impl P11KitServer {
         Ok(Self(child))
     }
 
+    /// Sends `signal` to the whole process group.
+    fn signal(&self, signal: &str) -> Result {
+        run_ok(Command::new("kill").args([
+            &format!("-{signal}"),
+            "--",
+            &format!("-{}", self.0.id()),
+        ]))?;
+        Ok(())
+    }
+
     /// Kills the whole process group: the link to the "network HSM" is gone.
     fn kill(mut self) -> Result {
         run_ok(Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]))?;
@@ -242,6 +252,73 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
     );
     assert!(killed_at.elapsed() > Duration::from_millis(1500));
     drop(t);
+    daemon.stop()?;
+    server.kill()
+}
+
+/// A token that stops answering (the server's processes stopped, the link silently
+/// dropping packets): each request still gets its answer, 503 `token_timeout`, at its
+/// deadline; when the token answers again, signing resumes by itself.
+#[test]
+fn a_token_that_stops_answering_gets_503_at_the_deadline() -> Result {
+    let token = TestToken::new()?;
+    let keys = [KeySetup {
+        name: "epuap",
+        label: "gsko-epuap",
+        spec: KeySpec::Rsa(2048),
+        algorithms: &["RS256"],
+        extra: "",
+    }];
+    provision(&token, &keys)?;
+    let p11_socket = token.path("p11kit.sock");
+    let server = P11KitServer::start(&token, &p11_socket)?;
+    let address = format!("unix:path={}", p11_socket.display());
+    let config = Daemon::config_text(&token, &keys, "request_timeout_ms = 1000")
+        .replace(
+            &format!("module = \"{MODULE}\""),
+            &format!("module = \"{CLIENT_MODULE}\""),
+        )
+        .replace("interval_seconds = 1", "interval_seconds = 3600");
+    let config_path = token.path("remote.toml");
+    std::fs::write(&config_path, config)?;
+    let daemon =
+        Daemon::start_with_env(&token, config_path, &[("P11_KIT_SERVER_ADDRESS", &address)])?;
+    let body =
+        serde_json::json!({"algorithm": "RS256", "data": "PFNpZ25lZEluZm8vPg=="}).to_string();
+    assert_eq!(
+        daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?.0,
+        200
+    );
+
+    server.signal("STOP")?;
+    for n in 0..3 {
+        let started = Instant::now();
+        let (status, answer) = daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?;
+        let took = started.elapsed();
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (503, Some("token_timeout")),
+            "request {n}: {answer}"
+        );
+        assert!(
+            took < Duration::from_millis(2500),
+            "request {n} answered after {took:?}, deadline 1 s"
+        );
+    }
+    server.signal("CONT")?;
+    let resumed = Instant::now();
+    loop {
+        if daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?.0 == 200 {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "signing did not resume: {}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("stopped token: 3 requests got 503 token_timeout at the 1 s deadline; signing resumed {:?} after SIGCONT", resumed.elapsed());
     daemon.stop()?;
     server.kill()
 }
