@@ -43,6 +43,9 @@ pub struct BenchResult {
     pub p99_ms: f64,
     /// Slowest, milliseconds.
     pub max_ms: f64,
+    /// CPU time this benchmark process used (user + system), seconds: the signing itself
+    /// for `token`, the client's share for `daemon`.
+    pub cpu_seconds: f64,
 }
 
 /// The input every benchmark signs: 1 KiB, like an exclusive-c14n SignedInfo.
@@ -85,7 +88,19 @@ fn summarise(
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
         max_ms: pick(1.0),
+        cpu_seconds: process_cpu_seconds(),
     }
+}
+
+/// User plus system CPU time of this process so far.
+fn process_cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(0.0)
 }
 
 /// Signs directly through PKCS#11 from `parallel` threads, each with its own long-lived
