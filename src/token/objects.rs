@@ -50,16 +50,11 @@ impl Drop for SensitiveTemplate {
     }
 }
 
-/// The template for the private key: token, private, sensitive, not extractable, set
-/// explicitly because SoftHSM defaults CKA_SENSITIVE to false.
-pub fn private_key_template(
-    material: &KeyMaterial,
-    cert: &CertDer,
-    label: &str,
-    id: &[u8],
-    allow_derive: bool,
-) -> Result<SensitiveTemplate, openssl::error::ErrorStack> {
-    let mut attrs = vec![
+/// The attributes every stored private key gets, whether it is created or unwrapped: on
+/// the token, private, sensitive and not extractable, set explicitly because SoftHSM
+/// defaults CKA_SENSITIVE to false; for signing only.
+pub fn private_key_protection(cert: &CertDer, label: &str, id: &[u8]) -> Vec<Attribute> {
+    vec![
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::Token(true),
         Attribute::Private(true),
@@ -72,7 +67,19 @@ pub fn private_key_template(
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.to_vec()),
         Attribute::Subject(cert.subject.clone()),
-    ];
+    ]
+}
+
+/// The template for creating the private key: [`private_key_protection`] plus the key's
+/// own values.
+pub fn private_key_template(
+    material: &KeyMaterial,
+    cert: &CertDer,
+    label: &str,
+    id: &[u8],
+    allow_derive: bool,
+) -> Result<SensitiveTemplate, openssl::error::ErrorStack> {
+    let mut attrs = private_key_protection(cert, label, id);
     let mut template = SensitiveTemplate(Vec::new());
     match material.kind {
         KeyKind::Rsa { .. } => {

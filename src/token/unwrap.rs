@@ -143,22 +143,12 @@ pub fn unwrapped_key_template(
         KeyKind::Rsa { .. } => KeyType::RSA,
         KeyKind::Ec { .. } => KeyType::EC,
     };
-    vec![
-        Attribute::Class(ObjectClass::PRIVATE_KEY),
+    let mut attrs = super::objects::private_key_protection(cert, label, id);
+    attrs.extend([
         Attribute::KeyType(key_type),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Modifiable(true),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
         Attribute::Derive(allow_derive && matches!(kind, KeyKind::Ec { .. })),
-        Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
-        Attribute::Subject(cert.subject.clone()),
-    ]
+    ]);
+    attrs
 }
 
 /// Puts `key` on the token through C_UnwrapKey, with `template` (see
