@@ -65,6 +65,18 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     let started = Instant::now();
     let config = config::load(config_path)?;
     crate::hardening::apply().map_err(ServeError::Setup)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("http")
+        .build()
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    // Before the token login and the socket: a SIGHUP (systemctl reload, logrotate) sent
+    // at any moment of the start must reload, not kill the daemon (SIGHUP's default).
+    let signals = {
+        let _inside = runtime.enter();
+        Signals::install()
+            .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?
+    };
     let pin = SecretSource::File(config.pin_file.clone()).read("token PIN")?;
     let metrics = metrics::Metrics::default();
     let signer = Signer::start(SignerSettings {
@@ -86,14 +98,11 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
             (None, None)
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("http")
-        .build()
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
     let state = Arc::new(AppState::new(signer.clone(), audit, metrics, &config));
-    runtime.block_on(run(config, state.clone(), started))?;
+    runtime.block_on(run(config, state.clone(), signals, started))?;
     signer.stop();
+    // A token call that never returned must not hold the exit for ever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     drop(state);
     if let Some(thread) = audit_thread {
         let _ = thread.join();
@@ -102,12 +111,13 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
-async fn run(config: Resolved, state: Arc<AppState>, started: Instant) -> Result<(), ServeError> {
+async fn run(
+    config: Resolved,
+    state: Arc<AppState>,
+    signals: Signals,
+    started: Instant,
+) -> Result<(), ServeError> {
     let server = &config.config.server;
-    // Before the socket answers: a SIGHUP sent as soon as it does must reload, not kill
-    // the daemon (SIGHUP's default action).
-    let signals = Signals::install()
-        .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?;
     let (listener, activated) = match listener::inherited()? {
         Some(inherited) => (inherited, true),
         None => (

@@ -137,6 +137,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct Signer {
     shared: Arc<Shared>,
+    supervisor: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     sessions: Arc<tokio::sync::Semaphore>,
     waiting: Arc<AtomicUsize>,
     queue_depth: usize,
@@ -193,12 +194,13 @@ impl Signer {
             pool: Mutex::new(Vec::new()),
         });
         let sup = shared.clone();
-        std::thread::Builder::new()
+        let supervisor = std::thread::Builder::new()
             .name("supervisor".into())
             .spawn(move || supervisor::run(sup))
             .expect("spawning the supervisor");
         Ok(Self {
             shared,
+            supervisor: Arc::new(Mutex::new(Some(supervisor))),
             sessions: Arc::new(tokio::sync::Semaphore::new(settings.sessions)),
             waiting: Arc::new(AtomicUsize::new(0)),
             queue_depth: settings.queue_depth,
@@ -290,5 +292,17 @@ impl Signer {
         self.shared.wake.notify_all();
         self.sessions.close();
         self.shared.pool.lock().expect("pool lock").clear();
+        // Wait (briefly) for the supervisor, so that the token connection is not
+        // finalised on its thread while the process exits.
+        let handle = self.supervisor.lock().expect("supervisor lock").take();
+        if let Some(handle) = handle {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
     }
 }
