@@ -20,17 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::daemon::{provision, Daemon, KeySetup};
-use common::fixtures::KeySpec;
 use common::*;
 use hsm_signer::client::ClientError;
 
-const EPUAP: KeySetup = KeySetup {
-    name: "epuap",
-    label: "gsko-epuap",
-    spec: KeySpec::Rsa(2048),
-    algorithms: &["RS256"],
-    extra: "",
-};
+const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
 
 const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
 

@@ -19,13 +19,7 @@ use serde_json::{json, Value};
 /// The unprivileged uid (and gid) the access tests run curl as.
 const NOBODY: u32 = 65534;
 
-const EPUAP: KeySetup = KeySetup {
-    name: "epuap",
-    label: "gsko-epuap",
-    spec: KeySpec::Rsa(2048),
-    algorithms: &["RS256"],
-    extra: "",
-};
+const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
 
 const WK: KeySetup = KeySetup {
     name: "wk",

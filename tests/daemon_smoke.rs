@@ -4,19 +4,12 @@
 mod common;
 use base64::Engine;
 use common::daemon::{openssl_verify, provision, Daemon, KeySetup};
-use common::fixtures::KeySpec;
 use common::*;
 
 #[test]
 fn rs256_through_the_socket_verifies_with_openssl() -> Result {
     let token = TestToken::new()?;
-    let keys = [KeySetup {
-        name: "epuap",
-        label: "gsko-epuap",
-        spec: KeySpec::Rsa(2048),
-        algorithms: &["RS256"],
-        extra: "",
-    }];
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
     let leaves = provision(&token, &keys)?;
     let daemon = Daemon::start(&token, &keys, "")?;
     let data = b"<ds:SignedInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"></ds:SignedInfo>";

@@ -96,13 +96,7 @@ fn first_pem_cert(pem: &str) -> Result<X509> {
 }
 
 fn epuap_rs256() -> KeySetup {
-    KeySetup {
-        name: "epuap",
-        label: "gsko-epuap",
-        spec: KeySpec::Rsa(2048),
-        algorithms: &["RS256"],
-        extra: "",
-    }
+    KeySetup::rs256("epuap", "gsko-epuap")
 }
 
 /// `xmlsec1 --verify` of a SAML AuthnRequest, its ID attribute declared, with `trust`

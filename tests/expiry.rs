@@ -82,20 +82,8 @@ fn health_warns_ten_days_before_expiry_and_expired_keys_do_not_sign() -> Result 
     let past = import_expiring(&token, "expired", Asn1Time::from_unix(1_700_000_000)?)?;
     import_expiring(&token, "expired-ok", Asn1Time::from_unix(1_700_000_000)?)?;
     let keys = [
-        KeySetup {
-            name: "soon",
-            label: "soon",
-            spec: KeySpec::Rsa(2048),
-            algorithms: &["RS256"],
-            extra: "",
-        },
-        KeySetup {
-            name: "expired",
-            label: "expired",
-            spec: KeySpec::Rsa(2048),
-            algorithms: &["RS256"],
-            extra: "",
-        },
+        KeySetup::rs256("soon", "soon"),
+        KeySetup::rs256("expired", "expired"),
         KeySetup {
             name: "expired-ok",
             label: "expired-ok",
@@ -142,13 +130,7 @@ fn health_warns_ten_days_before_expiry_and_expired_keys_do_not_sign() -> Result 
     daemon.stop()?;
 
     // Only the soon-expiring key: health is 200 with status "warning".
-    let keys = [KeySetup {
-        name: "soon",
-        label: "soon",
-        spec: KeySpec::Rsa(2048),
-        algorithms: &["RS256"],
-        extra: "",
-    }];
+    let keys = [KeySetup::rs256("soon", "soon")];
     let daemon = Daemon::start(&token, &keys, "")?;
     let (status, health) = daemon.json("GET", "/v1/health", None)?;
     assert_eq!(

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::daemon::{provision, Daemon, KeySetup};
-use common::fixtures::KeySpec;
 use common::*;
 
 const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
@@ -115,13 +114,7 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
         return Err(format!("{CLIENT_MODULE} missing: apt-get install p11-kit-modules").into());
     }
     let token = TestToken::new()?;
-    let keys = [KeySetup {
-        name: "epuap",
-        label: "gsko-epuap",
-        spec: KeySpec::Rsa(2048),
-        algorithms: &["RS256"],
-        extra: "",
-    }];
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
     let leaves = provision(&token, &keys)?;
     let p11_socket = token.path("p11kit.sock");
     let server = P11KitServer::start(&token, &p11_socket)?;
@@ -262,13 +255,7 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
 #[test]
 fn a_token_that_stops_answering_gets_503_at_the_deadline() -> Result {
     let token = TestToken::new()?;
-    let keys = [KeySetup {
-        name: "epuap",
-        label: "gsko-epuap",
-        spec: KeySpec::Rsa(2048),
-        algorithms: &["RS256"],
-        extra: "",
-    }];
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
     provision(&token, &keys)?;
     let p11_socket = token.path("p11kit.sock");
     let server = P11KitServer::start(&token, &p11_socket)?;

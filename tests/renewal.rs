@@ -65,13 +65,7 @@ fn switching_to_a_new_label_with_sighup_loses_no_request() -> Result {
     let token = TestToken::new()?;
     let ca = Ca::sigillum()?;
     let old = import(&token, &ca, "gsko-epuap-2025", false)?;
-    let keys = [KeySetup {
-        name: "epuap",
-        label: "gsko-epuap-2025",
-        spec: KeySpec::Rsa(2048),
-        algorithms: &["RS256"],
-        extra: "",
-    }];
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap-2025")];
     let daemon = Arc::new(Daemon::start(&token, &keys, "")?);
     let new = import(&token, &ca, "gsko-epuap-2027", false)?;
     let certs: HashMap<String, X509> = [
@@ -169,13 +163,7 @@ fn import_replace_under_a_running_daemon_is_picked_up_by_the_next_request() -> R
     let token = TestToken::new()?;
     let ca = Ca::sigillum()?;
     let old = import(&token, &ca, "gsko-epuap", false)?;
-    let keys = [KeySetup {
-        name: "epuap",
-        label: "gsko-epuap",
-        spec: KeySpec::Rsa(2048),
-        algorithms: &["RS256"],
-        extra: "",
-    }];
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
     let daemon = Daemon::start(&token, &keys, "")?;
     let mut certs = HashMap::new();
     certs.insert(fingerprint(&old.cert)?, old.cert.clone());

@@ -16,18 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::daemon::{provision, Daemon, KeySetup};
-use common::fixtures::KeySpec;
 use common::*;
 use hsm_signer::client::ClientError;
 use openssl::pkey::{PKey, Public};
 
-const EPUAP: KeySetup = KeySetup {
-    name: "epuap",
-    label: "gsko-epuap",
-    spec: KeySpec::Rsa(2048),
-    algorithms: &["RS256"],
-    extra: "",
-};
+const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
 
 /// The daemon's resident memory in KiB (VmRSS).
 fn rss_kib(pid: u32) -> Result<u64> {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::daemon::{provision, Daemon, KeySetup};
-use common::fixtures::KeySpec;
 use common::*;
 
 /// SoftHSM names a token's directory by a UUID whose last 16 hex digits are the serial.
@@ -40,13 +39,7 @@ fn token_dir(token: &TestToken) -> Result<std::path::PathBuf> {
 #[test]
 fn requests_fail_fast_while_the_token_is_gone_and_signing_resumes_when_it_is_back() -> Result {
     let token = TestToken::new()?;
-    let keys = [KeySetup {
-        name: "epuap",
-        label: "gsko-epuap",
-        spec: KeySpec::Rsa(2048),
-        algorithms: &["RS256"],
-        extra: "",
-    }];
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
     let leaves = provision(&token, &keys)?;
     let daemon = Daemon::start(&token, &keys, "")?;
     let public = leaves[0].cert.public_key()?;

@@ -25,6 +25,19 @@ pub struct KeySetup {
     pub extra: &'static str,
 }
 
+impl KeySetup {
+    /// An RSA-2048 key for RS256 only: the ePUAP key as GSKO uses it.
+    pub const fn rs256(name: &'static str, label: &'static str) -> Self {
+        Self {
+            name,
+            label,
+            spec: KeySpec::Rsa(2048),
+            algorithms: &["RS256"],
+            extra: "",
+        }
+    }
+}
+
 /// Imports a fresh key (with its own CA) for each setup; returns them in order.
 pub fn provision(token: &TestToken, keys: &[KeySetup]) -> Result<Vec<Leaf>> {
     let ca = Ca::sigillum()?;
