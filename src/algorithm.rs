@@ -50,6 +50,16 @@ impl Hash {
         }
     }
 
+    /// The same hash as an `MdRef`, for `PkeyCtx`.
+    pub fn md_ref(self) -> &'static openssl::md::MdRef {
+        match self {
+            Hash::Sha1 => openssl::md::Md::sha1(),
+            Hash::Sha256 => openssl::md::Md::sha256(),
+            Hash::Sha384 => openssl::md::Md::sha384(),
+            Hash::Sha512 => openssl::md::Md::sha512(),
+        }
+    }
+
     /// Hashes `data`.
     pub fn digest(self, data: &[u8]) -> Vec<u8> {
         openssl::hash::hash(self.md(), data)
@@ -259,17 +269,13 @@ pub fn verify_digest<T: HasPublic>(
         scheme => {
             let mut ctx = openssl::pkey_ctx::PkeyCtx::new(key)?;
             ctx.verify_init()?;
-            ctx.set_signature_md(
-                openssl::md::Md::from_nid(alg.hash().md().type_()).expect("known hash"),
-            )?;
+            ctx.set_signature_md(alg.hash().md_ref())?;
             if scheme == Scheme::RsaPss {
                 ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
                 ctx.set_rsa_pss_saltlen(openssl::sign::RsaPssSaltlen::custom(
                     alg.hash().output_len() as i32,
                 ))?;
-                ctx.set_rsa_mgf1_md(
-                    openssl::md::Md::from_nid(alg.hash().md().type_()).expect("known hash"),
-                )?;
+                ctx.set_rsa_mgf1_md(alg.hash().md_ref())?;
             } else {
                 ctx.set_rsa_padding(Padding::PKCS1)?;
             }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -184,16 +183,7 @@ pub async fn daemon(
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|source| crate::client::ClientError::Connect {
-                path: socket.display().to_string(),
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| crate::client::ClientError::Http(e.to_string()))?;
-        tokio::spawn(conn);
+        let mut sender = crate::client::connect(socket).await?;
         let (body, uri) = (body.clone(), uri.clone());
         tasks.push(tokio::spawn(async move {
             let (mut micros, mut errors) = (Vec::new(), 0u64);

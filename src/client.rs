@@ -6,6 +6,7 @@ use std::path::Path;
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -44,6 +45,21 @@ pub enum ClientError {
     },
 }
 
+/// A keep-alive HTTP/1.1 connection to the daemon's socket.
+pub async fn connect(socket: &Path) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: socket.display().to_string(),
+            source,
+        })?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// Sends one request over the socket.
 pub async fn request(
     socket: &Path,
@@ -51,16 +67,7 @@ pub async fn request(
     uri: &str,
     body: Option<serde_json::Value>,
 ) -> Result<Answer, ClientError> {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: socket.display().to_string(),
-            source,
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Http(e.to_string()))?;
-    tokio::spawn(conn);
+    let mut sender = connect(socket).await?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let request = Request::builder()
         .method(method)

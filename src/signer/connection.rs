@@ -13,7 +13,9 @@ use secrecy::SecretString;
 
 use crate::algorithm::Algorithm;
 use crate::cert::KeyKind;
-use crate::token::{check_mechanisms, find_objects, Module, StoredKey, TokenError, TokenSelector};
+use crate::token::{
+    check_mechanisms, find_objects, Module, OpenToken, StoredKey, TokenError, TokenSelector,
+};
 
 /// A key found on the token, ready to sign with.
 pub struct TokenKey {
@@ -66,18 +68,16 @@ impl Connection {
         generation: u64,
         counters: super::TokenCounters,
     ) -> Result<Self, TokenError> {
-        let module = Module::open(module)?;
-        let (slot, info) = module.find_token(selector)?;
-        let anchor = module
-            .ctx()
-            .open_ro_session(slot)
-            .map_err(TokenError::pkcs11(format!(
-                "opening a session on token \"{}\"",
-                info.label
-            )))?;
+        let token = OpenToken::open(module, selector, false)?;
         counters.sessions_opened.inc();
         counters.logins.inc();
-        crate::token::login(module.ctx(), slot, &info.label, &anchor, pin, false)?;
+        token.login(pin, false)?;
+        let OpenToken {
+            session: anchor,
+            info,
+            slot,
+            module,
+        } = token;
         let conn = Self {
             counters,
             generation,

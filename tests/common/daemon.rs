@@ -189,33 +189,8 @@ impl Daemon {
 
     /// `curl` against the socket: returns the status and the body.
     pub fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            method,
-            "--unix-socket",
-        ])
-        .arg(&self.socket)
-        .arg(format!("http://localhost{path}"));
-        if let Some(body) = body {
-            cmd.args([
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                body,
-            ]);
-        }
-        let out = run_ok(&mut cmd)?;
-        let text = String::from_utf8(out.stdout)?;
-        let (body, code) = text.rsplit_once('\n').ok_or("no status from curl")?;
-        Ok((code.trim().parse()?, body.to_string()))
+        let (status, bytes) = self.curl_with(&[], method, path, body, &[])?;
+        Ok((status, String::from_utf8(bytes)?))
     }
 
     /// `curl`, parsing the body as JSON.
