@@ -75,12 +75,26 @@ fn check_exit_codes_follow_the_monitoring_plugin_convention() -> Result {
     Ok(())
 }
 
+/// The signature in `answer` is RS256 over b"x" by `leaf`'s key.
+fn assert_signs(leaf: &Leaf, answer: &serde_json::Value) -> Result {
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(answer["signature"].as_str().ok_or("no signature")?)?;
+    let public = leaf.cert.public_key()?;
+    let mut verifier =
+        openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &public)?;
+    assert!(
+        verifier.verify_oneshot(&signature, b"x")?,
+        "signature does not verify: {answer}"
+    );
+    Ok(())
+}
+
 #[test]
 fn health_warns_ten_days_before_expiry_and_expired_keys_do_not_sign() -> Result {
     let token = TestToken::new()?;
     let soon = import_expiring(&token, "soon", Asn1Time::days_from_now(10)?)?;
     let past = import_expiring(&token, "expired", Asn1Time::from_unix(1_700_000_000)?)?;
-    import_expiring(&token, "expired-ok", Asn1Time::from_unix(1_700_000_000)?)?;
+    let allowed = import_expiring(&token, "expired-ok", Asn1Time::from_unix(1_700_000_000)?)?;
     let keys = [
         KeySetup::rs256("soon", "soon"),
         KeySetup::rs256("expired", "expired"),
@@ -102,8 +116,10 @@ fn health_warns_ten_days_before_expiry_and_expired_keys_do_not_sign() -> Result 
     );
     let (status, answer) = daemon.json("POST", "/v1/keys/expired-ok/sign", Some(&body))?;
     assert_eq!(status, 200, "allow_expired key: {answer}");
+    assert_signs(&allowed, &answer)?;
     let (status, answer) = daemon.json("POST", "/v1/keys/soon/sign", Some(&body))?;
     assert_eq!(status, 200, "{answer}");
+    assert_signs(&soon, &answer)?;
     assert_eq!(
         answer["certificate_sha256"].as_str(),
         Some(hex::encode(soon.cert.digest(openssl::hash::MessageDigest::sha256())?).as_str())

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::daemon::{provision, Daemon, KeySetup};
 use common::*;
 
@@ -256,7 +257,16 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
 fn a_token_that_stops_answering_gets_503_at_the_deadline() -> Result {
     let token = TestToken::new()?;
     let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
-    provision(&token, &keys)?;
+    let leaves = provision(&token, &keys)?;
+    let public = leaves[0].cert.public_key()?;
+    // A 200 counts only with a signature that verifies against the certificate.
+    let signed = |answer: &serde_json::Value| -> Result<bool> {
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(answer["signature"].as_str().ok_or("no signature")?)?;
+        let mut verifier =
+            openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &public)?;
+        Ok(verifier.verify_oneshot(&signature, b"<SignedInfo/>")?)
+    };
     let p11_socket = token.path("p11kit.sock");
     let server = P11KitServer::start(&token, &p11_socket)?;
     let address = format!("unix:path={}", p11_socket.display());
@@ -272,9 +282,11 @@ fn a_token_that_stops_answering_gets_503_at_the_deadline() -> Result {
         Daemon::start_with_env(&token, config_path, &[("P11_KIT_SERVER_ADDRESS", &address)])?;
     let body =
         serde_json::json!({"algorithm": "RS256", "data": "PFNpZ25lZEluZm8vPg=="}).to_string();
-    assert_eq!(
-        daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?.0,
-        200
+    let (status, answer) = daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        signed(&answer)?,
+        "wrong signature before the stop: {answer}"
     );
 
     server.signal("STOP")?;
@@ -295,7 +307,9 @@ fn a_token_that_stops_answering_gets_503_at_the_deadline() -> Result {
     server.signal("CONT")?;
     let resumed = Instant::now();
     loop {
-        if daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?.0 == 200 {
+        let (status, answer) = daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?;
+        if status == 200 {
+            assert!(signed(&answer)?, "wrong signature after SIGCONT: {answer}");
             break;
         }
         assert!(
