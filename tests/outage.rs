@@ -229,9 +229,12 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
         during.1 > 0,
         "no request failed during the outage: was the link really cut?"
     );
+    // Most failures take milliseconds; a request whose C_Sign was under way inside
+    // p11-kit-client when the link died gets its 503 at the 2 s request timeout (seen
+    // once: 2.003 s). Past the timeout plus scheduling slack, it would have hung.
     assert!(
-        t.slowest_failure < Duration::from_secs(2),
-        "a failed request took {:?}: it hung instead of failing fast",
+        t.slowest_failure < Duration::from_millis(2500),
+        "a failed request took {:?}: it outlived the 2 s request timeout",
         t.slowest_failure
     );
     assert_eq!(health_status, 503, "health during the outage: {health}");
