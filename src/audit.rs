@@ -1,63 +1,56 @@
-//! The audit log: one JSON line per signing request, each carrying the SHA-256 of the
-//! line before it, so that a removed, edited or reordered line breaks the chain
-//! (`hsm-signer audit verify FILE`).
+//! The audit log: one JSON line per request that reached a key, each carrying the
+//! SHA-256 of the line before it, so that a removed, edited or reordered line breaks the
+//! chain (`hsm-signer audit verify FILE...`), and signed checkpoints so that a rewrite of
+//! the whole chain is caught too ([`checkpoint`]).
 //!
-//! Lines are written by a thread of their own, so a request never waits on the disk;
-//! the channel is bounded and a full channel makes requests wait rather than lose lines.
+//! **Fail closed.** A request is answered only after its record was written: the
+//! request's own blocking thread (the one that made the token call) appends the line
+//! with one `write(2)` before the answer leaves. When the line cannot be written (full
+//! disk, EIO, EPERM, the file deleted or replaced by something that is not ours), the
+//! write fails, the request gets 503 `audit_unavailable`, and health says so. The next
+//! write that works first appends an `audit_outage` record that says what happened and
+//! how many requests were refused meanwhile, so the chain has no silent gap. A deleted
+//! or rotated file is reopened at its path, starting with a `log_opened` record whose
+//! `prev` is the previous file's head: `audit verify old new` checks across files.
+//!
+//! Durability is batched: a thread of its own calls `fdatasync` at most every
+//! [`SYNC_EVERY`]; a disk flush per request would cost more than the signature.
+
+pub mod checkpoint;
+mod record;
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+pub use record::{now_rfc3339, Caller, Line, Record, FORMAT_VERSION};
 
 /// The longest a written line waits for `fdatasync`.
 pub const SYNC_EVERY: Duration = Duration::from_millis(100);
 
-/// Records that may wait for the writer before a request waits.
-pub const QUEUE: usize = 16_384;
+/// A write that has not returned after this long makes the log "stalled": new requests
+/// are refused at once instead of queueing behind it.
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 
-/// The `prev` of the first line of a new file.
+/// The `prev` of the first line of a new chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One signing request, as recorded.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Record {
-    /// When the request arrived, RFC 3339 UTC with milliseconds.
-    pub time: String,
-    /// Peer uid (SO_PEERCRED).
-    pub uid: u32,
-    /// Peer gid.
-    pub gid: u32,
-    /// Peer pid, when known.
-    pub pid: Option<i32>,
-    /// The key name asked for.
-    pub key: String,
-    /// The algorithm asked for, as given or resolved.
-    pub algorithm: String,
-    /// SHA-256 of the data or digest the caller sent, hex.
-    pub input_sha256: String,
-    /// "ok" or the error code.
-    pub outcome: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// Time spent, microseconds.
-    pub duration_us: u64,
-    /// SHA-256 of the certificate of the key that signed, hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_sha256: Option<String>,
-}
-
-/// A record with its place in the chain: what is written as one line.
-#[derive(Debug, Serialize, Deserialize)]
-struct Line {
-    seq: u64,
-    #[serde(flatten)]
-    record: Record,
-    prev: String,
+/// What to do when a record cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Refuse the request (503 `audit_unavailable`): no signature without its record.
+    #[default]
+    Refuse,
+    /// Answer anyway, logging every unrecorded request loudly; for those who put
+    /// availability first. The gap is recorded once writing works again.
+    Continue,
 }
 
 /// Why the audit log cannot be used.
@@ -81,131 +74,472 @@ pub enum AuditError {
     },
 }
 
-/// Where records go: a writer thread appending to the file.
+/// A record that could not be written; the request must not be answered as done.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the audit log cannot be written: {0}")]
+pub struct Unavailable(pub String);
+
+/// The audit log's state as health shows it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AuditState {
+    /// Writing works.
+    Ok,
+    /// The last write failed; requests are refused (or, with `on_failure = "continue"`,
+    /// answered unrecorded) until one works.
+    Failing {
+        /// The error.
+        error: String,
+        /// Requests refused or unrecorded since.
+        refused: u64,
+    },
+    /// A write has not returned for more than [`STALLED_AFTER`].
+    Stalled {
+        /// Milliseconds so far.
+        for_ms: u64,
+    },
+}
+
+/// Where records go. Cloning shares the one file.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: crossbeam_channel::Sender<Box<Record>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    on_failure: OnFailure,
+    writer: Mutex<Writer>,
+    /// Milliseconds since `epoch` when the write in progress started; 0 when none.
+    writing_since: AtomicU64,
+    epoch: Instant,
+    /// What health shows, readable without waiting for the writer.
+    failing: Mutex<Option<(String, u64)>>,
+    dirty: AtomicBool,
+    stop: AtomicBool,
+    sync_wake: Condvar,
+    sync_lock: Mutex<()>,
+}
+
+struct Writer {
+    file: Option<Arc<File>>,
+    /// (dev, ino) of the open file, to notice it was deleted, rotated or replaced.
+    identity: (u64, u64),
+    /// Bytes of whole lines in the file: a partial line left by a failed write is cut.
+    len: u64,
+    seq: u64,
+    prev: String,
+    outage: Option<Outage>,
+    /// Why the next `log_opened` record is written, if one is due.
+    opened: Option<String>,
+}
+
+struct Outage {
+    since: String,
+    error: String,
+    refused: u64,
 }
 
 impl AuditLog {
-    /// Opens (or creates, mode 0600) `path` and continues its chain.
-    pub fn open(path: &Path) -> Result<(Self, std::thread::JoinHandle<()>), AuditError> {
+    /// Opens (or creates, mode 0600) `path` and continues its chain. Returns the log and
+    /// the thread that makes written lines durable.
+    pub fn open(
+        path: &Path,
+        on_failure: OnFailure,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), AuditError> {
         let io = |source| AuditError::Io {
             path: path.into(),
             source,
         };
         let (seq, prev) = chain_head(path)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        // Boxed, so the channel's preallocated ring costs 16 bytes a slot, not a whole record.
-        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        let writer = Writer {
-            out: BufWriter::new(file),
-            seq,
-            prev,
+        let file = open_append(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if on_failure == OnFailure::Continue {
+            tracing::warn!(
+                "[audit] on_failure = \"continue\": requests are answered even when the audit log cannot record them"
+            );
+        }
+        let inner = Arc::new(Inner {
             path: path.into(),
-        };
+            on_failure,
+            writer: Mutex::new(Writer {
+                identity: (meta.dev(), meta.ino()),
+                len: if meta.file_type().is_file() {
+                    meta.len()
+                } else {
+                    0
+                },
+                file: Some(Arc::new(file)),
+                seq,
+                prev,
+                outage: None,
+                // A new chain starts at seq 1 from GENESIS, which says enough; a restart is
+                // marked, so that checkpoint gaps across it read right.
+                opened: (seq > 0).then(|| "restart".into()),
+            }),
+            writing_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+            failing: Mutex::new(None),
+            dirty: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            sync_wake: Condvar::new(),
+            sync_lock: Mutex::new(()),
+        });
+        let syncer = inner.clone();
         let handle = std::thread::Builder::new()
-            .name("audit".into())
-            .spawn(move || writer.run(rx))
+            .name("audit-sync".into())
+            .spawn(move || syncer.sync_loop())
             .map_err(io)?;
-        Ok((Self { tx }, handle))
+        Ok((Self { inner }, handle))
     }
 
-    /// Queues `record`; blocks only if the writer is [`QUEUE`] lines behind.
-    pub fn record(&self, record: Record) {
-        if self.tx.send(Box::new(record)).is_err() {
-            tracing::error!("audit writer has stopped; a record was lost");
+    /// Appends `record`, blocking this thread until the write has returned. Call it from
+    /// a blocking thread, never from an async worker. `Err` means the request must be
+    /// refused (with `on_failure = "continue"` this never fails; the loss is logged).
+    pub fn record(&self, record: Record) -> Result<(), Unavailable> {
+        let inner = &self.inner;
+        let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .writing_since
+            .store(inner.millis().max(1), Ordering::Release);
+        let result = writer.append(&inner.path, record);
+        inner.writing_since.store(0, Ordering::Release);
+        match result {
+            Ok(()) => {
+                if writer.outage.is_none() {
+                    *inner.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                inner.dirty.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let outage = writer.outage.get_or_insert_with(|| Outage {
+                    since: now_rfc3339(),
+                    error: e.to_string(),
+                    refused: 0,
+                });
+                outage.refused += 1;
+                outage.error = e.to_string();
+                let refused = outage.refused;
+                *inner.failing.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((e.to_string(), refused));
+                // One line per power of two, so a flood of refusals logs a handful.
+                if refused.is_power_of_two() {
+                    tracing::error!(file = %inner.path.display(), error = %e, refused, on_failure = ?inner.on_failure, "cannot write the audit log");
+                }
+                match inner.on_failure {
+                    OnFailure::Refuse => Err(Unavailable(e.to_string())),
+                    OnFailure::Continue => Ok(()),
+                }
+            }
         }
+    }
+
+    /// The log's state, without waiting for a write in progress.
+    pub fn state(&self) -> AuditState {
+        let since = self.inner.writing_since.load(Ordering::Acquire);
+        if since != 0 {
+            let for_ms = self.inner.millis().saturating_sub(since);
+            if for_ms >= STALLED_AFTER.as_millis() as u64 {
+                return AuditState::Stalled { for_ms };
+            }
+        }
+        match &*self.inner.failing.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => AuditState::Ok,
+            Some((error, refused)) => AuditState::Failing {
+                error: error.clone(),
+                refused: *refused,
+            },
+        }
+    }
+
+    /// True when a request should be refused before it touches the token: a write has
+    /// been stuck for a while (a hung disk or a reader that stopped reading a FIFO).
+    pub fn refuses_now(&self) -> Option<Unavailable> {
+        match (self.state(), self.inner.on_failure) {
+            (AuditState::Stalled { for_ms }, OnFailure::Refuse) => Some(Unavailable(format!(
+                "a write to the audit log has not returned for {for_ms} ms"
+            ))),
+            _ => None,
+        }
+    }
+
+    /// What `on_failure` says.
+    pub fn on_failure(&self) -> OnFailure {
+        self.inner.on_failure
+    }
+
+    /// Closes the file and opens `path` again (SIGHUP, for logrotate's `create`): the new
+    /// file starts with a `log_opened` record linking to the old file's head. Runs on a
+    /// blocking thread.
+    pub fn reopen(&self) {
+        let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.file = None;
+        writer.opened = Some("reopened on SIGHUP".into());
+    }
+
+    /// The chain's head: the number and hash of the last line written.
+    pub fn head(&self) -> (u64, String) {
+        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        (writer.seq, writer.prev.clone())
+    }
+
+    /// Runs `make` with the chain's head and appends the record it returns, with no
+    /// other record in between (for checkpoints, whose signature covers the head).
+    pub fn record_at_head(
+        &self,
+        make: impl FnOnce(u64, &str) -> Option<Record>,
+    ) -> Result<(), Unavailable> {
+        let inner = &self.inner;
+        let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // A pending reopen or outage record goes first, so the head signed is final.
+        if let Err(e) = writer.prepare(&inner.path) {
+            return Err(Unavailable(e.to_string()));
+        }
+        let Some(record) = make(writer.seq, &writer.prev) else {
+            return Ok(());
+        };
+        writer
+            .append(&inner.path, record)
+            .map_err(|e| Unavailable(e.to_string()))?;
+        inner.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// While writes fail, tries to write the pending records (`audit_outage`,
+    /// `log_opened`) without a request, so that health sees the recovery even when no
+    /// one signs. Runs on a blocking thread.
+    pub fn probe(&self) {
+        let inner = &self.inner;
+        if inner
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return;
+        }
+        let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .writing_since
+            .store(inner.millis().max(1), Ordering::Release);
+        let prepared = writer.prepare(&inner.path);
+        inner.writing_since.store(0, Ordering::Release);
+        if prepared.is_ok() && writer.outage.is_none() {
+            *inner.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            inner.dirty.store(true, Ordering::Release);
+            tracing::warn!(file = %inner.path.display(), "the audit log can be written again");
+        }
+    }
+
+    /// Stops the sync thread after a last `fdatasync`.
+    pub fn close(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+        self.inner.sync_wake.notify_all();
     }
 }
 
-struct Writer {
-    out: BufWriter<File>,
-    seq: u64,
-    prev: String,
-    path: PathBuf,
+impl Inner {
+    fn millis(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn sync_loop(&self) {
+        loop {
+            {
+                let guard = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _unused = self
+                    .sync_wake
+                    .wait_timeout(guard, SYNC_EVERY)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            let stopping = self.stop.load(Ordering::Acquire);
+            if self.dirty.swap(false, Ordering::AcqRel) {
+                // The file is taken under the lock only briefly; the sync runs outside it,
+                // so requests keep writing while the disk flushes.
+                let file = self.writer.try_lock().ok().and_then(|w| w.file.clone());
+                match file {
+                    Some(file) => {
+                        if let Err(e) = file.sync_data() {
+                            tracing::error!(file = %self.path.display(), error = %e, "fdatasync of the audit log failed");
+                        }
+                    }
+                    // A write is in progress (or stuck): try again on the next round.
+                    None => self.dirty.store(true, Ordering::Release),
+                }
+            }
+            if stopping {
+                let head = self.writer.try_lock().ok().map(|w| (w.seq, w.prev.clone()));
+                if let Some((lines, head)) = head {
+                    tracing::info!(%head, lines, "audit log closed");
+                }
+                return;
+            }
+        }
+    }
 }
 
 impl Writer {
-    /// Writes each batch of waiting records with one `write`, and makes them durable
-    /// with `fdatasync` at most every [`SYNC_EVERY`], and always when the queue is idle
-    /// for that long or the daemon stops: a disk flush per request would cost more
-    /// than the signature.
-    fn run(mut self, rx: crossbeam_channel::Receiver<Box<Record>>) {
-        let mut last_sync = Instant::now();
-        let mut dirty = false;
-        loop {
-            match rx.recv_timeout(SYNC_EVERY) {
-                Ok(first) => {
-                    self.write(*first);
-                    while let Ok(more) = rx.try_recv() {
-                        self.write(*more);
-                    }
-                    let flushed = self.out.flush();
-                    self.report(flushed);
-                    dirty = true;
+    /// Makes sure the file at `path` is ours and whole, and writes the records that are
+    /// due before the next one: `log_opened` after a (re)open, `audit_outage` after a
+    /// failure.
+    fn prepare(&mut self, path: &Path) -> std::io::Result<()> {
+        self.check_identity(path)?;
+        if self.file.is_none() {
+            self.reopen(path)?;
+        }
+        if let Some(reason) = self.opened.clone() {
+            let record = Record::system("log_opened", "ok").with_detail(serde_json::json!({
+                "reason": reason,
+                "previous_head": self.prev,
+                "previous_seq": self.seq,
+                "format": FORMAT_VERSION,
+            }));
+            self.write_line(record)?;
+            self.opened = None;
+        }
+        if let Some(outage) = &self.outage {
+            let record =
+                Record::system("audit_outage", "recovered").with_detail(serde_json::json!({
+                    "since": outage.since,
+                    "error": outage.error,
+                    "refused": outage.refused,
+                }));
+            self.write_line(record)?;
+            self.outage = None;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, path: &Path, record: Record) -> std::io::Result<()> {
+        self.prepare(path)?;
+        self.write_line(record)
+    }
+
+    /// Notices a deleted, renamed or replaced file; cuts a partial line a failed write
+    /// left behind.
+    fn check_identity(&mut self, path: &Path) -> std::io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let meta = file.metadata()?;
+        let at_path = std::fs::metadata(path);
+        let same = matches!(&at_path, Ok(m) if (m.dev(), m.ino()) == self.identity);
+        if !same || meta.nlink() == 0 {
+            let why = match at_path {
+                Err(_) => "the audit file was deleted or moved; recreated at its path",
+                Ok(_) => "the audit file was replaced or rotated; continued in the new file",
+            };
+            tracing::warn!(file = %path.display(), "{why}");
+            self.file = None;
+            self.opened = Some(why.into());
+            return Ok(());
+        }
+        if meta.file_type().is_file() && meta.len() != self.len {
+            if meta.len() > self.len {
+                // Someone else wrote to our file: that is not ours to cut, and the chain
+                // would break; refuse until an operator looks.
+                return Err(std::io::Error::other(format!(
+                    "the audit file grew by {} bytes that hsm-signer did not write",
+                    meta.len() - self.len
+                )));
+            }
+            file.set_len(self.len)?;
+        }
+        Ok(())
+    }
+
+    fn reopen(&mut self, path: &Path) -> std::io::Result<()> {
+        // A file at the path that is not empty must continue our chain, else it is not
+        // ours to append to.
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.file_type().is_file() && meta.len() > 0 {
+                let (seq, prev) = chain_head(path).map_err(std::io::Error::other)?;
+                if prev != self.prev || seq != self.seq {
+                    return Err(std::io::Error::other(
+                        "the file at the audit path holds another chain; move it aside",
+                    ));
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-            }
-            if dirty && last_sync.elapsed() >= SYNC_EVERY {
-                let synced = self.out.get_ref().sync_data();
-                self.report(synced);
-                (last_sync, dirty) = (Instant::now(), false);
+                self.opened = None;
             }
         }
-        let closed = self
-            .out
-            .flush()
-            .and_then(|_| self.out.get_ref().sync_data());
-        self.report(closed);
-        tracing::info!(head = %self.prev, lines = self.seq, "audit log closed");
+        let file = open_append(path)?;
+        let meta = file.metadata()?;
+        self.identity = (meta.dev(), meta.ino());
+        self.len = if meta.file_type().is_file() {
+            meta.len()
+        } else {
+            0
+        };
+        self.file = Some(Arc::new(file));
+        Ok(())
     }
 
-    fn report(&self, result: std::io::Result<()>) {
-        if let Err(e) = result {
-            tracing::error!(file = %self.path.display(), error = %e, "cannot write the audit log");
-        }
-    }
-
-    fn write(&mut self, record: Record) {
+    fn write_line(&mut self, record: Record) -> std::io::Result<()> {
+        let Some(file) = &self.file else {
+            return Err(std::io::Error::other("the audit file is not open"));
+        };
         let line = Line {
+            v: FORMAT_VERSION,
             seq: self.seq + 1,
             record,
-            prev: std::mem::take(&mut self.prev),
+            prev: self.prev.clone(),
         };
-        let text = serde_json::to_string(&line).expect("records serialise");
-        self.prev = hex::encode(Sha256::digest(text.as_bytes()));
-        self.seq += 1;
-        if let Err(e) = writeln!(self.out, "{text}") {
-            tracing::error!(file = %self.path.display(), error = %e, "cannot write the audit log");
+        let mut text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+        let hash = hex::encode(Sha256::digest(text.as_bytes()));
+        text.push('\n');
+        match (&**file).write_all(text.as_bytes()) {
+            Ok(()) => {
+                self.len += text.len() as u64;
+                self.seq += 1;
+                self.prev = hash;
+                Ok(())
+            }
+            Err(e) => {
+                // A partial line must not stay: cut back to the last whole line.
+                if let Ok(meta) = file.metadata() {
+                    if meta.file_type().is_file() && meta.len() != self.len {
+                        let _ = file.set_len(self.len);
+                    }
+                }
+                Err(e)
+            }
         }
     }
 }
 
-/// The sequence number and hash of the last line, or the genesis values for a new file.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The sequence number and hash of the last line, or the genesis values for a new file
+/// (or one that is not a regular file, such as a FIFO to a log shipper).
 fn chain_head(path: &Path) -> Result<(u64, String), AuditError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.into())),
-        Err(source) => {
-            return Err(AuditError::Io {
-                path: path.into(),
-                source,
-            })
-        }
+    let io = |source| AuditError::Io {
+        path: path.into(),
+        source,
     };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.into())),
+        Err(e) => return Err(io(e)),
+        Ok(meta) if !meta.file_type().is_file() => {
+            if meta.file_type().is_fifo() || meta.file_type().is_char_device() {
+                return Ok((0, GENESIS.into()));
+            }
+            return Err(io(std::io::Error::other(
+                "not a regular file, FIFO or character device",
+            )));
+        }
+        Ok(_) => {}
+    }
+    let file = File::open(path).map_err(io)?;
     let mut last = None;
     for line in BufReader::new(file).lines() {
-        let line = line.map_err(|source| AuditError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let line = line.map_err(io)?;
         if !line.is_empty() {
             last = Some(line);
         }
@@ -220,86 +554,137 @@ fn chain_head(path: &Path) -> Result<(u64, String), AuditError> {
     Ok((parsed.seq, hex::encode(Sha256::digest(last.as_bytes()))))
 }
 
-/// The result of checking a file's chain.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+/// The result of checking one or more files' chain.
+#[derive(Debug, serde::Serialize, PartialEq, Eq)]
 pub struct Verification {
-    /// Lines read.
+    /// Lines read, over all files.
     pub lines: u64,
-    /// The first line (1-based) where the chain breaks, and why.
-    pub broken: Option<(u64, String)>,
+    /// Where the chain breaks: file, line (1-based) and why.
+    pub broken: Option<Broken>,
     /// SHA-256 of the last line: note it elsewhere to detect truncation later.
     pub head: String,
+    /// Checkpoints whose signature was checked.
+    pub checkpoints: u64,
+    /// Things worth a look that do not break the chain (an unsigned tail, a first file
+    /// that continues an earlier one).
+    pub notes: Vec<String>,
 }
 
-/// Checks every line's `prev` against the hash of the line before, and that `seq` counts
-/// up by one.
-pub fn verify(path: &Path) -> Result<Verification, AuditError> {
-    let file = File::open(path).map_err(|source| AuditError::Io {
-        path: path.into(),
-        source,
-    })?;
+/// Where and why a chain breaks.
+#[derive(Debug, serde::Serialize, PartialEq, Eq)]
+pub struct Broken {
+    /// The file.
+    pub file: PathBuf,
+    /// The line, 1-based, in that file.
+    pub line: u64,
+    /// Why.
+    pub why: String,
+}
+
+/// Checks `files`, in order, as one chain: every line's `prev` against the hash of the
+/// line before, `seq` counting up by one, each later file starting with a `log_opened`
+/// record that continues the one before. With `checkpoints`, also every checkpoint's
+/// signature and the gaps between them (see [`checkpoint::Checker`]).
+pub fn verify(
+    files: &[PathBuf],
+    mut checkpoints: Option<checkpoint::Checker>,
+) -> Result<Verification, AuditError> {
     let mut prev = None::<String>;
     let mut expected_seq = None::<u64>;
     let mut lines = 0;
-    for (index, text) in BufReader::new(file).lines().enumerate() {
-        let text = text.map_err(|source| AuditError::Io {
-            path: path.into(),
+    let mut notes = Vec::new();
+    for (index, path) in files.iter().enumerate() {
+        let file = File::open(path).map_err(|source| AuditError::Io {
+            path: path.clone(),
             source,
         })?;
-        let number = index as u64 + 1;
-        lines = number;
-        let line: Line = match serde_json::from_str(&text) {
-            Ok(l) => l,
-            Err(e) => {
-                return Ok(broken(
+        for (number, text) in BufReader::new(file).lines().enumerate() {
+            let text = text.map_err(|source| AuditError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let number = number as u64 + 1;
+            lines += 1;
+            let fail = |why: String, prev: &Option<String>| {
+                Ok(Verification {
                     lines,
-                    number,
-                    format!("not an audit record: {e}"),
-                    prev,
-                ))
+                    broken: Some(Broken {
+                        file: path.clone(),
+                        line: number,
+                        why,
+                    }),
+                    head: prev.clone().unwrap_or_else(|| GENESIS.into()),
+                    checkpoints: 0,
+                    notes: Vec::new(),
+                })
+            };
+            let line: Line = match serde_json::from_str(&text) {
+                Ok(l) => l,
+                Err(e) => return fail(format!("not an audit record: {e}"), &prev),
+            };
+            let opens = line.record.op == "log_opened";
+            if prev.is_none() {
+                // The first line read: the chain's start, or a file that continues one
+                // not given here.
+                let starts = line.seq == 1 && line.prev == GENESIS;
+                if !starts && opens && index == 0 && number == 1 {
+                    notes.push(format!(
+                        "{} continues an earlier file (seq {}, previous head {}); give that file first to check the link",
+                        path.display(),
+                        line.seq - 1,
+                        line.prev
+                    ));
+                } else if !starts {
+                    return fail(
+                        "the file does not start the chain (seq 1) nor continue one (log_opened): lines at the start were removed".into(),
+                        &prev,
+                    );
+                }
+            } else {
+                if number == 1 && !opens {
+                    return fail(
+                        "a later file must start with the log_opened record that links it to the file before".into(),
+                        &prev,
+                    );
+                }
+                if Some(&line.prev) != prev.as_ref() {
+                    return fail(
+                        "prev does not match the line before: a line was removed, edited or moved"
+                            .into(),
+                        &prev,
+                    );
+                }
+                if expected_seq.is_some_and(|s| s != line.seq) {
+                    return fail(
+                        format!(
+                            "seq {} where {} was expected",
+                            line.seq,
+                            expected_seq.unwrap_or_default()
+                        ),
+                        &prev,
+                    );
+                }
             }
-        };
-        let want_prev = prev.clone().unwrap_or_else(|| GENESIS.into());
-        if prev.is_none() && line.seq != 1 {
-            return Ok(broken(
-                lines,
-                number,
-                "the file does not start the chain (seq 1): lines at the start were removed".into(),
-                prev,
-            ));
-        }
-        if line.prev != want_prev {
-            return Ok(broken(
-                lines,
-                number,
-                "prev does not match the line before: a line was removed, edited or moved".into(),
-                prev,
-            ));
-        }
-        if let Some(seq) = expected_seq {
-            if line.seq != seq {
-                return Ok(broken(
-                    lines,
-                    number,
-                    format!("seq {} where {seq} was expected", line.seq),
-                    prev,
-                ));
+            if let Some(checker) = checkpoints.as_mut() {
+                if let Err(why) = checker.line(&line) {
+                    return fail(why, &prev);
+                }
             }
+            expected_seq = Some(line.seq + 1);
+            prev = Some(hex::encode(Sha256::digest(text.as_bytes())));
         }
-        expected_seq = Some(line.seq + 1);
-        prev = Some(hex::encode(Sha256::digest(text.as_bytes())));
+    }
+    let mut checked = 0;
+    if let Some(checker) = checkpoints {
+        let (count, more) = checker.finish();
+        checked = count;
+        notes.extend(more);
     }
     Ok(Verification {
         lines,
         broken: None,
         head: prev.unwrap_or_else(|| GENESIS.into()),
+        checkpoints: checked,
+        notes,
     })
-}
-
-fn broken(lines: u64, at: u64, why: String, prev: Option<String>) -> Verification {
-    Verification {
-        lines,
-        broken: Some((at, why)),
-        head: prev.unwrap_or_else(|| GENESIS.into()),
-    }
 }

@@ -91,11 +91,29 @@ impl Default for ServerConfig {
 }
 
 /// `[audit]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// The JSON-lines audit file; none means no audit log (a warning at start).
     pub file: Option<PathBuf>,
+    /// When a record cannot be written: "refuse" the request (default) or "continue".
+    pub on_failure: crate::audit::OnFailure,
+    /// CKA_LABEL of an EC P-256 key on the token that signs checkpoints of the chain;
+    /// it may not also be a `[[keys]]` label.
+    pub checkpoint_key_label: Option<String>,
+    /// Seconds between signed checkpoints.
+    pub checkpoint_interval_s: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            on_failure: crate::audit::OnFailure::Refuse,
+            checkpoint_key_label: None,
+            checkpoint_interval_s: 300,
+        }
+    }
 }
 
 /// `[health]`.
@@ -239,6 +257,18 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
             "[audit] file",
             running.config.audit.file != new.config.audit.file,
         ),
+        (
+            "[audit] on_failure",
+            running.config.audit.on_failure != new.config.audit.on_failure,
+        ),
+        (
+            "[audit] checkpoint_key_label",
+            running.config.audit.checkpoint_key_label != new.config.audit.checkpoint_key_label,
+        ),
+        (
+            "[audit] checkpoint_interval_s",
+            running.config.audit.checkpoint_interval_s != new.config.audit.checkpoint_interval_s,
+        ),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))
@@ -247,6 +277,19 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
 
 /// Loads and checks `path`. Used at start and on every reload.
 pub fn load(path: &Path) -> Result<Resolved, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o002 != 0 {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                message: format!("the file has mode {mode:04o}: every local user may change who can sign; chmod 0640 (owner root) and try again"),
+            });
+        }
+        if mode & 0o020 != 0 {
+            tracing::warn!(file = %path.display(), "the configuration is writable by its group; members can change who may sign");
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
         source,
@@ -293,6 +336,21 @@ fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
         return Err(invalid(format!("[server] socket_mode {:o} lets every local user connect; use 0660 with socket_group, or 0600", socket_mode)));
     }
     check_keys(&config.keys).map_err(invalid)?;
+    if let Some(label) = &config.audit.checkpoint_key_label {
+        if config.audit.file.is_none() {
+            return Err(invalid(
+                "[audit] checkpoint_key_label needs [audit] file".into(),
+            ));
+        }
+        if let Some(key) = config.keys.iter().find(|k| &k.label == label) {
+            return Err(invalid(format!("[audit] checkpoint_key_label {label:?} is also the label of [[keys]] {:?}: a caller could then sign checkpoints; give checkpoints a key of their own", key.name)));
+        }
+        if config.audit.checkpoint_interval_s == 0 {
+            return Err(invalid(
+                "[audit] checkpoint_interval_s must be above 0".into(),
+            ));
+        }
+    }
     if config.server.max_body_bytes == 0 || config.server.queue_depth == 0 {
         return Err(invalid(
             "[server] max_body_bytes and queue_depth must be above 0".into(),

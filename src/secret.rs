@@ -58,6 +58,16 @@ pub enum SecretError {
         /// The environment variable.
         env: &'static str,
     },
+    /// The daemon's secret file is open to others.
+    #[error("the {what} file {path} has mode {mode:04o}: others may read or change it; chmod 0600 (or 0640 with group hsm-signer) and try again")]
+    Exposed {
+        /// What the secret is for.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The prompt failed.
     #[error("cannot read the {what} from the terminal: {source}")]
     Prompt {
@@ -106,6 +116,26 @@ impl SecretSource {
                 .map_err(|source| SecretError::Prompt { what, source }),
         }
     }
+}
+
+/// Reads a secret file for the daemon, which is stricter than the interactive commands
+/// (as ssh is with key files): a file that others may read or write, or its group may
+/// write, is refused. 0640 with a dedicated group stays allowed.
+pub fn read_daemon_file(path: &Path, what: &'static str) -> Result<SecretString, SecretError> {
+    let meta = std::fs::metadata(path).map_err(|source| SecretError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o027 != 0 {
+        return Err(SecretError::Exposed {
+            what,
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    read_file(path, what)
 }
 
 fn read_file(path: &Path, what: &'static str) -> Result<SecretString, SecretError> {

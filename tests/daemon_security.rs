@@ -261,7 +261,7 @@ fn a_key_rule_narrows_the_server_rule_for_that_key_only() -> Result {
     let metrics = String::from_utf8(metrics)?;
     assert!(
         metrics.contains(
-            "hsm_signer_sign_requests_total{key=\"epuap\",algorithm=\"\",outcome=\"forbidden\"} 1"
+            "hsm_signer_sign_requests_total{key=\"epuap\",algorithm=\"unknown\",outcome=\"forbidden\"} 1"
         ),
         "{metrics}"
     );
@@ -318,16 +318,20 @@ fn the_audit_chain_holds_across_restarts_and_shows_where_it_was_broken() -> Resu
     let daemon = Daemon::start_with(&token, token.path("config.toml"))?;
     let (status, _) = daemon.json("POST", &sign_path("epuap"), Some(&body_for("epuap")))?;
     assert_eq!(status, 200);
-    let lines = wait_for_lines(&daemon.audit, 7)?;
-    assert_eq!(lines.len(), 7);
+    // The restart is marked by a log_opened record, then the request.
+    let lines = wait_for_lines(&daemon.audit, 8)?;
+    assert_eq!(lines.len(), 8);
     let seqs: Vec<u64> = lines
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).map(|v| v["seq"].as_u64().unwrap_or(0)))
         .collect::<std::result::Result<_, _>>()?;
-    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    let restart: Value = serde_json::from_str(&lines[6])?;
+    assert_eq!(restart["op"], "log_opened", "{restart}");
+    assert_eq!(restart["detail"]["reason"], "restart", "{restart}");
     let (code, out) = audit_verify(&token, &daemon.audit)?;
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.starts_with("OK: 7 lines"), "{out}");
+    assert!(out.starts_with("OK: 8 lines"), "{out}");
 
     let tampered = token.path("tampered.jsonl");
     let cases: Vec<(&str, Vec<String>, u64)> = vec![
@@ -392,7 +396,19 @@ fn sighup_adds_a_key_and_a_bad_reload_keeps_the_running_configuration() -> Resul
     assert_verifies(&token, &leaves[1], &answer)?;
     assert!(daemon.log_text().contains("configuration reloaded"));
 
-    // Not TOML, then a label the token does not have: both refused, the old keys serve.
+    // Not TOML: refused, the old configuration serves.
+    std::fs::write(&daemon.config, "[token\nthis is not toml")?;
+    daemon.signal("HUP")?;
+    wait_until(Duration::from_secs(10), "the reload to be refused", || {
+        Ok(daemon.log_text().contains("reload refused"))
+    })?;
+    for (key, leaf) in [("epuap", &leaves[0]), ("wk", &leaves[1])] {
+        let (status, answer) = daemon.json("POST", &sign_path(key), Some(&body_for(key)))?;
+        assert_eq!(status, 200, "{key} after a refused reload: {answer}");
+        assert_verifies(&token, leaf, &answer)?;
+    }
+    // A label the token does not have: the access rules apply at once (the keys that are
+    // no longer configured are gone), and the new key is pending, not served.
     let ghost = Daemon::config_text(
         &token,
         &[KeySetup {
@@ -402,28 +418,42 @@ fn sighup_adds_a_key_and_a_bad_reload_keeps_the_running_configuration() -> Resul
         }],
         "",
     );
-    for (n, broken) in ["[token\nthis is not toml".to_string(), ghost]
-        .into_iter()
-        .enumerate()
-    {
-        std::fs::write(&daemon.config, broken)?;
-        daemon.signal("HUP")?;
-        wait_until(Duration::from_secs(10), "the reload to be refused", || {
-            Ok(daemon.log_text().matches("reload refused").count() > n)
-        })?;
-        for (key, leaf) in [("epuap", &leaves[0]), ("wk", &leaves[1])] {
-            let (status, answer) = daemon.json("POST", &sign_path(key), Some(&body_for(key)))?;
-            assert_eq!(status, 200, "{key} after a refused reload: {answer}");
-            assert_verifies(&token, leaf, &answer)?;
-        }
-        let (status, _) = daemon.json("POST", &sign_path("ghost"), Some(&body_for("wk")))?;
-        assert_eq!(status, 404);
+    std::fs::write(&daemon.config, ghost)?;
+    daemon.signal("HUP")?;
+    wait_until(Duration::from_secs(10), "the new key to be pending", || {
+        Ok(daemon.log_text().contains("pending"))
+    })?;
+    let (status, answer) = daemon.json("POST", &sign_path("ghost"), Some(&body_for("wk")))?;
+    assert_eq!(
+        (status, code(&answer)),
+        (503, &json!("key_unavailable")),
+        "{answer}"
+    );
+    for key in ["epuap", "wk"] {
+        let (status, answer) = daemon.json("POST", &sign_path(key), Some(&body_for(key)))?;
+        assert_eq!(
+            (status, code(&answer)),
+            (404, &json!("unknown_key")),
+            "{key}: {answer}"
+        );
     }
     assert!(
         daemon.log_text().contains("not-on-the-token"),
         "{}",
         daemon.log_text()
     );
+    // The good configuration back: both keys serve again.
+    std::fs::write(&daemon.config, Daemon::config_text(&token, &keys, ""))?;
+    daemon.signal("HUP")?;
+    wait_until(Duration::from_secs(10), "the keys to answer again", || {
+        Ok(daemon
+            .json("POST", &sign_path("epuap"), Some(&body_for("epuap")))?
+            .0
+            == 200)
+    })?;
+    let (status, answer) = daemon.json("POST", &sign_path("wk"), Some(&body_for("wk")))?;
+    assert_eq!(status, 200, "{answer}");
+    assert_verifies(&token, &leaves[1], &answer)?;
     assert!(daemon.stop()?.success());
     Ok(())
 }

@@ -130,10 +130,15 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain of an audit log: exits 1 at the first removed, edited or
-    /// moved line.
+    /// moved line. Give rotated files oldest first, the current one last. With
+    /// `--certificate`, also check every signed checkpoint and flag gaps between them.
     Verify {
-        /// The audit log file.
-        file: PathBuf,
+        /// The audit log files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The certificate (PEM or DER) of `[audit] checkpoint_key_label`.
+        #[arg(long, value_name = "PEM")]
+        certificate: Option<PathBuf>,
     },
 }
 
@@ -355,8 +360,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => check(token, label.as_deref(), warn_days, crit_days),
         Command::Bench { target } => bench(target),
         Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => audit_verify(&file),
+            command: AuditCommand::Verify { files, certificate },
+        } => audit_verify(&files, certificate.as_deref()),
     }
 }
 
@@ -468,21 +473,49 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn audit_verify(file: &std::path::Path) -> Result<ExitCode> {
-    let result = crate::audit::verify(file)?;
-    match &result.broken {
-        None => {
-            println!(
-                "OK: {} lines, chain intact; head {}",
-                result.lines, result.head
-            );
-            Ok(ExitCode::SUCCESS)
+fn audit_verify(files: &[PathBuf], certificate: Option<&std::path::Path>) -> Result<ExitCode> {
+    let checker = match certificate {
+        None => None,
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the certificate {}", path.display()))?;
+            let cert = crate::cert::load_cert_bytes(&bytes)
+                .with_context(|| format!("{} is not a certificate (PEM or DER)", path.display()))?;
+            Some(crate::audit::checkpoint::Checker::new(cert.public_key()?))
         }
-        Some((line, why)) => {
-            println!("BROKEN at line {line} of {}: {why}", file.display());
-            Ok(ExitCode::FAILURE)
-        }
+    };
+    let result = crate::audit::verify(files, checker)?;
+    for note in &result.notes {
+        println!("{note}");
     }
+    if let Some(broken) = &result.broken {
+        println!(
+            "BROKEN at line {} of {}: {}",
+            broken.line,
+            broken.file.display(),
+            broken.why
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let signed = if certificate.is_some() {
+        format!(", {} signed checkpoints verified", result.checkpoints)
+    } else {
+        String::new()
+    };
+    println!(
+        "OK: {} lines in {} file(s), chain intact{signed}; head {}",
+        result.lines,
+        files.len(),
+        result.head
+    );
+    if result
+        .notes
+        .iter()
+        .any(|n| crate::audit::checkpoint::is_gap(n))
+    {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_import(args: ImportArgs) -> Result<ExitCode> {

@@ -101,6 +101,16 @@ impl ApiError {
         }
     }
 
+    /// 503: the audit log cannot record the request, so it is not served.
+    pub fn audit_unavailable(err: &crate::audit::Unavailable) -> Self {
+        tracing::error!(error = %err, "refusing: the audit log cannot record the request");
+        Self::unavailable(
+            "audit_unavailable",
+            "the audit log cannot record this request, so it is refused; an operator must check the audit file (disk space, permissions)",
+            5,
+        )
+    }
+
     /// 500: details logged, not sent.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");

@@ -15,6 +15,7 @@ use super::metrics::KeyLabel;
 use super::peer::Peer;
 use super::state::AppState;
 use crate::algorithm::verify_digest;
+use crate::audit::{AuditState, OnFailure};
 use crate::cert::CertInfo;
 use crate::signer::Status;
 
@@ -36,6 +37,8 @@ pub struct Report {
     pub token: Option<String>,
     /// The token's state.
     pub token_state: Status,
+    /// The audit log's state ("ok" when none is configured).
+    pub audit: AuditState,
     /// Each key's self-test.
     pub keys: Vec<KeyHealth>,
     /// When this check ran.
@@ -69,7 +72,15 @@ pub async fn current(state: &AppState) -> Arc<Report> {
     if let Some((at, report)) = &*last {
         // A report is reused only while fresh and while the token's state is unchanged,
         // so the first look after a reconnect sees it.
-        if at.elapsed() < FRESH && report.token_state == state.signer.status() {
+        let audit_now = state
+            .audit
+            .as_ref()
+            .map(|a| a.state())
+            .unwrap_or(AuditState::Ok);
+        if at.elapsed() < FRESH
+            && report.token_state == state.signer.status()
+            && report.audit == audit_now
+        {
             return report.clone();
         }
     }
@@ -83,6 +94,22 @@ pub async fn current(state: &AppState) -> Arc<Report> {
 }
 
 async fn check(state: &AppState) -> Report {
+    let audit = match state.audit.clone() {
+        None => AuditState::Ok,
+        Some(log) => {
+            if matches!(log.state(), AuditState::Failing { .. }) {
+                let probing = log.clone();
+                let probe = tokio::task::spawn_blocking(move || probing.probe());
+                let _ = tokio::time::timeout(crate::audit::STALLED_AFTER, probe).await;
+            }
+            log.state()
+        }
+    };
+    let audit_refuses = audit != AuditState::Ok
+        && state
+            .audit
+            .as_ref()
+            .is_some_and(|log| log.on_failure() == OnFailure::Refuse);
     let token_state = state.signer.status();
     let settings = state.settings();
     let mut reasons = Vec::new();
@@ -168,7 +195,19 @@ async fn check(state: &AppState) -> Report {
         }
         Status::Stopping => reasons.insert(0, "shutting down".into()),
     }
-    let failing = token_state != Status::Up || keys.iter().any(|k| !k.signs);
+    match &audit {
+        AuditState::Ok => {}
+        AuditState::Failing { error, refused } => reasons.insert(
+            0,
+            format!(
+                "audit log cannot be written ({error}); {refused} requests refused or unrecorded"
+            ),
+        ),
+        AuditState::Stalled { for_ms } => {
+            reasons.insert(0, format!("audit log write stuck for {for_ms} ms"))
+        }
+    }
+    let failing = token_state != Status::Up || keys.iter().any(|k| !k.signs) || audit_refuses;
     let expiring: Vec<String> = keys
         .iter()
         .filter(|k| {
@@ -185,7 +224,7 @@ async fn check(state: &AppState) -> Report {
         .collect();
     let status = if failing {
         "unavailable"
-    } else if !expiring.is_empty() {
+    } else if !expiring.is_empty() || audit != AuditState::Ok {
         "warning"
     } else {
         "ok"
@@ -196,6 +235,7 @@ async fn check(state: &AppState) -> Report {
         reasons,
         token: state.signer.token_label(),
         token_state,
+        audit,
         keys,
         checked_at: super::routes::now_rfc3339(),
     }

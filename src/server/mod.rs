@@ -3,7 +3,9 @@
 //! use which key) → [`crate::signer`] (queue, session, signature) → [`error`] (statuses),
 //! with [`crate::audit`], [`metrics`] and [`health`] beside it.
 
+mod audited;
 mod body;
+pub mod checkpoints;
 pub mod error;
 pub mod health;
 pub mod listener;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{self, ConfigError, Resolved};
-use crate::secret::{SecretError, SecretSource};
+use crate::secret::SecretError;
 use crate::signer::{KeyWant, Signer, SignerSettings};
 use crate::token::TokenError;
 pub use routes::app;
@@ -49,15 +51,21 @@ pub enum ServeError {
 }
 
 fn wants(config: &Resolved) -> Vec<KeyWant> {
-    config
+    let keys = config.config.keys.iter().map(|k| KeyWant {
+        label: k.label.clone(),
+        algorithms: k.algorithms.clone(),
+    });
+    // The checkpoint key is loaded like the others but no [[keys]] name reaches it.
+    let checkpoint = config
         .config
-        .keys
+        .audit
+        .checkpoint_key_label
         .iter()
-        .map(|k| KeyWant {
-            label: k.label.clone(),
-            algorithms: k.algorithms.clone(),
-        })
-        .collect()
+        .map(|label| KeyWant {
+            label: label.clone(),
+            algorithms: vec![crate::audit::checkpoint::ALGORITHM],
+        });
+    keys.chain(checkpoint).collect()
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -77,7 +85,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         Signals::install()
             .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?
     };
-    let pin = SecretSource::File(config.pin_file.clone()).read("token PIN")?;
+    let pin = crate::secret::read_daemon_file(&config.pin_file, "token PIN")?;
     let metrics = metrics::Metrics::default();
     let signer = Signer::start(SignerSettings {
         module: config.module.clone(),
@@ -90,7 +98,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     })?;
     let (audit, audit_thread) = match &config.config.audit.file {
         Some(path) => {
-            let (log, thread) = AuditLog::open(path)?;
+            let (log, thread) = AuditLog::open(path, config.config.audit.on_failure)?;
             (Some(log), Some(thread))
         }
         None => {
@@ -98,14 +106,40 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
             (None, None)
         }
     };
-    let state = Arc::new(AppState::new(signer.clone(), audit, metrics, &config));
+    let checkpoints = match (&audit, &config.config.audit.checkpoint_key_label) {
+        (Some(log), Some(label)) => Some(checkpoints::Checkpoints::start(
+            log.clone(),
+            signer.clone(),
+            label.clone(),
+            Duration::from_secs(config.config.audit.checkpoint_interval_s),
+        )),
+        _ => None,
+    };
+    let state = Arc::new(AppState::new(
+        signer.clone(),
+        audit.clone(),
+        metrics,
+        &config,
+    ));
     runtime.block_on(run(config, state.clone(), signals, started))?;
+    // The last checkpoint covers every request answered, before the token goes away.
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.stop();
+    }
     signer.stop();
     // A token call that never returned must not hold the exit for ever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     drop(state);
-    if let Some(thread) = audit_thread {
-        let _ = thread.join();
+    if let (Some(log), Some(thread)) = (audit, audit_thread) {
+        log.close();
+        // Bounded: a sync stuck on a hung disk must not hold the exit.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
     }
     tracing::info!("stopped");
     Ok(())
@@ -193,8 +227,11 @@ impl Signals {
     }
 }
 
-/// Reloads the configuration: the same loader as at start; keys are found on the token
-/// before anything changes, so a bad reload changes nothing.
+/// Reloads the configuration with the same loader as at start. Access rules (who may
+/// use the daemon and each key, algorithms) take effect at once, whether or not the
+/// token answers: revoking access must not wait for the HSM. Keys are then looked up on
+/// the token; one that cannot be found yet stays pending (503 `key_unavailable`) until
+/// it can. The audit file is reopened (logrotate's `create`).
 async fn reload(running: &Resolved, state: &Arc<AppState>) {
     let new = match config::load(&running.path) {
         Ok(new) => new,
@@ -207,16 +244,27 @@ async fn reload(running: &Resolved, state: &Arc<AppState>) {
     if !ignored.is_empty() {
         tracing::warn!(settings = ?ignored, "these changes need a restart and are not applied; applying the rest");
     }
+    state.apply(&new);
+    tracing::info!(
+        keys = new.config.keys.len(),
+        "configuration reloaded: access rules in force"
+    );
+    if let Some(audit) = state.audit.clone() {
+        let reopened = tokio::task::spawn_blocking(move || audit.reopen());
+        if tokio::time::timeout(Duration::from_secs(2), reopened)
+            .await
+            .is_err()
+        {
+            tracing::error!("the audit log could not be reopened in time (a write is stuck)");
+        }
+    }
     let signer = state.signer.clone();
     let wants = wants(&new);
     let loaded = tokio::task::spawn_blocking(move || signer.reload_keys(wants)).await;
     match loaded {
-        Ok(Ok(())) => {
-            state.apply(&new);
-            tracing::info!(keys = new.config.keys.len(), "configuration reloaded");
-        }
+        Ok(Ok(())) => tracing::info!("keys loaded from the token"),
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "reload refused; the running configuration stays")
+            tracing::error!(error = %e, "keys of the new configuration are pending: requests for them get 503 key_unavailable until they are found on the token")
         }
         Err(e) => tracing::error!(error = %e, "reload failed"),
     }

@@ -2,26 +2,24 @@
 //! tested without a socket.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::audited::{Audited, Seen};
 use super::error::ApiError;
 use super::peer::Peer;
 use super::policy::KeyRule;
 use super::state::AppState;
 use crate::algorithm::{self, Algorithm, Scheme};
-use crate::audit::Record;
 use crate::cert::{CertInfo, KeyKind};
-use crate::server::metrics::{KeyLabel, RequestLabels};
 
 /// The router with every endpoint.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -58,75 +56,17 @@ struct SignResponse {
     certificate_sha256: String,
 }
 
-/// What the audit line needs to know, filled in as the request is understood.
-#[derive(Default)]
-struct Seen {
-    key: String,
-    algorithm: String,
-    input_sha256: String,
-    cert_sha256: Option<String>,
-}
-
 async fn sign(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     name: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
-    let started = Instant::now();
-    let time = now_rfc3339();
     state.metrics.in_flight.inc();
-    let mut seen = Seen::default();
-    let result = sign_inner(&state, &peer, name, body, &mut seen).await;
+    let mut audited = Audited::begin("sign", peer);
+    let result = sign_inner(&state, &peer, name, body, &mut audited).await;
+    let result = audited.finish(&state, result).await;
     state.metrics.in_flight.dec();
-    let (status, outcome) = match &result {
-        Ok(_) => (StatusCode::OK, "ok"),
-        Err(e) => (e.status, e.code),
-    };
-    let elapsed = started.elapsed();
-    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::INTERNAL_SERVER_ERROR {
-        state
-            .metrics
-            .token_errors
-            .get_or_create(&super::metrics::ErrorLabel {
-                code: outcome.into(),
-            })
-            .inc();
-    }
-    // Only configured names become metric labels: a caller cannot grow the label set.
-    if state.policy().has_key(&seen.key) {
-        state
-            .metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                key: seen.key.clone(),
-                algorithm: seen.algorithm.clone(),
-                outcome: outcome.into(),
-            })
-            .inc();
-        state
-            .metrics
-            .latency
-            .get_or_create(&KeyLabel {
-                key: seen.key.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-    }
-    if let Some(audit) = &state.audit {
-        audit.record(Record {
-            time,
-            uid: peer.uid,
-            gid: peer.gid,
-            pid: peer.pid,
-            key: seen.key,
-            algorithm: seen.algorithm,
-            input_sha256: seen.input_sha256,
-            outcome: outcome.into(),
-            status: status.as_u16(),
-            duration_us: elapsed.as_micros() as u64,
-            cert_sha256: seen.cert_sha256,
-        });
-    }
     match result {
         Ok(answer) => Json(answer).into_response(),
         Err(e) => e.into_response(),
@@ -138,13 +78,13 @@ async fn sign_inner(
     peer: &Peer,
     name: Result<Path<String>, PathRejection>,
     body: Body,
-    seen: &mut Seen,
+    audited: &mut Audited,
 ) -> Result<SignResponse, ApiError> {
     let policy = state.policy();
     policy.admit(peer)?;
     let Path(name) =
         name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
-    seen.key = printable(&name);
+    audited.seen.key = printable(&name);
     let rule = policy.key(&name, peer)?;
     let settings = state.settings();
     let bytes = super::body::read(body, settings.max_body_bytes, settings.read_timeout).await?;
@@ -152,32 +92,31 @@ async fn sign_inner(
         algorithm,
         der,
         digest,
-    } = decode(&bytes, &rule.name, &rule.algorithms, seen)?;
+    } = decode(&bytes, &rule.name, &rule.algorithms, &mut audited.seen)?;
     let key = state.signer.key_for_signing(&rule.label)?;
     check_key(&rule, algorithm, key.kind, key.not_after)?;
-    let signed = state
-        .signer
-        .sign(
-            rule.label.clone(),
-            algorithm,
-            digest,
-            settings.request_timeout,
-        )
-        .await?;
-    seen.cert_sha256 = Some(signed.key.cert_sha256.clone());
-    let signature = if der {
-        algorithm::ecdsa_raw_to_der(&signed.signature).map_err(|e| ApiError::internal(&e))?
-    } else {
-        signed.signature
-    };
-    Ok(SignResponse {
-        signature: base64::engine::general_purpose::STANDARD.encode(signature),
-        algorithm,
-        algorithm_uri: algorithm.xmldsig_uri(),
-        key: rule.name.clone(),
-        format: if der { "der" } else { "raw" },
-        certificate_sha256: signed.key.cert_sha256.clone(),
-    })
+    let label = rule.label.clone();
+    let key_name = rule.name.clone();
+    audited
+        .run(state, move |signer, seen| {
+            let signed = signer.sign_now(&label, algorithm, &digest)?;
+            seen.cert_sha256 = Some(signed.key.cert_sha256.clone());
+            let signature = if der {
+                algorithm::ecdsa_raw_to_der(&signed.signature)
+                    .map_err(|e| ApiError::internal(&e))?
+            } else {
+                signed.signature
+            };
+            Ok(SignResponse {
+                signature: base64::engine::general_purpose::STANDARD.encode(signature),
+                algorithm,
+                algorithm_uri: algorithm.xmldsig_uri(),
+                key: key_name,
+                format: if der { "der" } else { "raw" },
+                certificate_sha256: signed.key.cert_sha256.clone(),
+            })
+        })
+        .await
 }
 
 /// A signing request's body once decoded and checked, ready for the token.
@@ -224,12 +163,25 @@ fn decode(
     })
 }
 
-/// Keeps what a hostile caller sent out of logs in a harmless, bounded form.
-fn printable(text: &str) -> String {
-    text.chars()
-        .take(128)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Keeps what a hostile caller sent out of logs and the audit file in a harmless,
+/// bounded form: control, format (bidi overrides such as U+202E, zero-width characters)
+/// and line or paragraph separators (U+2028, U+2029) are shown as `\u{…}`.
+pub fn printable(text: &str) -> String {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
+    let mut out = String::new();
+    for c in text.chars().take(128) {
+        match get_general_category(c) {
+            G::Control
+            | G::Format
+            | G::LineSeparator
+            | G::ParagraphSeparator
+            | G::Surrogate
+            | G::PrivateUse
+            | G::Unassigned => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn choose_algorithm(key: &str, allowed: &[Algorithm], given: &str) -> Result<Algorithm, ApiError> {
@@ -345,11 +297,7 @@ fn check_key(
 }
 
 pub(super) fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    ))
-    .unwrap_or_default()
+    crate::audit::now_rfc3339()
 }
 
 /// A key as `GET /v1/keys` describes it.

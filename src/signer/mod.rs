@@ -208,7 +208,7 @@ impl Signer {
     }
 
     /// Signs `digest` with the key labelled `label`, waiting at most `timeout` for a
-    /// session. The signature is made on the calling thread (see [`pool`]).
+    /// session. The signature is made on a blocking thread (see [`pool`]).
     pub async fn sign(
         &self,
         label: Arc<str>,
@@ -216,6 +216,22 @@ impl Signer {
         digest: Vec<u8>,
         timeout: Duration,
     ) -> Result<Signed, SignError> {
+        self.run(timeout, move |token| {
+            token.sign_now(&label, algorithm, &digest)
+        })
+        .await?
+    }
+
+    /// Runs `job` on a blocking thread once a session is free, within `timeout` from
+    /// now. The job makes its token calls with [`Signer::sign_now`] on that thread, and
+    /// may do more work there (XML, the audit record) before its answer is returned.
+    /// When the deadline passes first, the caller gets [`SignError::Timeout`] and the
+    /// job runs on to its end, holding its session; its result is dropped.
+    pub async fn run<T, F>(&self, timeout: Duration, job: F) -> Result<T, SignError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Signer) -> T + Send + 'static,
+    {
         // Fail fast while the token is down instead of queueing behind it.
         self.shared.connection()?;
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
@@ -233,14 +249,14 @@ impl Signer {
         // The token call runs on the blocking pool so that the caller's deadline holds
         // even when the token never answers (a hung network HSM): the caller gets 503,
         // and the session's permit stays taken until the call returns, if ever.
-        let shared = self.shared.clone();
+        let me = self.clone();
         let call = tokio::task::spawn_blocking(move || {
-            let result = pool::sign(&shared, &label, algorithm, &digest);
+            let result = job(&me);
             drop(permit);
             result
         });
         match tokio::time::timeout_at(started + timeout, call).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => Ok(result),
             Ok(Err(panicked)) => Err(SignError::Unavailable(format!(
                 "the signing call failed: {panicked}"
             ))),
@@ -252,6 +268,17 @@ impl Signer {
                 Err(SignError::Timeout(timeout))
             }
         }
+    }
+
+    /// Signs `digest` now, on the calling thread, which must be a blocking one (inside
+    /// [`Signer::run`], or a thread of its own such as the checkpoint writer's).
+    pub fn sign_now(
+        &self,
+        label: &str,
+        algorithm: Algorithm,
+        digest: &[u8],
+    ) -> Result<Signed, SignError> {
+        pool::sign(&self.shared, label, algorithm, digest)
     }
 
     /// The key labelled `label` for a signature: why not, if the token is down or the
@@ -278,9 +305,17 @@ impl Signer {
         Some(self.shared.conn.read().ok()?.as_ref()?.token_label.clone())
     }
 
-    /// Loads a new set of keys (on reload). On failure nothing changes.
+    /// Loads a new set of keys (on reload). While the token is down, the set is kept for
+    /// the reconnect and the error says so; when a key is not found, the keys loaded
+    /// before stay and the new ones are not served until the next reload finds them.
     pub fn reload_keys(&self, wants: Vec<KeyWant>) -> Result<(), SignError> {
-        let conn = self.shared.connection()?;
+        let conn = match self.shared.connection() {
+            Ok(conn) => conn,
+            Err(e) => {
+                *self.shared.wants.lock().expect("wants lock") = wants;
+                return Err(e);
+            }
+        };
         conn.load_keys(&wants).map_err(SignError::Failed)?;
         *self.shared.wants.lock().expect("wants lock") = wants;
         Ok(())

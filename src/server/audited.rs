@@ -1,0 +1,233 @@
+//! A request that asks for a key: its audit record and its metrics.
+//!
+//! The record of a request that reaches the token is written on the blocking thread
+//! that made the token call, after the call and before the answer leaves
+//! ([`Audited::run`]): if the record cannot be written, the signature is dropped and the
+//! caller gets 503 `audit_unavailable`. A request refused before the token (bad input,
+//! policy, token down) is recorded off the async workers in [`Audited::finish`].
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+
+use super::error::ApiError;
+use super::metrics::{ErrorLabel, KeyLabel, RequestLabels};
+use super::peer::Peer;
+use super::state::AppState;
+use crate::algorithm::Algorithm;
+use crate::audit::{Caller, Record};
+use crate::signer::Signer;
+
+/// What the record needs to know, filled in as the request is understood.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// The key name asked for (escaped).
+    pub key: String,
+    /// The algorithm, resolved, or as given (escaped) when unknown.
+    pub algorithm: String,
+    /// SHA-256 of what is signed, hex.
+    pub input_sha256: String,
+    /// What the signature refers to (an XML reference URI).
+    pub reference: Option<String>,
+    /// SHA-256 of the signing key's certificate.
+    pub cert_sha256: Option<String>,
+}
+
+/// One request's record in the making.
+pub struct Audited {
+    op: &'static str,
+    peer: Peer,
+    time: String,
+    started: Instant,
+    /// What is known so far.
+    pub seen: Seen,
+    recorded: bool,
+}
+
+const PENDING: u8 = 0;
+const CLAIMED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Audited {
+    /// A request of kind `op` (`sign`, `wss`, `saml`, …) from `peer`, starting now.
+    pub fn begin(op: &'static str, peer: Peer) -> Self {
+        Self {
+            op,
+            peer,
+            time: super::routes::now_rfc3339(),
+            started: Instant::now(),
+            seen: Seen::default(),
+            recorded: false,
+        }
+    }
+
+    /// Runs `job` on a token session (see [`Signer::run`]) and writes the record on the
+    /// same thread before returning its answer. A stalled audit log refuses at once,
+    /// before the token is touched.
+    pub async fn run<T, F>(&mut self, state: &AppState, job: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Signer, &mut Seen) -> Result<T, ApiError> + Send + 'static,
+    {
+        if let Some(refused) = state.audit.as_ref().and_then(|a| a.refuses_now()) {
+            return Err(ApiError::audit_unavailable(&refused));
+        }
+        let claim = Arc::new(AtomicU8::new(PENDING));
+        let audit = state.audit.clone();
+        let template = self.template();
+        let started = self.started;
+        let mut seen = self.seen.clone();
+        let job_claim = claim.clone();
+        let timeout = state.settings().request_timeout;
+        let ran = state
+            .signer
+            .run(timeout, move |signer| {
+                let mut result = job(signer, &mut seen);
+                // The caller's deadline passed while the token worked: the handler has
+                // answered 503 and records that itself; this signature is dropped.
+                if job_claim
+                    .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return None;
+                }
+                if let Some(audit) = &audit {
+                    let (status, outcome) = status_of(&result);
+                    let record = fill(template, &seen, status, outcome, started);
+                    if let Err(e) = audit.record(record) {
+                        result = Err(ApiError::audit_unavailable(&e));
+                    }
+                }
+                Some((result, seen))
+            })
+            .await;
+        match ran {
+            Ok(Some((result, seen))) => {
+                self.seen = seen;
+                self.recorded = true;
+                result
+            }
+            Ok(None) => Err(ApiError::internal(&"a finished job was marked abandoned")),
+            Err(e) => {
+                if claim
+                    .compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // The job finished just as the deadline passed and wrote its own
+                    // record; the caller still hears of the timeout.
+                    self.recorded = true;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Counts the request in the metrics and, unless [`Audited::run`] wrote it already,
+    /// writes its record on a blocking thread (bounded: a stalled log does not hold the
+    /// answer). Returns `result` unchanged.
+    pub async fn finish<T>(
+        self,
+        state: &AppState,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let (status, outcome) = status_of(&result);
+        self.count(state, status, outcome);
+        if self.recorded {
+            return result;
+        }
+        let Some(audit) = state.audit.clone() else {
+            return result;
+        };
+        let record = fill(self.template(), &self.seen, status, outcome, self.started);
+        let write = tokio::task::spawn_blocking(move || audit.record(record));
+        match tokio::time::timeout(crate::audit::STALLED_AFTER, write).await {
+            Ok(Ok(Ok(()))) => result,
+            Ok(Ok(Err(e))) => match result {
+                Ok(_) => Err(ApiError::audit_unavailable(&e)),
+                Err(refused) => Err(refused),
+            },
+            _ => match result {
+                Ok(_) => Err(ApiError::audit_unavailable(&crate::audit::Unavailable(
+                    "the audit write did not return in time".into(),
+                ))),
+                Err(refused) => Err(refused),
+            },
+        }
+    }
+
+    fn template(&self) -> Record {
+        let mut record = Record::system(self.op, "");
+        record.time = self.time.clone();
+        record.caller = Caller {
+            uid: Some(self.peer.uid),
+            gid: Some(self.peer.gid),
+            pid: self.peer.pid,
+            client: None,
+        };
+        record
+    }
+
+    /// Metrics: labels only for configured keys and known algorithms, so a caller
+    /// cannot grow the label set.
+    fn count(&self, state: &AppState, status: StatusCode, outcome: &'static str) {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::INTERNAL_SERVER_ERROR
+        {
+            state
+                .metrics
+                .token_errors
+                .get_or_create(&ErrorLabel {
+                    code: outcome.into(),
+                })
+                .inc();
+        }
+        if !state.policy().has_key(&self.seen.key) {
+            return;
+        }
+        let algorithm = Algorithm::parse(&self.seen.algorithm)
+            .map(|a| a.name())
+            .unwrap_or("unknown");
+        state
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                key: self.seen.key.clone(),
+                algorithm: algorithm.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        state
+            .metrics
+            .latency
+            .get_or_create(&KeyLabel {
+                key: self.seen.key.clone(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+fn status_of<T>(result: &Result<T, ApiError>) -> (StatusCode, &'static str) {
+    match result {
+        Ok(_) => (StatusCode::OK, "ok"),
+        Err(e) => (e.status, e.code),
+    }
+}
+
+fn fill(
+    mut record: Record,
+    seen: &Seen,
+    status: StatusCode,
+    outcome: &str,
+    started: Instant,
+) -> Record {
+    record.key = seen.key.clone();
+    record.algorithm = seen.algorithm.clone();
+    record.input_sha256 = seen.input_sha256.clone();
+    record.reference = seen.reference.clone();
+    record.cert_sha256 = seen.cert_sha256.clone();
+    record.outcome = outcome.into();
+    record.status = status.as_u16();
+    record.duration_us = started.elapsed().as_micros() as u64;
+    record
+}
