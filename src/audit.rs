@@ -116,6 +116,8 @@ struct Inner {
     /// What health shows, readable without waiting for the writer.
     failing: Mutex<Option<(String, u64)>>,
     dirty: AtomicBool,
+    /// Requests refused at once because a write was stuck; recorded with the next write.
+    refused_while_stalled: AtomicU64,
     stop: AtomicBool,
     sync_wake: Condvar,
     sync_lock: Mutex<()>,
@@ -181,6 +183,7 @@ impl AuditLog {
             epoch: Instant::now(),
             failing: Mutex::new(None),
             dirty: AtomicBool::new(false),
+            refused_while_stalled: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             sync_wake: Condvar::new(),
             sync_lock: Mutex::new(()),
@@ -202,6 +205,7 @@ impl AuditLog {
         inner
             .writing_since
             .store(inner.millis().max(1), Ordering::Release);
+        inner.fold_stalled(&mut writer);
         let result = writer.append(&inner.path, record);
         inner.writing_since.store(0, Ordering::Release);
         match result {
@@ -253,13 +257,20 @@ impl AuditLog {
         }
     }
 
-    /// True when a request should be refused before it touches the token: a write has
-    /// been stuck for a while (a hung disk or a reader that stopped reading a FIFO).
+    /// Refuses a request before it touches the token while a write has been stuck for
+    /// a while (a hung disk, or a reader that stopped reading a FIFO). The refusal is
+    /// counted, not written (the writer is stuck), and goes into the `audit_outage`
+    /// record that the next write appends.
     pub fn refuses_now(&self) -> Option<Unavailable> {
         match (self.state(), self.inner.on_failure) {
-            (AuditState::Stalled { for_ms }, OnFailure::Refuse) => Some(Unavailable(format!(
-                "a write to the audit log has not returned for {for_ms} ms"
-            ))),
+            (AuditState::Stalled { for_ms }, OnFailure::Refuse) => {
+                self.inner
+                    .refused_while_stalled
+                    .fetch_add(1, Ordering::AcqRel);
+                Some(Unavailable(format!(
+                    "a write to the audit log has not returned for {for_ms} ms"
+                )))
+            }
             _ => None,
         }
     }
@@ -340,6 +351,19 @@ impl AuditLog {
 }
 
 impl Inner {
+    /// Moves the count of requests refused during a stall into the outage record due.
+    fn fold_stalled(&self, writer: &mut Writer) {
+        let stalled = self.refused_while_stalled.swap(0, Ordering::AcqRel);
+        if stalled > 0 {
+            let outage = writer.outage.get_or_insert_with(|| Outage {
+                since: now_rfc3339(),
+                error: "a write to the audit log was stuck".into(),
+                refused: 0,
+            });
+            outage.refused += stalled;
+        }
+    }
+
     fn millis(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
     }

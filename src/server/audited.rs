@@ -72,6 +72,8 @@ impl Audited {
         F: FnOnce(&Signer, &mut Seen) -> Result<T, ApiError> + Send + 'static,
     {
         if let Some(refused) = state.audit.as_ref().and_then(|a| a.refuses_now()) {
+            // Counted by the log for its outage record; a write now would only wait.
+            self.recorded = true;
             return Err(ApiError::audit_unavailable(&refused));
         }
         let claim = Arc::new(AtomicU8::new(PENDING));
