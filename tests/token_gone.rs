@@ -10,32 +10,6 @@ use base64::Engine;
 use common::daemon::{provision, Daemon, KeySetup};
 use common::*;
 
-/// SoftHSM names a token's directory by a UUID whose last 16 hex digits are the serial.
-fn token_dir(token: &TestToken) -> Result<std::path::PathBuf> {
-    let tokens = token
-        .conf
-        .parent()
-        .ok_or("conf has no parent")?
-        .join("tokens");
-    for entry in std::fs::read_dir(&tokens)? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .replace('-', "");
-        if name.ends_with(&token.serial) {
-            return Ok(path);
-        }
-    }
-    Err(format!(
-        "no directory for serial {} in {}",
-        token.serial,
-        tokens.display()
-    )
-    .into())
-}
-
 #[test]
 fn requests_fail_fast_while_the_token_is_gone_and_signing_resumes_when_it_is_back() -> Result {
     let token = TestToken::new()?;
@@ -70,7 +44,7 @@ fn requests_fail_fast_while_the_token_is_gone_and_signing_resumes_when_it_is_bac
     };
     assert_eq!(sign(0)?.0, 200);
 
-    let dir = token_dir(&token)?;
+    let dir = token.token_dir()?;
     let aside = token.path("token-moved-away");
     std::fs::rename(&dir, &aside)?;
     let mut failed = 0;

@@ -79,6 +79,33 @@ pub struct TestToken {
 }
 
 impl TestToken {
+    /// The token's directory: SoftHSM names it by a UUID whose last 16 hex digits are
+    /// the serial. Moving it away makes the token vanish for a running daemon.
+    pub fn token_dir(&self) -> Result<PathBuf> {
+        let tokens = self
+            .conf
+            .parent()
+            .ok_or("conf has no parent")?
+            .join("tokens");
+        for entry in std::fs::read_dir(&tokens)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .replace('-', "");
+            if name.ends_with(&self.serial) {
+                return Ok(path);
+            }
+        }
+        Err(format!(
+            "no directory for serial {} in {}",
+            self.serial,
+            tokens.display()
+        )
+        .into())
+    }
+
     /// Initialises a new token with user PIN [`PIN`] and SO PIN [`SO_PIN`].
     pub fn new() -> Result<Self> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
