@@ -139,3 +139,6 @@ where
 {
     saml::sign(xml, opts, cert_der, sign)
 }
+
+#[cfg(test)]
+mod tests;

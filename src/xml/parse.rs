@@ -266,3 +266,147 @@ fn check_tree(doc: &Document, max_depth: usize) -> Result<HashSet<String>, XmlEr
     }
     Ok(ids)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refuse(input: &str) -> XmlError {
+        match parse(input.as_bytes(), DEFAULT_MAX_DEPTH) {
+            Ok(_) => panic!("accepted: {input}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn doctype_is_refused_before_parsing() {
+        assert_eq!(refuse("<!DOCTYPE a><a/>"), XmlError::DoctypeForbidden);
+        assert_eq!(
+            refuse("<?xml version=\"1.0\"?>\n<!-- c -->\n<?pi x?>\n<!doctype a><a/>"),
+            XmlError::DoctypeForbidden
+        );
+    }
+
+    #[test]
+    fn billion_laughs_is_refused() {
+        let mut doc =
+            String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+        for i in 1..10 {
+            let prev = if i == 1 {
+                "lol".to_owned()
+            } else {
+                format!("lol{}", i - 1)
+            };
+            doc += &format!("<!ENTITY lol{i} \"{}\">\n", format!("&{prev};").repeat(10));
+        }
+        doc += "]>\n<lolz>&lol9;</lolz>";
+        let e = refuse(&doc);
+        assert_eq!(e, XmlError::DoctypeForbidden);
+        assert_eq!(e.code(), "xml_doctype_forbidden");
+    }
+
+    #[test]
+    fn xxe_system_entity_is_refused() {
+        let doc = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r>&x;</r>";
+        assert_eq!(refuse(doc), XmlError::DoctypeForbidden);
+    }
+
+    #[test]
+    fn a_doctype_text_inside_a_comment_is_only_text() -> Result<(), XmlError> {
+        let parsed = parse(b"<a><!-- <!DOCTYPE a> --></a>", DEFAULT_MAX_DEPTH)?;
+        assert!(serialize(&parsed).contains("<!-- <!DOCTYPE a> -->"));
+        Ok(())
+    }
+
+    #[test]
+    fn utf16_is_refused() {
+        let mut bom = vec![0xFF, 0xFE];
+        for unit in "<a/>".encode_utf16() {
+            bom.extend(unit.to_le_bytes());
+        }
+        let e = parse(&bom, DEFAULT_MAX_DEPTH).err().expect("refused");
+        assert_eq!(e.code(), "xml_encoding_unsupported", "{e}");
+        // Without a byte order mark: libxml2 would sniff it, so NUL bytes are refused.
+        let e = parse(&bom[2..], DEFAULT_MAX_DEPTH).err().expect("refused");
+        assert_eq!(e.code(), "xml_encoding_unsupported", "{e}");
+    }
+
+    #[test]
+    fn other_declared_encodings_are_refused() {
+        let e = refuse("<?xml version=\"1.0\" encoding=\"ISO-8859-2\"?><a/>");
+        assert_eq!(
+            e,
+            XmlError::EncodingUnsupported("declared encoding ISO-8859-2".into())
+        );
+        assert!(parse(b"<?xml version='1.0' encoding='utf-8'?><a/>", 8).is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        let e = parse(b"<a>\xB1</a>", DEFAULT_MAX_DEPTH)
+            .err()
+            .expect("refused");
+        assert_eq!(
+            e,
+            XmlError::EncodingUnsupported("invalid UTF-8 at byte 3".into())
+        );
+    }
+
+    fn nested(depth: usize) -> String {
+        "<a>".repeat(depth) + &"</a>".repeat(depth)
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        assert!(parse(nested(64).as_bytes(), 64).is_ok());
+        assert_eq!(refuse(&nested(65)), XmlError::TooDeep(64));
+        assert_eq!(
+            parse(nested(10).as_bytes(), 9).err(),
+            Some(XmlError::TooDeep(9))
+        );
+    }
+
+    #[test]
+    fn a_depth_bomb_is_too_deep_not_a_crash() {
+        let e = refuse(&nested(100_000));
+        assert_eq!(e.code(), "xml_too_deep", "{e}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let wsu =
+            "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+        let doc = format!("<r xmlns:wsu=\"{wsu}\"><a ID=\"x1\"/><b wsu:Id=\"x1\"/></r>");
+        let e = refuse(&doc);
+        assert_eq!(e, XmlError::DuplicateId("x1".into()));
+        assert_eq!(e.code(), "xml_duplicate_id");
+        assert!(parse(b"<r><a ID=\"x1\"/><b Id=\"x2\"/></r>", 8).is_ok());
+    }
+
+    #[test]
+    fn malformed_xml_names_line_and_column() {
+        let e = refuse("<a>\n  <b>text</c>\n</a>");
+        let XmlError::BadXml { line, column, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(*line, 2);
+        assert!(*column > 0);
+        assert_eq!(e.code(), "bad_xml");
+        assert!(!e.to_string().contains("text"), "{e}");
+    }
+
+    #[test]
+    fn an_undeclared_prefix_is_malformed() {
+        assert_eq!(refuse("<x:a/>").code(), "bad_xml");
+    }
+
+    #[test]
+    fn comments_processing_instructions_and_the_declaration_survive() -> Result<(), XmlError> {
+        let input = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- przed -->\n<a><?keep me?><!-- w -->Zażółć &amp; <![CDATA[<x>]]></a>";
+        let out = serialize(&parse(input.as_bytes(), 8)?);
+        assert_eq!(out, input.to_owned() + "\n");
+        let out = serialize(&parse(b"<a>  <b/>\n</a>", 8)?);
+        assert_eq!(out, "<a>  <b/>\n</a>\n");
+        Ok(())
+    }
+}
