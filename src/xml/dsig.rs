@@ -80,9 +80,11 @@ impl Signer {
 
 /// The exclusive c14n (no comments, no inclusive prefixes) of `node` in its document.
 ///
-/// The libxml crate decodes libxml2's output chunk by chunk with `from_utf8_lossy`; a
-/// chunk boundary inside a multi-byte character would turn it into U+FFFD and the digest
-/// would cover a different text. Refuse rather than sign that.
+/// The libxml crate (0.3.23) decodes libxml2's c14n output with `from_utf8_lossy` one
+/// flush at a time, and libxml2 flushes inside a single text or attribute value longer
+/// than 16,000 bytes; a multi-byte character cut there becomes U+FFFD and the digest would
+/// cover another text. A canonical form with more U+FFFD than the whole input is refused
+/// rather than signed.
 pub(crate) fn exc_c14n(node: &mut Node, doc: &Parsed) -> Result<String, XmlError> {
     let canonical = node
         .canonicalize(CanonicalizationOptions {
@@ -91,9 +93,10 @@ pub(crate) fn exc_c14n(node: &mut Node, doc: &Parsed) -> Result<String, XmlError
             inclusive_ns_prefixes: Vec::new(),
         })
         .map_err(|()| XmlError::internal("exclusive c14n failed"))?;
-    if canonical.contains('\u{FFFD}') && !doc.has_replacement_char {
+    if canonical.matches('\u{FFFD}').count() > doc.replacement_chars {
         return Err(XmlError::internal(
-            "canonical form lost a character (libxml chunked UTF-8 output)",
+            "a text or attribute value over 16000 bytes with non-ASCII characters \
+             cannot be canonicalised safely (libxml crate output chunking); split it",
         ));
     }
     Ok(canonical)

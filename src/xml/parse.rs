@@ -34,8 +34,8 @@ pub(crate) struct Parsed {
     pub declaration: String,
     /// Every ID value in the document.
     pub ids: HashSet<String>,
-    /// Whether the input already holds U+FFFD (see [`super::dsig::exc_c14n`]).
-    pub has_replacement_char: bool,
+    /// How many U+FFFD the input holds (see [`super::dsig::exc_c14n`]).
+    pub replacement_chars: usize,
 }
 
 /// Parses and checks `input`.
@@ -49,7 +49,7 @@ pub(crate) fn parse(input: &[u8], max_depth: usize) -> Result<Parsed, XmlError> 
         doc,
         declaration: declaration.to_owned(),
         ids,
-        has_replacement_char: text.contains('\u{FFFD}'),
+        replacement_chars: text.matches('\u{FFFD}').count(),
     })
 }
 

@@ -222,3 +222,18 @@ fn the_audit_hash_is_sha256_of_what_the_closure_signed() -> Result<(), SignError
     );
     Ok(())
 }
+
+#[test]
+fn a_huge_non_ascii_text_node_is_refused_not_signed_wrong() {
+    // The libxml crate (0.3.23) decodes c14n output per 16 KB chunk; a chunk ending
+    // inside "ż" would change the digested text. Such input is refused.
+    for prefix in ["", "a"] {
+        let xml = format!("<r ID=\"x\">{prefix}{}</r>", "ż".repeat(20_000));
+        match saml(&xml, None) {
+            Ok(signed) => assert_eq!(prefix, "", "{}", signed.reference_uri),
+            Err(e) => assert_eq!(xml_error(Err::<(), _>(e)).code(), "xml_internal"),
+        }
+    }
+    let ascii = format!("<r ID=\"x\">a{}</r>", "z".repeat(100_000));
+    assert!(saml(&ascii, None).is_ok());
+}
