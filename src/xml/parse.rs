@@ -224,11 +224,18 @@ fn first_error(
     Some(bad_xml(line, column, message))
 }
 
+/// libxml2 quotes values (a namespace URI, an encoding) between apostrophes: those are
+/// content, so they are dropped; element names, which it does not quote, stay.
 fn bad_xml(line: u32, column: u32, reason: &str) -> XmlError {
+    let unquoted: String = reason
+        .split('\'')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "..." } else { part })
+        .collect();
     XmlError::BadXml {
         line,
         column,
-        reason: sanitise(reason, 80),
+        reason: sanitise(&unquoted, 80),
     }
 }
 
@@ -393,6 +400,13 @@ mod tests {
         assert!(*column > 0);
         assert_eq!(e.code(), "bad_xml");
         assert!(!e.to_string().contains("text"), "{e}");
+    }
+
+    #[test]
+    fn quoted_content_stays_out_of_messages() {
+        let e = refuse("<a xmlns:x=\"secret value\"/>");
+        assert_eq!(e.code(), "bad_xml");
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 
     #[test]
