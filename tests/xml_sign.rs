@@ -560,5 +560,10 @@ fn saml_a_tampered_request_is_rejected() -> TestResult {
         assert!(!ok);
         assert!(out.contains("signxml: REJECTED (InvalidDigest"), "{out}");
     }
+    if have_java() {
+        let (ok, out) = java(&files);
+        assert!(!ok);
+        assert!(out.contains("AuthnRequest valid=false"), "{out}");
+    }
     Ok(())
 }
