@@ -24,3 +24,4 @@ pub mod secret;
 pub mod server;
 pub mod signer;
 pub mod token;
+pub mod xml;

@@ -1,0 +1,144 @@
+//! XML signing: WS-Security for ePUAP's SOAP services and enveloped XML-DSig for WK's
+//! SAML messages. Each entry point is a pure function that parses, signs through a
+//! closure (the token) and returns the final bytes, all on the calling thread: libxml2
+//! documents are not thread-safe, so the daemon calls these inside `spawn_blocking`.
+//!
+//! **Why libxml2, through the `libxml` crate.** Canonicalisation is where XML signatures
+//! break, so it comes from the implementation the verifiers use: xmlsec1, zeep (via
+//! python-xmlsec) and lxml all run libxml2's `xmlC14NExecute`. The crate exposes exclusive
+//! c14n of a node *in its document context* (a visibility callback, as xmlsec does, so
+//! inherited namespaces come out right), an editable tree, and parser diagnostics with
+//! line and column. The alternatives: `xml_c14n` wraps the same libxml2 but only
+//! canonicalises whole documents from strings, with no tree to edit; `bergshamra`
+//! re-implements xmlsec in Rust with its own key providers, young and much larger than
+//! what we need (and its ECDH-ES follows the spec where WK does not); `quick-xml` would
+//! mean writing c14n by hand, which we refuse to do. The cost: the system libxml2 (Debian
+//! `libxml2-dev`, `pkg-config`, and `libclang-dev` for the crate's bindgen) at build time.
+//!
+//! The path: [`parse`] (refusals before and after libxml2 parses) → [`wss`] / [`saml`]
+//! (where the signature goes) → [`dsig`] (c14n, digests, SignedInfo, the closure, and a
+//! re-parse of the output to prove it canonicalises to what was signed).
+
+pub mod dsig;
+pub mod error;
+pub mod parse;
+pub mod saml;
+pub mod wss;
+
+use time::OffsetDateTime;
+
+use crate::algorithm::Algorithm;
+pub use error::{SignError, XmlError};
+pub use parse::DEFAULT_MAX_DEPTH;
+
+/// How to sign a SOAP envelope with WS-Security.
+#[derive(Debug, Clone)]
+pub struct WssOptions {
+    /// The signature algorithm (ePUAP: RS256).
+    pub algorithm: Algorithm,
+    /// Adds a signed `wsu:Timestamp` valid this many seconds from `now` (the Apache CXF
+    /// shape); `None` for the .NET client's shape without one.
+    pub timestamp_ttl_seconds: Option<u32>,
+    /// "Now" for the Timestamp's Created.
+    pub now: OffsetDateTime,
+    /// The deepest element nesting accepted in the input.
+    pub max_depth: usize,
+}
+
+impl WssOptions {
+    /// No Timestamp, the default depth limit, now = the system clock.
+    pub fn new(algorithm: Algorithm) -> Self {
+        WssOptions {
+            algorithm,
+            timestamp_ttl_seconds: None,
+            now: OffsetDateTime::now_utc(),
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// How to sign a SAML message.
+#[derive(Debug, Clone)]
+pub struct SamlOptions {
+    /// The signature algorithm (WK: ES256).
+    pub algorithm: Algorithm,
+    /// The `ID` of the element to sign; `None` signs the root.
+    pub reference_id: Option<String>,
+    /// The deepest element nesting accepted in the input.
+    pub max_depth: usize,
+}
+
+impl SamlOptions {
+    /// Signs the root, with the default depth limit.
+    pub fn new(algorithm: Algorithm) -> Self {
+        SamlOptions {
+            algorithm,
+            reference_id: None,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// A signed SOAP envelope.
+#[derive(Debug, Clone)]
+pub struct WssSigned {
+    /// The final envelope, to send byte for byte.
+    pub xml: String,
+    /// The Body's `wsu:Id` (kept if it had one).
+    pub body_id: String,
+    /// The Timestamp's `wsu:Id`, when one was added.
+    pub timestamp_id: Option<String>,
+    /// The BinarySecurityToken's `wsu:Id`.
+    pub token_id: String,
+    /// The references signed, in SignedInfo order (`#body`, then `#timestamp`).
+    pub reference_uris: Vec<String>,
+    /// SHA-256 of the canonical SignedInfo, for the audit record.
+    pub signed_info_sha256: [u8; 32],
+}
+
+/// A signed SAML message.
+#[derive(Debug, Clone)]
+pub struct SamlSigned {
+    /// The final document, to send byte for byte.
+    pub xml: String,
+    /// The reference signed, `#<ID>`.
+    pub reference_uri: String,
+    /// SHA-256 of the canonical SignedInfo, for the audit record.
+    pub signed_info_sha256: [u8; 32],
+}
+
+/// Signs a SOAP 1.1 / 1.2 envelope with WS-Security (X.509 token profile).
+///
+/// `sign` receives the exclusive-c14n bytes of SignedInfo and returns the signature
+/// value (RSA: PKCS#1 v1.5 or PSS bytes; ECDSA: raw r‖s); it is called at most once, and
+/// its answer is checked against `cert_der`'s public key before it is used.
+pub fn sign_wss<F, E>(
+    envelope: &[u8],
+    opts: &WssOptions,
+    cert_der: &[u8],
+    sign: F,
+) -> Result<WssSigned, SignError<E>>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+{
+    wss::sign(envelope, opts, cert_der, sign)
+}
+
+/// Signs a SAML message (or the element with `opts.reference_id` inside any document)
+/// with an enveloped XML-DSig signature placed after its `saml:Issuer`.
+///
+/// `sign` is as for [`sign_wss`].
+pub fn sign_saml<F, E>(
+    xml: &[u8],
+    opts: &SamlOptions,
+    cert_der: &[u8],
+    sign: F,
+) -> Result<SamlSigned, SignError<E>>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+{
+    saml::sign(xml, opts, cert_der, sign)
+}
+
+#[cfg(test)]
+mod tests;

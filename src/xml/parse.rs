@@ -1,0 +1,426 @@
+//! Parses untrusted XML with libxml2, refusing what a signer has no business reading.
+//!
+//! Checks run before libxml2 sees the bytes where that matters:
+//! - the encoding (UTF-8 only: no UTF-16/32 byte order mark, no NUL, no other declared
+//!   encoding, valid UTF-8), so that what is signed is what the caller meant;
+//! - the prolog, for a `<!DOCTYPE`: a DTD can only appear there, so refusing it before
+//!   parsing means no entity (billion laughs, XXE `SYSTEM`) is ever declared or expanded.
+//!
+//! libxml2 then parses without recovery, network, DTD loading or entity substitution.
+//! After parsing: the element depth, duplicate `ID`/`Id`/`wsu:Id` values (a signature
+//! over an ambiguous reference is what signature-wrapping attacks exploit), and, as a
+//! second line, the absence of any DTD node.
+//!
+//! Processing instructions other than the XML declaration are kept as they are: libxml2
+//! acts on none of them, and exclusive c14n covers those inside a signed element.
+
+use std::collections::HashSet;
+
+use libxml::error::XmlErrorLevel;
+use libxml::parser::{Parser, ParserOptions, XmlParseFailure};
+use libxml::tree::{Document, Node, NodeType, SaveOptions};
+
+use super::error::{sanitise, XmlError};
+
+/// How deep elements may nest, unless the caller says otherwise.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// A parsed, checked document and the prolog bytes to write back in front of it.
+pub(crate) struct Parsed {
+    /// The libxml2 tree.
+    pub doc: Document,
+    /// The byte order mark, XML declaration and the whitespace after it, verbatim
+    /// (empty when the input had none).
+    pub declaration: String,
+    /// Every ID value in the document.
+    pub ids: HashSet<String>,
+    /// How many U+FFFD the input holds (see [`super::dsig::exc_c14n`]).
+    pub replacement_chars: usize,
+}
+
+/// Parses and checks `input`.
+pub(crate) fn parse(input: &[u8], max_depth: usize) -> Result<Parsed, XmlError> {
+    let text = check_encoding(input)?;
+    let declaration = declaration(text)?;
+    refuse_doctype(&text[declaration.len()..])?;
+    let doc = parse_tree(text, max_depth)?;
+    let ids = check_tree(&doc, max_depth)?;
+    Ok(Parsed {
+        doc,
+        declaration: declaration.to_owned(),
+        ids,
+        replacement_chars: text.matches('\u{FFFD}').count(),
+    })
+}
+
+/// Writes the document back: the original declaration, then libxml2's serialisation
+/// (UTF-8, no declaration of its own, no reformatting).
+pub(crate) fn serialize(parsed: &Parsed) -> String {
+    let body = parsed.doc.to_string_with_options(SaveOptions {
+        no_declaration: true,
+        ..SaveOptions::default()
+    });
+    let body = if parsed.declaration.is_empty() {
+        body.trim_start_matches('\n')
+    } else {
+        body.trim_start()
+    };
+    format!("{}{}", parsed.declaration, body)
+}
+
+/// Every element under (and including) `root`, in document order.
+pub(crate) fn elements(root: &Node) -> Vec<Node> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(node) = stack.pop() {
+        let mut children = node.get_child_elements();
+        children.reverse();
+        stack.extend(children);
+        out.push(node);
+    }
+    out
+}
+
+/// The `ID` / `Id` / `wsu:Id` value of an element, if any (the first found).
+pub(crate) fn id_of(node: &Node) -> Option<String> {
+    node.get_properties_ns()
+        .into_iter()
+        .find(|((name, _), _)| is_id_name(name))
+        .map(|(_, value)| value)
+}
+
+fn is_id_name(name: &str) -> bool {
+    name == "ID" || name == "Id"
+}
+
+fn check_encoding(input: &[u8]) -> Result<&str, XmlError> {
+    let refuse = |why: &str| Err(XmlError::EncodingUnsupported(why.to_owned()));
+    if input.starts_with(&[0xFE, 0xFF]) || input.starts_with(&[0xFF, 0xFE]) {
+        return refuse("UTF-16 or UTF-32 byte order mark");
+    }
+    if input.starts_with(&[0x00, 0x00, 0xFE, 0xFF]) {
+        return refuse("UTF-32 byte order mark");
+    }
+    if let Some(at) = input.iter().position(|&b| b == 0) {
+        return Err(XmlError::EncodingUnsupported(format!(
+            "NUL byte at offset {at} (UTF-16 or UTF-32 without a byte order mark?)"
+        )));
+    }
+    std::str::from_utf8(input).map_err(|e| {
+        XmlError::EncodingUnsupported(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+    })
+}
+
+const BOM: &str = "\u{FEFF}";
+
+/// The BOM and XML declaration with the whitespace after them; refuses a declared
+/// encoding other than UTF-8.
+fn declaration(text: &str) -> Result<&str, XmlError> {
+    let start = if text.starts_with(BOM) { BOM.len() } else { 0 };
+    let rest = &text[start..];
+    let is_decl = rest.starts_with("<?xml")
+        && rest[5..].starts_with(|c: char| c.is_ascii_whitespace() || c == '?');
+    if !is_decl {
+        return Ok(&text[..start]);
+    }
+    // An unterminated declaration is left for libxml2 to report with its position.
+    let Some(end) = rest.find("?>") else {
+        return Ok(&text[..start]);
+    };
+    if let Some(encoding) = pseudo_attribute(&rest[5..end], "encoding") {
+        if !encoding.eq_ignore_ascii_case("UTF-8") {
+            return Err(XmlError::EncodingUnsupported(format!(
+                "declared encoding {}",
+                sanitise(encoding, 30)
+            )));
+        }
+    }
+    let after = &rest[end + 2..];
+    let ws = after.len() - after.trim_start_matches(is_xml_space).len();
+    Ok(&text[..start + end + 2 + ws])
+}
+
+/// The value of `name="…"` (or `'…'`) in an XML declaration's body.
+fn pseudo_attribute<'a>(decl: &'a str, name: &str) -> Option<&'a str> {
+    let at = decl.find(name)?;
+    let rest = decl[at + name.len()..].trim_start_matches(is_xml_space);
+    let rest = rest.strip_prefix('=')?.trim_start_matches(is_xml_space);
+    let quote = rest.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+    let value = &rest[1..];
+    value.find(quote).map(|end| &value[..end])
+}
+
+fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// Walks the prolog (comments, processing instructions, whitespace) up to the first
+/// other markup; a DTD can only appear there.
+fn refuse_doctype(mut rest: &str) -> Result<(), XmlError> {
+    loop {
+        rest = rest.trim_start_matches(is_xml_space);
+        let skip_to = |end: &str, from: usize| rest[from..].find(end).map(|i| from + i + end.len());
+        let next = if rest.starts_with("<!--") {
+            skip_to("-->", 4)
+        } else if rest.starts_with("<?") {
+            skip_to("?>", 2)
+        } else {
+            let doctype = rest
+                .get(..9)
+                .is_some_and(|s| s.eq_ignore_ascii_case("<!DOCTYPE"));
+            return if doctype {
+                Err(XmlError::DoctypeForbidden)
+            } else {
+                Ok(())
+            };
+        };
+        match next {
+            Some(at) => rest = &rest[at..],
+            None => return Ok(()),
+        }
+    }
+}
+
+fn parse_tree(text: &str, max_depth: usize) -> Result<Document, XmlError> {
+    let options = ParserOptions {
+        recover: false,
+        no_def_dtd: true,
+        no_error: true,
+        no_warning: true,
+        no_net: true,
+        no_blanks: false,
+        huge: false,
+        encoding: Some("UTF-8"),
+        ..ParserOptions::default()
+    };
+    match Parser::default().parse_string_with_diagnostics(text, options) {
+        Ok((doc, diagnostics)) => match first_error(&diagnostics, max_depth) {
+            Some(error) => Err(error),
+            None => Ok(doc),
+        },
+        Err(XmlParseFailure::ParseFailed(diagnostics)) => Err(first_error(&diagnostics, max_depth)
+            .unwrap_or_else(|| bad_xml(0, 0, "libxml2 returned no document"))),
+        Err(other) => Err(bad_xml(0, 0, &other.to_string())),
+    }
+}
+
+/// The first error (not warning) libxml2 reported. Namespace errors such as an
+/// undeclared prefix are not fatal to libxml2, but are to us.
+fn first_error(
+    diagnostics: &[libxml::error::StructuredError],
+    max_depth: usize,
+) -> Option<XmlError> {
+    let error = diagnostics
+        .iter()
+        .find(|d| matches!(d.level, XmlErrorLevel::Error | XmlErrorLevel::Fatal))?;
+    let message = error.message.as_deref().unwrap_or("unknown error");
+    // libxml2's own nesting limit (256 without XML_PARSE_HUGE) stops a depth bomb before
+    // our walk of the tree could.
+    if message.contains("Excessive depth") {
+        return Some(XmlError::TooDeep(max_depth));
+    }
+    let line = error.line.unwrap_or(0).max(0) as u32;
+    let column = error.col.unwrap_or(0).max(0) as u32;
+    Some(bad_xml(line, column, message))
+}
+
+/// libxml2 quotes values (a namespace URI, an encoding) between apostrophes: those are
+/// content, so they are dropped; element names, which it does not quote, stay.
+fn bad_xml(line: u32, column: u32, reason: &str) -> XmlError {
+    let unquoted: String = reason
+        .split('\'')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "..." } else { part })
+        .collect();
+    XmlError::BadXml {
+        line,
+        column,
+        reason: sanitise(&unquoted, 80),
+    }
+}
+
+/// Depth, duplicate IDs and, in case a DTD slipped past the prolog check, DTD nodes.
+fn check_tree(doc: &Document, max_depth: usize) -> Result<HashSet<String>, XmlError> {
+    let mut top = doc.as_node().get_first_child();
+    while let Some(node) = top {
+        if matches!(
+            node.get_type(),
+            Some(NodeType::DTDNode | NodeType::DocumentTypeNode | NodeType::EntityDecl)
+        ) {
+            return Err(XmlError::DoctypeForbidden);
+        }
+        top = node.get_next_sibling();
+    }
+    let root = doc
+        .get_root_element()
+        .ok_or_else(|| bad_xml(0, 0, "no root element"))?;
+    let mut ids = HashSet::new();
+    let mut stack = vec![(root, 1usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > max_depth {
+            return Err(XmlError::TooDeep(max_depth));
+        }
+        for ((name, _), value) in node.get_properties_ns() {
+            if is_id_name(&name) && !ids.insert(value.clone()) {
+                return Err(XmlError::DuplicateId(sanitise(&value, 64)));
+            }
+        }
+        stack.extend(
+            node.get_child_elements()
+                .into_iter()
+                .map(|c| (c, depth + 1)),
+        );
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refuse(input: &str) -> XmlError {
+        match parse(input.as_bytes(), DEFAULT_MAX_DEPTH) {
+            Ok(_) => panic!("accepted: {input}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn doctype_is_refused_before_parsing() {
+        assert_eq!(refuse("<!DOCTYPE a><a/>"), XmlError::DoctypeForbidden);
+        assert_eq!(
+            refuse("<?xml version=\"1.0\"?>\n<!-- c -->\n<?pi x?>\n<!doctype a><a/>"),
+            XmlError::DoctypeForbidden
+        );
+    }
+
+    #[test]
+    fn billion_laughs_is_refused() {
+        let mut doc =
+            String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n<!ENTITY lol \"lol\">\n");
+        for i in 1..10 {
+            let prev = if i == 1 {
+                "lol".to_owned()
+            } else {
+                format!("lol{}", i - 1)
+            };
+            doc += &format!("<!ENTITY lol{i} \"{}\">\n", format!("&{prev};").repeat(10));
+        }
+        doc += "]>\n<lolz>&lol9;</lolz>";
+        let e = refuse(&doc);
+        assert_eq!(e, XmlError::DoctypeForbidden);
+        assert_eq!(e.code(), "xml_doctype_forbidden");
+    }
+
+    #[test]
+    fn xxe_system_entity_is_refused() {
+        let doc = "<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r>&x;</r>";
+        assert_eq!(refuse(doc), XmlError::DoctypeForbidden);
+    }
+
+    #[test]
+    fn a_doctype_text_inside_a_comment_is_only_text() -> Result<(), XmlError> {
+        let parsed = parse(b"<a><!-- <!DOCTYPE a> --></a>", DEFAULT_MAX_DEPTH)?;
+        assert!(serialize(&parsed).contains("<!-- <!DOCTYPE a> -->"));
+        Ok(())
+    }
+
+    #[test]
+    fn utf16_is_refused() {
+        let mut bom = vec![0xFF, 0xFE];
+        for unit in "<a/>".encode_utf16() {
+            bom.extend(unit.to_le_bytes());
+        }
+        let e = parse(&bom, DEFAULT_MAX_DEPTH).err().expect("refused");
+        assert_eq!(e.code(), "xml_encoding_unsupported", "{e}");
+        // Without a byte order mark: libxml2 would sniff it, so NUL bytes are refused.
+        let e = parse(&bom[2..], DEFAULT_MAX_DEPTH).err().expect("refused");
+        assert_eq!(e.code(), "xml_encoding_unsupported", "{e}");
+    }
+
+    #[test]
+    fn other_declared_encodings_are_refused() {
+        let e = refuse("<?xml version=\"1.0\" encoding=\"ISO-8859-2\"?><a/>");
+        assert_eq!(
+            e,
+            XmlError::EncodingUnsupported("declared encoding ISO-8859-2".into())
+        );
+        assert!(parse(b"<?xml version='1.0' encoding='utf-8'?><a/>", 8).is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        let e = parse(b"<a>\xB1</a>", DEFAULT_MAX_DEPTH)
+            .err()
+            .expect("refused");
+        assert_eq!(
+            e,
+            XmlError::EncodingUnsupported("invalid UTF-8 at byte 3".into())
+        );
+    }
+
+    fn nested(depth: usize) -> String {
+        "<a>".repeat(depth) + &"</a>".repeat(depth)
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        assert!(parse(nested(64).as_bytes(), 64).is_ok());
+        assert_eq!(refuse(&nested(65)), XmlError::TooDeep(64));
+        assert_eq!(
+            parse(nested(10).as_bytes(), 9).err(),
+            Some(XmlError::TooDeep(9))
+        );
+    }
+
+    #[test]
+    fn a_depth_bomb_is_too_deep_not_a_crash() {
+        let e = refuse(&nested(100_000));
+        assert_eq!(e.code(), "xml_too_deep", "{e}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let wsu =
+            "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+        let doc = format!("<r xmlns:wsu=\"{wsu}\"><a ID=\"x1\"/><b wsu:Id=\"x1\"/></r>");
+        let e = refuse(&doc);
+        assert_eq!(e, XmlError::DuplicateId("x1".into()));
+        assert_eq!(e.code(), "xml_duplicate_id");
+        assert!(parse(b"<r><a ID=\"x1\"/><b Id=\"x2\"/></r>", 8).is_ok());
+    }
+
+    #[test]
+    fn malformed_xml_names_line_and_column() {
+        let e = refuse("<a>\n  <b>text</c>\n</a>");
+        let XmlError::BadXml { line, column, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(*line, 2);
+        assert!(*column > 0);
+        assert_eq!(e.code(), "bad_xml");
+        assert!(!e.to_string().contains("text"), "{e}");
+    }
+
+    #[test]
+    fn quoted_content_stays_out_of_messages() {
+        let e = refuse("<a xmlns:x=\"secret value\"/>");
+        assert_eq!(e.code(), "bad_xml");
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn an_undeclared_prefix_is_malformed() {
+        assert_eq!(refuse("<x:a/>").code(), "bad_xml");
+    }
+
+    #[test]
+    fn comments_processing_instructions_and_the_declaration_survive() -> Result<(), XmlError> {
+        let input = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- przed -->\n<a><?keep me?><!-- w -->Zażółć &amp; <![CDATA[<x>]]></a>";
+        let out = serialize(&parse(input.as_bytes(), 8)?);
+        assert_eq!(out, input.to_owned() + "\n");
+        let out = serialize(&parse(b"<a>  <b/>\n</a>", 8)?);
+        assert_eq!(out, "<a>  <b/>\n</a>\n");
+        Ok(())
+    }
+}

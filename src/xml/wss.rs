@@ -1,0 +1,275 @@
+//! The WS-Security X.509 token profile for SOAP 1.1 and 1.2, in the shape ePUAP clients
+//! send: `wsse:Security` with a `wsse:BinarySecurityToken` and a `ds:Signature` over the
+//! Body (and, optionally, a `wsu:Timestamp`), KeyInfo pointing at the token.
+
+use libxml::tree::{Document, Namespace, Node};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::{Duration, OffsetDateTime, UtcOffset};
+
+use super::dsig::{self, Reference, Signer, DS_NS};
+use super::error::{sanitise, SignError, XmlError};
+use super::parse;
+use super::{WssOptions, WssSigned};
+
+/// SOAP 1.1 envelope namespace.
+pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+/// SOAP 1.2 envelope namespace.
+pub const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
+/// WS-Security 1.0 secext namespace (`wsse`).
+pub const WSSE_NS: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+/// WS-Security utility namespace (`wsu`).
+pub const WSU_NS: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+/// ValueType of an X.509 v3 BinarySecurityToken.
+pub const X509V3: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3";
+/// EncodingType of a base64 BinarySecurityToken.
+pub const BASE64_BINARY: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary";
+
+const TIME_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// The parts of an envelope the profile touches.
+struct Envelope {
+    root: Node,
+    ns: Namespace,
+    header: Option<Node>,
+    body: Node,
+}
+
+pub(crate) fn sign<F, E>(
+    envelope: &[u8],
+    opts: &WssOptions,
+    cert_der: &[u8],
+    sign: F,
+) -> Result<WssSigned, SignError<E>>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+{
+    let signer = Signer::new(opts.algorithm, cert_der)?;
+    let parsed = parse::parse(envelope, opts.max_depth)?;
+    let mut taken = parsed.ids.clone();
+    let env = envelope_parts(&parsed.doc)?;
+    let mut header = match env.header.clone() {
+        Some(header) => header,
+        None => new_header(&parsed.doc, &env)?,
+    };
+    let mut security = security(&parsed.doc, &mut header)?;
+    if security.get_child_elements().iter().any(is_ds_signature) {
+        return Err(XmlError::AlreadySigned("wsse:Security has a ds:Signature".into()).into());
+    }
+    let wsse = security
+        .get_namespace()
+        .ok_or_else(|| XmlError::internal("Security without namespace"))?;
+    let wsu = ns_in_scope(&parsed.doc, &mut security, WSU_NS, "wsu")?;
+
+    let mut body = env.body;
+    let body_id = match body.get_property_ns("Id", WSU_NS) {
+        Some(id) => id,
+        None => {
+            let id = dsig::fresh_id("id-", &taken);
+            let body_wsu = ns_in_scope(&parsed.doc, &mut body, WSU_NS, "wsu")?;
+            body.set_property_ns("Id", &id, &body_wsu)
+                .map_err(XmlError::internal)?;
+            taken.insert(id.clone());
+            id
+        }
+    };
+    let mut references = vec![Reference::of(&mut body, &body_id, false, &parsed)?];
+    let mut timestamp_id = None;
+    if let Some(ttl) = opts.timestamp_ttl_seconds {
+        let id = dsig::fresh_id("TS-", &taken);
+        taken.insert(id.clone());
+        let mut timestamp = timestamp(&parsed.doc, &mut security, &wsu, &id, opts.now, ttl)?;
+        references.push(Reference::of(&mut timestamp, &id, false, &parsed)?);
+        timestamp_id = Some(id);
+    }
+
+    let token_id = dsig::fresh_id("X509-", &taken);
+    let mut token = dsig::text_child(
+        &mut security,
+        &wsse,
+        "BinarySecurityToken",
+        &signer.cert_base64(),
+    )?;
+    set(&mut token, "EncodingType", BASE64_BINARY)?;
+    set(&mut token, "ValueType", X509V3)?;
+    token
+        .set_property_ns("Id", &token_id, &wsu)
+        .map_err(XmlError::internal)?;
+
+    let mut skeleton = dsig::skeleton(&parsed.doc, opts.algorithm, &references)?;
+    let mut key_info = dsig::child(&mut skeleton.signature, &skeleton.ds, "KeyInfo")?;
+    security
+        .add_child(&mut skeleton.signature)
+        .map_err(XmlError::internal)?;
+    // The STR goes in once the Signature sits inside Security, so that it uses the
+    // Security element's own wsse prefix.
+    let mut str_node = dsig::child(&mut key_info, &wsse, "SecurityTokenReference")?;
+    let mut reference = dsig::child(&mut str_node, &wsse, "Reference")?;
+    set(&mut reference, "URI", &format!("#{token_id}"))?;
+    set(&mut reference, "ValueType", X509V3)?;
+
+    let signed = dsig::sign(&mut skeleton, &signer, &parsed, sign)?;
+    let xml = parse::serialize(&parsed);
+    dsig::check_output(&xml, opts.max_depth, &signed, &references)?;
+    Ok(WssSigned {
+        xml,
+        reference_uris: references.iter().map(Reference::uri).collect(),
+        body_id,
+        timestamp_id,
+        token_id,
+        signed_info_sha256: dsig::audit_hash(&signed),
+    })
+}
+
+fn set(node: &mut Node, name: &str, value: &str) -> Result<(), XmlError> {
+    node.set_attribute(name, value).map_err(XmlError::internal)
+}
+
+/// The root must be a SOAP 1.1/1.2 Envelope with at most one Header and exactly one Body.
+fn envelope_parts(doc: &Document) -> Result<Envelope, XmlError> {
+    let refuse = |why: String| Err(XmlError::NotSoapEnvelope(why));
+    let root = doc
+        .get_root_element()
+        .ok_or_else(|| XmlError::internal("no root"))?;
+    let ns = root.get_namespace();
+    let soap_ns = ns.as_ref().map(|ns| ns.get_href());
+    let (Some(ns), true) = (
+        ns,
+        root.get_name() == "Envelope" && matches!(soap_ns.as_deref(), Some(SOAP11_NS | SOAP12_NS)),
+    ) else {
+        return refuse(format!(
+            "the root element is {}, not a SOAP 1.1 or 1.2 Envelope",
+            sanitise(&root.get_name(), 40)
+        ));
+    };
+    let href = ns.get_href();
+    let children: Vec<Node> = root
+        .get_child_elements()
+        .into_iter()
+        .filter(|c| c.get_namespace().is_some_and(|n| n.get_href() == href))
+        .collect();
+    let named = |name: &str| -> Vec<Node> {
+        children
+            .iter()
+            .filter(|c| c.get_name() == name)
+            .cloned()
+            .collect()
+    };
+    let (headers, bodies) = (named("Header"), named("Body"));
+    if headers.len() > 1 {
+        return refuse("two Header elements".into());
+    }
+    match bodies.len() {
+        0 => refuse("no Body element".into()),
+        1 => Ok(Envelope {
+            root,
+            ns,
+            header: headers.into_iter().next(),
+            body: bodies.into_iter().next().expect("one Body"),
+        }),
+        _ => refuse("two Body elements".into()),
+    }
+}
+
+/// A new `Header`, with the Envelope's prefix, before the Envelope's first element.
+fn new_header(doc: &Document, env: &Envelope) -> Result<Node, XmlError> {
+    let mut header = Node::new("Header", Some(env.ns.clone()), doc)
+        .map_err(|()| XmlError::internal("new Header"))?;
+    let mut first = env
+        .root
+        .get_first_element_child()
+        .ok_or_else(|| XmlError::internal("Envelope without children"))?;
+    first
+        .add_prev_sibling(&mut header)
+        .map_err(XmlError::internal)?;
+    Ok(header)
+}
+
+/// The Header's `wsse:Security` meant for the ultimate receiver (no actor / role), or a
+/// new one at the Header's end.
+fn security(doc: &Document, header: &mut Node) -> Result<Node, XmlError> {
+    let existing = header.get_child_elements().into_iter().find(|c| {
+        c.get_name() == "Security"
+            && c.get_namespace().is_some_and(|ns| ns.get_href() == WSSE_NS)
+            && !c.has_attribute_ns("actor", SOAP11_NS)
+            && !c.has_attribute_ns("role", SOAP12_NS)
+    });
+    if let Some(security) = existing {
+        return Ok(security);
+    }
+    let mut security =
+        Node::new("Security", None, doc).map_err(|()| XmlError::internal("new Security"))?;
+    header
+        .add_child(&mut security)
+        .map_err(XmlError::internal)?;
+    let wsse = ns_in_scope(doc, &mut security, WSSE_NS, "wsse")?;
+    security.set_namespace(&wsse).map_err(XmlError::internal)?;
+    Ok(security)
+}
+
+/// `wsu:Timestamp` with Created = `now` and Expires = `now + ttl`, first in Security.
+fn timestamp(
+    doc: &Document,
+    security: &mut Node,
+    wsu: &Namespace,
+    id: &str,
+    now: OffsetDateTime,
+    ttl_seconds: u32,
+) -> Result<Node, XmlError> {
+    let format = |t: OffsetDateTime| {
+        t.to_offset(UtcOffset::UTC)
+            .format(TIME_FORMAT)
+            .map_err(XmlError::internal)
+    };
+    let created = format(now)?;
+    let expires = format(now + Duration::seconds(i64::from(ttl_seconds)))?;
+    let mut timestamp = Node::new("Timestamp", Some(wsu.clone()), doc)
+        .map_err(|()| XmlError::internal("new Timestamp"))?;
+    match security.get_first_child() {
+        Some(mut first) => first.add_prev_sibling(&mut timestamp),
+        None => security.add_child(&mut timestamp).map_err(Into::into),
+    }
+    .map_err(XmlError::internal)?;
+    timestamp
+        .set_property_ns("Id", id, wsu)
+        .map_err(XmlError::internal)?;
+    dsig::text_child(&mut timestamp, wsu, "Created", &created)?;
+    dsig::text_child(&mut timestamp, wsu, "Expires", &expires)?;
+    Ok(timestamp)
+}
+
+/// A namespace for `href` usable on `node`: one in scope with a prefix, or a new
+/// declaration on `node` with `prefix` (or `prefix1`, … if that one is taken).
+fn ns_in_scope(
+    doc: &Document,
+    node: &mut Node,
+    href: &str,
+    prefix: &str,
+) -> Result<Namespace, XmlError> {
+    if let Some(ns) = node
+        .get_namespaces(doc)
+        .into_iter()
+        .find(|ns| ns.get_href() == href && !ns.get_prefix().is_empty())
+    {
+        return Ok(ns);
+    }
+    let mut candidate = prefix.to_owned();
+    let mut n = 1;
+    while node.lookup_namespace_uri(&candidate).is_some() {
+        candidate = format!("{prefix}{n}");
+        n += 1;
+    }
+    Namespace::new(&candidate, href, node).map_err(XmlError::internal)
+}
+
+fn is_ds_signature(node: &Node) -> bool {
+    node.get_name() == "Signature"
+        && node
+            .get_namespace()
+            .is_some_and(|ns| ns.get_href() == DS_NS)
+}

@@ -1,0 +1,569 @@
+//! Signs SOAP envelopes (WS-Security) and SAML messages with software keys through the
+//! signing closure, and has verifiers we did not write check the results: xmlsec1, zeep
+//! and signxml (tests/verifiers/verify_xml.py), and the JDK's javax.xml.crypto.dsig
+//! (tests/verifiers/VerifyXml.java). Each verifier must also say *what* it validated.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hsm_signer::algorithm::{Algorithm, Scheme};
+use hsm_signer::xml::{sign_saml, sign_wss, SamlOptions, SamlSigned, WssOptions, WssSigned};
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::{X509NameBuilder, X509};
+use tempfile::TempDir;
+use testresult::TestResult;
+use time::macros::datetime;
+
+/// A software key with a self-signed certificate.
+struct Key {
+    algorithm: Algorithm,
+    key: PKey<Private>,
+    cert: X509,
+}
+
+impl Key {
+    fn rsa() -> Self {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        Key::with(Algorithm::Rs256, key, "Gmina Testowa ePUAP")
+    }
+
+    fn ec() -> Self {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        Key::with(Algorithm::Es256, key, "Gmina Testowa WK")
+    }
+
+    fn with(algorithm: Algorithm, key: PKey<Private>, cn: &str) -> Self {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap())
+            .unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        Key {
+            algorithm,
+            key,
+            cert: b.build(),
+        }
+    }
+
+    fn der(&self) -> Vec<u8> {
+        self.cert.to_der().unwrap()
+    }
+
+    /// What the token does: sign the hash of the bytes, ECDSA as raw r||s.
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+        let digest = self.algorithm.hash().digest(data);
+        match self.algorithm.scheme() {
+            Scheme::Ecdsa => {
+                let sig = openssl::ecdsa::EcdsaSig::sign(&digest, &*self.key.ec_key().unwrap())
+                    .map_err(|e| e.to_string())?;
+                let mut raw = sig.r().to_vec_padded(32).unwrap();
+                raw.extend(sig.s().to_vec_padded(32).unwrap());
+                Ok(raw)
+            }
+            _ => {
+                let mut ctx = openssl::pkey_ctx::PkeyCtx::new(&self.key).unwrap();
+                ctx.sign_init().unwrap();
+                ctx.set_signature_md(self.algorithm.hash().md_ref())
+                    .unwrap();
+                ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1).unwrap();
+                let mut out = Vec::new();
+                ctx.sign_to_vec(&digest, &mut out).unwrap();
+                Ok(out)
+            }
+        }
+    }
+
+    fn write_cert(&self, dir: &Path) -> PathBuf {
+        let path = dir.join(format!("{}.pem", self.algorithm.name()));
+        std::fs::write(&path, self.cert.to_pem().unwrap()).unwrap();
+        path
+    }
+}
+
+fn wss_opts(key: &Key, ttl: Option<u32>) -> WssOptions {
+    WssOptions {
+        timestamp_ttl_seconds: ttl,
+        now: datetime!(2026-03-01 10:00:00.123 UTC),
+        ..WssOptions::new(key.algorithm)
+    }
+}
+
+const TP_USER_INFO: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- GSKO → ePUAP TpUserInfo -->
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+                  xmlns:tpus="http://wsdl.tpuserinfo.epuap.gov.pl/">
+  <soapenv:Body>
+    <!-- pytanie o użytkownika -->
+    <tpus:GetTpUserInfo>
+      <tpUserObjectsInfoRequest>
+        <callerId>gmina-testowa</callerId>
+        <userId>jan.kowalski</userId>
+        <opis>Zażółć gęślą jaźń &amp; spółka</opis>
+      </tpUserObjectsInfoRequest>
+    </tpus:GetTpUserInfo>
+  </soapenv:Body>
+</soapenv:Envelope>
+"#;
+
+const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
+const WSU: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+
+/// Whether a verifier is installed. Absent: skip with a message, except in CI, where
+/// scripts/test installs them all and a missing one is a failure.
+fn available(what: &str, probe: &mut Command) -> bool {
+    let ok = probe.output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing in CI: scripts/test installs it"
+        );
+        println!("SKIPPED {what}: not installed on this machine");
+    }
+    ok
+}
+
+fn have_xmlsec1() -> bool {
+    available("xmlsec1", Command::new("xmlsec1").arg("--version"))
+}
+
+fn have_python_verifiers() -> bool {
+    available(
+        "python zeep + signxml + xmlsec",
+        Command::new("python3").args(["-c", "import zeep, signxml, xmlsec"]),
+    )
+}
+
+fn have_java() -> bool {
+    available("java (JDK)", Command::new("java").arg("-version"))
+}
+
+/// Runs a verifier; returns whether it accepted and everything it printed.
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("verifier runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("$ {cmd:?}\n{text}");
+    (out.status.success(), text)
+}
+
+fn verifiers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verifiers")
+}
+
+/// A signed document on disk with the certificate that should verify it.
+struct Written {
+    _dir: TempDir,
+    xml: PathBuf,
+    cert: PathBuf,
+}
+
+fn write(xml: &str, key: &Key) -> Written {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signed.xml");
+    std::fs::write(&path, xml).unwrap();
+    let cert = key.write_cert(dir.path());
+    Written {
+        xml: path,
+        cert,
+        _dir: dir,
+    }
+}
+
+fn xmlsec1(files: &Written, id_attrs: &[(&str, String)]) -> (bool, String) {
+    let mut cmd = Command::new("xmlsec1");
+    cmd.arg("--verify");
+    for (attr, node) in id_attrs {
+        cmd.arg(format!("--id-attr:{attr}")).arg(node);
+    }
+    cmd.arg("--pubkey-cert-pem")
+        .arg(&files.cert)
+        .arg(&files.xml);
+    run(&mut cmd)
+}
+
+fn java(files: &Written) -> (bool, String) {
+    run(Command::new("java")
+        .arg(verifiers_dir().join("VerifyXml.java"))
+        .arg(&files.xml)
+        .arg(&files.cert))
+}
+
+fn python(mode: &str, files: &Written, ids: &[&str]) -> (bool, String) {
+    run(Command::new("python3")
+        .arg(verifiers_dir().join("verify_xml.py"))
+        .arg(mode)
+        .arg(&files.xml)
+        .arg(&files.cert)
+        .args(ids))
+}
+
+/// Every verifier must accept `signed` and say it covers the Body (and the Timestamp).
+fn assert_wss_verifies(signed: &WssSigned, key: &Key, soap_ns: &str) {
+    let files = write(&signed.xml, key);
+    let refs = signed.reference_uris.len();
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&files, &wss_id_attrs(soap_ns));
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains(&format!("SignedInfo References (ok/all): {refs}/{refs}")));
+    }
+    if have_python_verifiers() {
+        let mut ids = vec![signed.body_id.as_str()];
+        ids.extend(signed.timestamp_id.as_deref());
+        let (ok, out) = python("wss", &files, &ids);
+        assert!(ok, "zeep/signxml rejected:\n{out}");
+        assert!(out.contains("zeep: OK verify_envelope"));
+        let body = format!("signxml: OK reference #{} -> ", signed.body_id);
+        assert!(
+            out.contains(&body) && out.contains(" Body, payload"),
+            "{out}"
+        );
+        if let Some(ts) = &signed.timestamp_id {
+            let line = format!(
+                "signxml: OK reference #{ts} -> wsu:Timestamp Created=2026-03-01T10:00:00.123Z"
+            );
+            assert!(out.contains(&line), "{out}");
+        }
+    }
+    if have_java() {
+        let (ok, out) = java(&files);
+        assert!(ok, "java rejected:\n{out}");
+        let body = format!(
+            "java: reference #{} -> {{{soap_ns}}}Body valid=true",
+            signed.body_id
+        );
+        assert!(out.contains(&body), "{out}");
+        if let Some(ts) = &signed.timestamp_id {
+            assert!(out.contains(&format!(
+                "java: reference #{ts} -> {{{WSU}}}Timestamp valid=true"
+            )));
+        }
+    }
+}
+
+fn wss_id_attrs(soap_ns: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Id", format!("{soap_ns}:Body")),
+        ("Id", format!("{WSU}:Timestamp")),
+    ]
+}
+
+/// Every verifier must accept `signed` and say it covers the element with `id`.
+fn assert_saml_verifies(signed: &SamlSigned, key: &Key, element: &str, id: &str) {
+    assert_eq!(signed.reference_uri, format!("#{id}"));
+    let files = write(&signed.xml, key);
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&files, &[("ID", format!("{SAMLP}:{element}"))]);
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+    }
+    if have_python_verifiers() {
+        let (ok, out) = python("saml", &files, &[id]);
+        assert!(ok, "signxml rejected:\n{out}");
+        let line = format!("signxml: OK reference #{id} -> {element} Issuer=");
+        assert!(out.contains(&line), "{out}");
+    }
+    if have_java() {
+        let (ok, out) = java(&files);
+        assert!(ok, "java rejected:\n{out}");
+        let line = format!("java: reference #{id} -> {{{SAMLP}}}{element} valid=true");
+        assert!(out.contains(&line), "{out}");
+    }
+}
+
+#[test]
+fn wss_rsa_tpuserinfo_without_timestamp() -> TestResult {
+    let key = Key::rsa();
+    let signed = sign_wss(
+        TP_USER_INFO.as_bytes(),
+        &wss_opts(&key, None),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    // The input's declaration, comments, indentation and text come out as they were.
+    assert!(signed
+        .xml
+        .starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- GSKO"));
+    assert!(signed.xml.contains("<!-- pytanie o użytkownika -->"));
+    assert!(signed
+        .xml
+        .contains("<opis>Zażółć gęślą jaźń &amp; spółka</opis>"));
+    assert!(!signed.xml.contains("Timestamp"));
+    assert!(!signed.xml.contains("mustUnderstand"));
+    assert_eq!(signed.reference_uris, [format!("#{}", signed.body_id)]);
+    assert_wss_verifies(&signed, &key, SOAP11);
+    Ok(())
+}
+
+#[test]
+fn wss_rsa_tpuserinfo_with_timestamp() -> TestResult {
+    let key = Key::rsa();
+    let signed = sign_wss(
+        TP_USER_INFO.as_bytes(),
+        &wss_opts(&key, Some(300)),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed
+        .xml
+        .contains("<wsu:Expires>2026-03-01T10:05:00.123Z</wsu:Expires>"));
+    assert_eq!(signed.reference_uris.len(), 2);
+    assert_wss_verifies(&signed, &key, SOAP11);
+    Ok(())
+}
+
+const WITH_USERNAME_TOKEN: &str = r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd">
+	<soap:Header>
+		<gsko:Trace xmlns:gsko="urn:gsko:trace">req-42</gsko:Trace>
+		<wsse:Security>
+			<wsse:UsernameToken><wsse:Username>gmina</wsse:Username></wsse:UsernameToken>
+		</wsse:Security>
+	</soap:Header>
+	<soap:Body><!-- ePUAP skrytka -->
+		<p:pull xmlns:p="http://ws.epuap.gov.pl/pull/"><p:podmiot>gmina-testowa</p:podmiot></p:pull>
+	</soap:Body>
+</soap:Envelope>"#;
+
+#[test]
+fn wss_keeps_an_existing_header_and_username_token() -> TestResult {
+    let key = Key::rsa();
+    let signed = sign_wss(
+        WITH_USERNAME_TOKEN.as_bytes(),
+        &wss_opts(&key, Some(60)),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed
+        .xml
+        .contains("<gsko:Trace xmlns:gsko=\"urn:gsko:trace\">req-42</gsko:Trace>"));
+    assert!(signed
+        .xml
+        .contains("<wsse:UsernameToken><wsse:Username>gmina</wsse:Username></wsse:UsernameToken>"));
+    assert_eq!(
+        signed.xml.matches("</wsse:Security>").count(),
+        1,
+        "{}",
+        signed.xml
+    );
+    assert!(!signed.xml.starts_with("<?xml"), "no declaration was added");
+    assert_wss_verifies(&signed, &key, SOAP11);
+    Ok(())
+}
+
+const SOAP12_ENVELOPE: &str = r#"<?xml version="1.0"?>
+<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope">
+  <env:Header><a:To xmlns:a="http://www.w3.org/2005/08/addressing">https://epuap.example/tpSigning5</a:To></env:Header>
+  <env:Body>
+    <ns:addDocumentToSigning xmlns:ns="http://signing.ws.comarch.gov"><doc>PGRvYy8+</doc><opis>Wniosek &lt;pilny&gt; — Zażółć gęślą jaźń</opis></ns:addDocumentToSigning>
+  </env:Body>
+</env:Envelope>
+"#;
+
+#[test]
+fn wss_ec_soap12_with_timestamp() -> TestResult {
+    let key = Key::ec();
+    let signed = sign_wss(
+        SOAP12_ENVELOPE.as_bytes(),
+        &wss_opts(&key, Some(300)),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed
+        .xml
+        .starts_with("<?xml version=\"1.0\"?>\n<env:Envelope"));
+    assert!(signed.xml.contains("<env:Header><a:To"));
+    assert_wss_verifies(&signed, &key, SOAP12);
+    Ok(())
+}
+
+#[test]
+fn wss_a_long_polish_document_signs_and_verifies() -> TestResult {
+    // ~90 KB of Polish text in short elements: c14n output crosses libxml2's 4000-byte
+    // flushes many times, each at the end of a whole string.
+    let lines = "<linia>Zażółć gęślą jaźń &amp; ŹDŹBŁO, źrebię.</linia>\n".repeat(2000);
+    let envelope = TP_USER_INFO.replace("<opis>", &format!("{lines}<opis>"));
+    let key = Key::rsa();
+    let signed = sign_wss(
+        envelope.as_bytes(),
+        &wss_opts(&key, None),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed.xml.contains(&lines));
+    assert_wss_verifies(&signed, &key, SOAP11);
+    Ok(())
+}
+
+#[test]
+fn wss_a_tampered_body_is_rejected() -> TestResult {
+    let key = Key::rsa();
+    let signed = sign_wss(
+        TP_USER_INFO.as_bytes(),
+        &wss_opts(&key, Some(300)),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    let tampered = signed.xml.replace("jan.kowalski", "jan.kowalskj");
+    assert_ne!(tampered, signed.xml);
+    let files = write(&tampered, &key);
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&files, &wss_id_attrs(SOAP11));
+        assert!(!ok, "xmlsec1 accepted a tampered Body:\n{out}");
+        assert!(out.contains("data and digest do not match"), "{out}");
+    }
+    if have_python_verifiers() {
+        let mut ids = vec![signed.body_id.as_str()];
+        ids.extend(signed.timestamp_id.as_deref());
+        let (ok, out) = python("wss", &files, &ids);
+        assert!(!ok);
+        assert!(
+            out.contains("zeep: REJECTED (SignatureVerificationFailed)"),
+            "{out}"
+        );
+        assert!(out.contains("signxml: REJECTED (InvalidDigest"), "{out}");
+    }
+    if have_java() {
+        let (ok, out) = java(&files);
+        assert!(!ok);
+        assert!(
+            out.contains(&format!(
+                "java: reference #{} -> {{{SOAP11}}}Body valid=false",
+                signed.body_id
+            )),
+            "{out}"
+        );
+    }
+    Ok(())
+}
+
+const WK_AUTHN_REQUEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<saml2p:AuthnRequest xmlns:saml2p="urn:oasis:names:tc:SAML:2.0:protocol"
+    xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion"
+    xmlns:eidas="http://eidas.europa.eu/saml-extensions"
+    AssertionConsumerServiceURL="https://gsko.gmina.example/wk/acs?a=1&amp;b=2"
+    Destination="https://symulator.login.gov.pl/login/SingleSignOnService"
+    ForceAuthn="true" ID="ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111"
+    IssueInstant="2026-03-01T10:00:00.000Z" Version="2.0">
+  <!-- GSKO: logowanie przez Węzeł Krajowy -->
+  <saml2:Issuer>https://gsko.gmina.example</saml2:Issuer>
+  <saml2p:Extensions>
+    <eidas:SPType>public</eidas:SPType>
+    <eidas:RequestedAttributes>
+      <eidas:RequestedAttribute FriendlyName="FamilyName" Name="http://eidas.europa.eu/attributes/naturalperson/CurrentFamilyName" isRequired="true"/>
+    </eidas:RequestedAttributes>
+  </saml2p:Extensions>
+  <saml2p:NameIDPolicy AllowCreate="true" Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"/>
+  <saml2p:RequestedAuthnContext Comparison="minimum">
+    <saml2:AuthnContextClassRef>http://eidas.europa.eu/LoA/low</saml2:AuthnContextClassRef>
+  </saml2p:RequestedAuthnContext>
+</saml2p:AuthnRequest>
+"#;
+
+#[test]
+fn saml_wk_authn_request_ec() -> TestResult {
+    let key = Key::ec();
+    let signed = sign_saml(
+        WK_AUTHN_REQUEST.as_bytes(),
+        &SamlOptions::new(key.algorithm),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed
+        .xml
+        .contains("<saml2:Issuer>https://gsko.gmina.example</saml2:Issuer><ds:Signature"));
+    assert!(signed
+        .xml
+        .contains("<!-- GSKO: logowanie przez Węzeł Krajowy -->"));
+    assert!(signed.xml.contains("xmldsig-more#ecdsa-sha256"));
+    let id = "ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111";
+    assert_saml_verifies(&signed, &key, "AuthnRequest", id);
+    Ok(())
+}
+
+#[test]
+fn saml_wk_authn_request_rsa() -> TestResult {
+    let key = Key::rsa();
+    let signed = sign_saml(
+        WK_AUTHN_REQUEST.as_bytes(),
+        &SamlOptions::new(key.algorithm),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    let id = "ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111";
+    assert_saml_verifies(&signed, &key, "AuthnRequest", id);
+    Ok(())
+}
+
+const ARTIFACT_RESOLVE: &str = r#"<soap11:Envelope xmlns:soap11="http://schemas.xmlsoap.org/soap/envelope/">
+  <soap11:Body>
+    <saml2p:ArtifactResolve xmlns:saml2p="urn:oasis:names:tc:SAML:2.0:protocol" ID="_a3f1c0de" IssueInstant="2026-03-01T10:00:01.000Z" Version="2.0">
+      <saml2:Issuer xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion">https://gsko.gmina.example</saml2:Issuer>
+      <saml2p:Artifact>AAQAAMFbLinlXaCM+FIxiDwGOLAy2T71gbpO7ZhNzAgEANlB90ECfpNEVLg=</saml2p:Artifact>
+    </saml2p:ArtifactResolve>
+  </soap11:Body>
+</soap11:Envelope>"#;
+
+#[test]
+fn saml_artifact_resolve_inside_a_soap_body_by_reference_id() -> TestResult {
+    let key = Key::ec();
+    let opts = SamlOptions {
+        reference_id: Some("_a3f1c0de".into()),
+        ..SamlOptions::new(key.algorithm)
+    };
+    let signed = sign_saml(ARTIFACT_RESOLVE.as_bytes(), &opts, &key.der(), |d| {
+        key.sign(d)
+    })?;
+    assert!(signed.xml.starts_with("<soap11:Envelope"));
+    assert_saml_verifies(&signed, &key, "ArtifactResolve", "_a3f1c0de");
+    Ok(())
+}
+
+#[test]
+fn saml_a_tampered_request_is_rejected() -> TestResult {
+    let key = Key::ec();
+    let signed = sign_saml(
+        WK_AUTHN_REQUEST.as_bytes(),
+        &SamlOptions::new(key.algorithm),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    let tampered = signed.xml.replace("LoA/low", "LoA/lox");
+    assert_ne!(tampered, signed.xml);
+    let files = write(&tampered, &key);
+    if have_xmlsec1() {
+        let attrs = [("ID", format!("{SAMLP}:AuthnRequest"))];
+        let (ok, out) = xmlsec1(&files, &attrs);
+        assert!(!ok, "xmlsec1 accepted a tampered request:\n{out}");
+        assert!(out.contains("data and digest do not match"), "{out}");
+    }
+    if have_python_verifiers() {
+        let (ok, out) = python("saml", &files, &["ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111"]);
+        assert!(!ok);
+        assert!(out.contains("signxml: REJECTED (InvalidDigest"), "{out}");
+    }
+    if have_java() {
+        let (ok, out) = java(&files);
+        assert!(!ok);
+        assert!(out.contains("AuthnRequest valid=false"), "{out}");
+    }
+    Ok(())
+}
