@@ -187,6 +187,25 @@ fn http11_without_exactly_one_host_gets_400_json() -> Result {
         assert_eq!(status, 400, "{what}");
         assert_eq!(body["error"]["code"], "bad_request", "{what}: {body}");
     }
+    // What hyper answers by itself, with an empty body (docs/api.md lists them).
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let many_headers = format!(
+        "GET /v1/keys HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: 1\r\n".repeat(65)
+    );
+    for (what, request, expect) in [
+        ("a 70 kB target", long_uri.as_str(), 414),
+        ("65 headers", many_headers.as_str(), 431),
+        (
+            "bad framing",
+            "GET /v1/keys HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+            400,
+        ),
+    ] {
+        let answer = raw_http(&daemon.socket, request.as_bytes(), timeout)?;
+        let (status, body) = parse_http(&answer)?;
+        assert_eq!((status, body.len()), (expect, 0), "{what}");
+    }
     // HTTP/1.0 needs no Host; one Host is fine.
     for request in [
         "GET /v1/keys HTTP/1.0\r\n\r\n",
