@@ -494,3 +494,63 @@ fn chmod_and_chown_never_follow_a_symlink_swapped_in_after_bind() -> Result {
     assert!(swapped > 0, "the race was never run");
     Ok(())
 }
+
+/// User and system CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').ok_or("no ) in stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; 11 and 12 after the name.
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+#[test]
+fn out_of_file_descriptors_the_daemon_backs_off_logs_once_a_second_and_recovers() -> Result {
+    let token = TestToken::new()?;
+    let keys = [EPUAP];
+    let leaves = provision(&token, &keys)?;
+    let config = token.path("config.toml");
+    std::fs::write(
+        &config,
+        Daemon::config_text(&token, &keys, "max_connections_per_identity = 1000"),
+    )?;
+    let daemon = Daemon::start_wrapped(&token, config, &["prlimit", "--nofile=64:64"], &["-v"])?;
+    assert!(
+        daemon
+            .log_text()
+            .contains("the open-file limit is below max_connections plus 64"),
+        "{}",
+        daemon.log_text()
+    );
+    // Idle connections until the daemon runs out of descriptors, and some in the backlog.
+    let held: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(&daemon.socket))
+        .collect::<std::io::Result<_>>()?;
+    let before = cpu_ticks(daemon.pid())?;
+    std::thread::sleep(Duration::from_secs(3));
+    let spent = cpu_ticks(daemon.pid())? - before;
+    let log = daemon.log_text();
+    let lines = log.lines().filter(|l| l.contains("accept failed")).count();
+    eprintln!("out of descriptors for 3 s: {lines} log lines, {spent} CPU ticks");
+    assert!(lines >= 1, "{log}");
+    assert!(lines <= 10, "{lines} lines: {log}");
+    assert!(spent < 100, "{spent} ticks of CPU in 3 s: a busy loop");
+    drop(held);
+    // The daemon's own uid is served again, and its signatures verify.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, answer) = daemon.json(
+        "POST",
+        "/v1/keys/epuap/sign",
+        Some(&sign_body("RS256", "data", DATA)),
+    )?;
+    assert_eq!(status, 200, "{answer}");
+    let sig = signature_of(&answer)?;
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[0].cert,
+        DATA,
+        &sig,
+        &["-sha256"]
+    )?);
+    Ok(())
+}
