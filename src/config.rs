@@ -68,6 +68,12 @@ pub struct ServerConfig {
     pub read_timeout_ms: u64,
     /// Open connections at most; more are closed at once.
     pub max_connections: usize,
+    /// Open connections per caller (uid) at most; more are closed at once, so one caller
+    /// cannot take every slot.
+    pub max_connections_per_identity: usize,
+    /// How long a write to a client may make no progress (it reads nothing) before the
+    /// connection is closed, milliseconds.
+    pub write_timeout_ms: u64,
     /// How long SIGTERM waits for requests in flight, milliseconds.
     pub shutdown_grace_ms: u64,
 }
@@ -85,6 +91,8 @@ impl Default for ServerConfig {
             request_timeout_ms: 5_000,
             read_timeout_ms: 5_000,
             max_connections: 2_048,
+            max_connections_per_identity: 64,
+            write_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -246,6 +254,14 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
             a.max_connections != b.max_connections,
         ),
         (
+            "[server] max_connections_per_identity",
+            a.max_connections_per_identity != b.max_connections_per_identity,
+        ),
+        (
+            "[server] write_timeout_ms",
+            a.write_timeout_ms != b.write_timeout_ms,
+        ),
+        (
             "[server] read_timeout_ms (header part)",
             a.read_timeout_ms != b.read_timeout_ms,
         ),
@@ -351,6 +367,7 @@ fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
             ));
         }
     }
+    check_connections(&config.server).map_err(invalid)?;
     if config.server.max_body_bytes == 0 || config.server.queue_depth == 0 {
         return Err(invalid(
             "[server] max_body_bytes and queue_depth must be above 0".into(),
@@ -378,6 +395,18 @@ fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
         socket_mode,
         sessions,
     })
+}
+
+fn check_connections(server: &ServerConfig) -> Result<(), String> {
+    if server.max_connections == 0 || server.max_connections_per_identity == 0 {
+        return Err(
+            "[server] max_connections and max_connections_per_identity must be above 0".into(),
+        );
+    }
+    if server.write_timeout_ms == 0 {
+        return Err("[server] write_timeout_ms must be above 0 (default 5000)".into());
+    }
+    Ok(())
 }
 
 fn check_keys(keys: &[KeyConfig]) -> Result<(), String> {
@@ -488,6 +517,14 @@ mod tests {
             (
                 GOOD.replace("pin_file = \"/etc/hsm-signer/pin\"", ""),
                 "pin_file",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nmax_connections_per_identity = 0"),
+                "max_connections_per_identity",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nwrite_timeout_ms = 0"),
+                "write_timeout_ms",
             ),
         ];
         for (text, expected) in cases {

@@ -6,7 +6,10 @@
 mod audited;
 mod body;
 pub mod checkpoints;
+pub mod conn;
+mod conn_io;
 pub mod error;
+pub mod fold;
 pub mod health;
 pub mod listener;
 pub mod metrics;
@@ -166,8 +169,12 @@ async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = listener::ConnLimits {
         max_connections: server.max_connections,
+        max_per_identity: server.max_connections_per_identity,
         header_timeout: config.read_timeout(),
+        write_timeout: Duration::from_millis(server.write_timeout_ms),
     };
+    let policy = state.clone();
+    let admit: listener::Admission = Arc::new(move |peer| policy.policy().admits(peer));
     tracing::info!(
         socket = %server.socket.display(),
         activated,
@@ -180,6 +187,8 @@ async fn run(
         listener,
         app(state.clone()),
         limits,
+        admit,
+        state.audit.clone(),
         stop_rx,
         Duration::from_millis(server.shutdown_grace_ms),
     ));

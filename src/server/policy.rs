@@ -56,12 +56,7 @@ impl Policy {
 
     /// May `peer` talk to the daemon at all? Empty lists mean only the daemon's own uid.
     pub fn admit(&self, peer: &Peer) -> Result<(), ApiError> {
-        let allowed = if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
-            peer.uid == self.own_uid
-        } else {
-            self.allowed_uids.contains(&peer.uid) || self.allowed_gids.contains(&peer.gid)
-        };
-        if allowed {
+        if self.admits(peer) {
             Ok(())
         } else {
             tracing::warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, "refused a peer not in allowed_uids/allowed_gids");
@@ -69,6 +64,16 @@ impl Policy {
                 "uid {} / gid {} is not allowed to use this daemon ([server] allowed_uids / allowed_gids)",
                 peer.uid, peer.gid
             )))
+        }
+    }
+
+    /// [`Policy::admit`] without the log line or the error: for the listener, which asks
+    /// once per connection and logs refusals folded.
+    pub fn admits(&self, peer: &Peer) -> bool {
+        if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
+            peer.uid == self.own_uid
+        } else {
+            self.allowed_uids.contains(&peer.uid) || self.allowed_gids.contains(&peer.gid)
         }
     }
 

@@ -1,0 +1,215 @@
+//! One connection, from accept to close: who it belongs to (for the per-identity limit),
+//! the answers given here before the router (a peer no rule admits, a request without
+//! exactly one Host), and the close: `Connection: close` and a lingering close whenever
+//! an answer leaves part of the request body unread.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, Request, Response, Version};
+use axum::response::IntoResponse;
+use axum::Router;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::UnixStream;
+use tower::ServiceExt;
+
+use super::conn_io::ConnIo;
+use super::error::ApiError;
+use super::peer::Peer;
+
+/// What the per-identity connection limit counts by. A uid for now; callers will be
+/// identified by more than a uid later, and only this alias changes then.
+pub type IdentityKey = u32;
+
+/// How connections are served.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Open connections per identity at most.
+    pub max_per_identity: usize,
+    /// Time allowed to send a request's headers.
+    pub header_timeout: Duration,
+    /// Time a write may make no progress before the connection is closed.
+    pub write_timeout: Duration,
+}
+
+/// Open connections per identity.
+#[derive(Debug)]
+pub struct Identities {
+    max: usize,
+    open: Mutex<HashMap<IdentityKey, usize>>,
+}
+
+/// One open connection counted for its identity; uncounted when dropped.
+#[derive(Debug)]
+pub struct Counted {
+    identities: Arc<Identities>,
+    key: IdentityKey,
+}
+
+impl Identities {
+    /// At most `max` open connections per identity.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts a connection for `key`, or `None` if `key` already has `max` open.
+    pub fn enter(self: &Arc<Self>, key: IdentityKey) -> Option<Counted> {
+        let mut open = self.open.lock().expect("identities lock");
+        let count = open.entry(key).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(Counted {
+            identities: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.identities.open.lock().expect("identities lock");
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Serves `stream` from `peer` until it closes; `admitted` is the policy's answer at
+/// accept. `hold` (the connection's slots) is released when the connection ends.
+pub fn serve<H: Send + 'static>(
+    stream: UnixStream,
+    peer: Peer,
+    admitted: bool,
+    app: Router,
+    limits: &ConnLimits,
+    graceful: &GracefulShutdown,
+    hold: H,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let linger = Arc::new(AtomicBool::new(false));
+    let io = ConnIo::new(stream, limits.write_timeout, linger.clone());
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        answer(request, peer, admitted, app.clone(), linger.clone())
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(64)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(io), service);
+    let watched = graceful.watch(connection);
+    async move {
+        if let Err(e) = watched.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(hold);
+    }
+}
+
+/// One request's answer: from here for a refused peer or a bad Host (and the connection
+/// closes after it), else the router's. Marks the connection to close, lingering, when
+/// the body was left unread.
+async fn answer(
+    request: Request<Incoming>,
+    peer: Peer,
+    admitted: bool,
+    app: Router,
+    linger: Arc<AtomicBool>,
+) -> Result<Response<axum::body::Body>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let read = Arc::new(AtomicBool::new(body.is_end_stream()));
+    let mut request = Request::from_parts(
+        parts,
+        axum::body::Body::new(Tracked {
+            inner: body,
+            read: read.clone(),
+        }),
+    );
+    let early = if !admitted {
+        Some(refused(&peer))
+    } else {
+        host_problem(&request)
+    };
+    let answered_here = early.is_some();
+    let mut response = match early {
+        Some(error) => error.into_response(),
+        None => {
+            request.extensions_mut().insert(peer);
+            app.oneshot(request).await?
+        }
+    };
+    let unread = !read.load(Ordering::Acquire);
+    if unread || answered_here {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if unread {
+        linger.store(true, Ordering::Release);
+    }
+    Ok(response)
+}
+
+/// The answer to a peer that no rule admitted at accept (logged, folded, by the listener).
+fn refused(peer: &Peer) -> ApiError {
+    ApiError::forbidden(format!(
+        "uid {} / gid {} is not allowed to use this daemon ([server] allowed_uids / allowed_gids)",
+        peer.uid, peer.gid
+    ))
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header.
+fn host_problem<B>(request: &Request<B>) -> Option<ApiError> {
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    (request.version() == Version::HTTP_11 && hosts != 1).then(|| {
+        ApiError::bad_request(format!(
+            "an HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2); this one has {hosts}"
+        ))
+    })
+}
+
+/// The request body, noting when it has been read to its end.
+struct Tracked {
+    inner: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl Body for Tracked {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

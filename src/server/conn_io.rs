@@ -1,0 +1,155 @@
+//! A connection's byte stream as hyper sees it, with the two limits hyper does not keep:
+//! a write that makes no progress for `write_timeout` fails (a client that never reads
+//! its answers cannot hold the connection open), and a connection marked to linger
+//! closes in stages, as RFC 9112 §9.6 and nginx's lingering_close do: after the answer,
+//! shut the write side, then read and discard what the client still sends, for up to
+//! [`LINGER_FOR`] or [`LINGER_BYTES`], before closing. A client that writes its body
+//! after the headers (Python's http.client, Java) then reads the early answer instead
+//! of failing with EPIPE on a socket already closed under it.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::time::Sleep;
+
+/// How long a lingering close keeps reading.
+pub const LINGER_FOR: Duration = Duration::from_secs(2);
+/// How much a lingering close reads and discards at most.
+pub const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// The stream, with a write deadline and an optional lingering close.
+pub struct ConnIo {
+    stream: UnixStream,
+    write_timeout: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+    linger: Arc<AtomicBool>,
+    lingering: Option<Lingering>,
+}
+
+impl ConnIo {
+    /// Wraps `stream`; the close lingers if `linger` is true by the time hyper closes.
+    pub fn new(stream: UnixStream, write_timeout: Duration, linger: Arc<AtomicBool>) -> Self {
+        Self {
+            stream,
+            write_timeout,
+            stalled: None,
+            linger,
+            lingering: None,
+        }
+    }
+
+    /// Passes a write's result on; a write still pending `write_timeout` after the last
+    /// progress fails with TimedOut, which ends the connection.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} ms", timeout.as_millis()),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.deadline(cx, result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.deadline(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.stream).poll_flush(cx);
+        this.deadline(cx, result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.lingering.is_none() {
+            let result = Pin::new(&mut this.stream).poll_shutdown(cx);
+            ready!(this.deadline(cx, result))?;
+            if !this.linger.load(Ordering::Acquire) {
+                return Poll::Ready(Ok(()));
+            }
+            this.lingering = Some(Lingering {
+                until: Box::pin(tokio::time::sleep(LINGER_FOR)),
+                discarded: 0,
+            });
+        }
+        let lingering = this.lingering.as_mut().expect("set just above");
+        lingering.poll_drain(&mut this.stream, cx).map(Ok)
+    }
+}
+
+/// The reading half of a lingering close.
+struct Lingering {
+    until: Pin<Box<Sleep>>,
+    discarded: usize,
+}
+
+impl Lingering {
+    /// Ready when the client closed, failed, or the time or byte budget is spent.
+    fn poll_drain(&mut self, stream: &mut UnixStream, cx: &mut Context<'_>) -> Poll<()> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if self.until.as_mut().poll(cx).is_ready() || self.discarded >= LINGER_BYTES {
+                return Poll::Ready(());
+            }
+            let mut read = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => self.discarded += read.filled().len(),
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+            }
+        }
+    }
+}
