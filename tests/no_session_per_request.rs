@@ -48,10 +48,16 @@ fn signing_opens_no_session_and_logs_in_once() -> Result {
         );
         Ok(())
     };
-    // Warm-up: enough requests that both workers have opened their session.
-    for n in 0..20 {
-        sign(n)?;
-    }
+    // Warm-up: two clients at once, so that both sessions (sessions = 2) are open
+    // whatever the health check's timing.
+    std::thread::scope(|scope| -> Result {
+        let a = scope.spawn(|| (0..20).try_for_each(&sign).map_err(|e| e.to_string()));
+        let b = scope.spawn(|| (1000..1020).try_for_each(&sign).map_err(|e| e.to_string()));
+        for handle in [a, b] {
+            handle.join().map_err(|_| "a warm-up client panicked")??;
+        }
+        Ok(())
+    })?;
     let (_, before) = daemon.curl("GET", "/metrics", None)?;
     for n in 20..220 {
         sign(n)?;

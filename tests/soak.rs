@@ -295,7 +295,7 @@ fn a_thousand_idle_connections_neither_slow_others_nor_outlive_the_read_timeout(
     let daemon = Daemon::start(
         &token,
         &[EPUAP],
-        "read_timeout_ms = 1000\nmax_connections = 1100",
+        "read_timeout_ms = 1000\nmax_connections = 1100\nmax_connections_per_identity = 1100",
     )?;
     let pid = daemon.pid();
     let public = leaves[0].cert.public_key()?;
