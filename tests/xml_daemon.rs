@@ -707,3 +707,87 @@ fn audit_records_wss_and_saml_with_signed_info_hash_and_references_but_no_docume
     }
     Ok(())
 }
+
+#[test]
+fn cli_sign_xml_writes_exact_bytes_that_xmlsec1_verifies_and_reports_refusals() -> Result {
+    let s = setup("")?;
+    let input = s.token.path("tpuserinfo.xml");
+    std::fs::write(&input, TP_USER_INFO)?;
+    let output = s.token.path("tpuserinfo.signed.xml");
+    run_ok(
+        s.token
+            .hsm_signer()
+            .args(["sign-xml", "--socket"])
+            .arg(&s.daemon.socket)
+            .args([
+                "--key",
+                "epuap",
+                "--profile",
+                "wss",
+                "--timestamp-ttl",
+                "300",
+                "--in",
+            ])
+            .arg(&input)
+            .arg("--out")
+            .arg(&output),
+    )?;
+    let signed = std::fs::read_to_string(&output)?;
+    assert!(signed.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- GSKO"));
+    assert!(timestamp_id(&signed).is_some());
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&output, &s.rsa_pem, &wss_id_attrs(SOAP11))?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 2/2"), "{out}");
+    }
+
+    let input = s.token.path("authn.xml");
+    std::fs::write(&input, WK_AUTHN_REQUEST)?;
+    let output = s.token.path("authn.signed.xml");
+    run_ok(
+        s.token
+            .hsm_signer()
+            .args(["sign-xml", "--socket"])
+            .arg(&s.daemon.socket)
+            .args([
+                "--key",
+                "wk",
+                "--profile",
+                "saml",
+                "--algorithm",
+                "ES256",
+                "--in",
+            ])
+            .arg(&input)
+            .arg("--out")
+            .arg(&output),
+    )?;
+    if have_xmlsec1() {
+        let id_attr = format!("{SAMLP}:AuthnRequest");
+        let (ok, out) = xmlsec1(&output, &s.ec_pem, &[("ID", id_attr)])?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+    }
+
+    // A refusal: the daemon's code and message on standard error, a non-zero exit, no file.
+    let input = s.token.path("xxe.xml");
+    std::fs::write(
+        &input,
+        "<!DOCTYPE e [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><e>&x;</e>",
+    )?;
+    let output = s.token.path("xxe.signed.xml");
+    let stderr = run_fails(
+        s.token
+            .hsm_signer()
+            .args(["sign-xml", "--socket"])
+            .arg(&s.daemon.socket)
+            .args(["--key", "epuap", "--profile", "wss", "--in"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&output),
+    )?;
+    assert!(stderr.contains("xml_doctype_forbidden"), "{stderr}");
+    assert!(stderr.contains("XML with a DOCTYPE is refused"), "{stderr}");
+    assert!(!output.exists());
+    Ok(())
+}
