@@ -791,3 +791,64 @@ fn cli_sign_xml_writes_exact_bytes_that_xmlsec1_verifies_and_reports_refusals() 
     assert!(!output.exists());
     Ok(())
 }
+
+#[test]
+fn token_gone_gives_503_token_unavailable_and_xml_signing_resumes_when_it_is_back() -> Result {
+    let s = setup("")?;
+    let wss = serde_json::json!({"envelope": TP_USER_INFO});
+    sign_wss(&s.daemon, "epuap", wss.clone())?;
+    let dir = s.token.token_dir()?;
+    let aside = s.token.path("token-moved-away");
+    std::fs::rename(&dir, &aside)?;
+    // The first request reaches the token call inside the XML signing (SignError::Token);
+    // the later ones are refused before it.
+    for n in 0..3 {
+        let (status, answer) = post(&s.daemon, "/v1/keys/epuap/wss/sign", &wss)?;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (503, Some("token_unavailable")),
+            "wss {n}: {answer}"
+        );
+        let (status, answer) = post(
+            &s.daemon,
+            "/v1/keys/wk/saml/sign",
+            &serde_json::json!({"xml": WK_AUTHN_REQUEST}),
+        )?;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (503, Some("token_unavailable")),
+            "saml {n}: {answer}"
+        );
+    }
+    let log = s.daemon.log_text();
+    assert!(log.contains("token connection lost"), "{log}");
+    std::fs::rename(&aside, &dir)?;
+    let back = std::time::Instant::now();
+    let answer = loop {
+        let (status, answer) = post(&s.daemon, "/v1/keys/epuap/wss/sign", &wss)?;
+        if status == 200 {
+            break answer;
+        }
+        assert!(
+            back.elapsed() < std::time::Duration::from_secs(5),
+            "{answer}: {}",
+            s.daemon.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let envelope = text(&answer, "envelope")?;
+    if have_xmlsec1() {
+        let xml = s.token.path("after.xml");
+        std::fs::write(&xml, envelope)?;
+        let (ok, out) = xmlsec1(&xml, &s.rsa_pem, &wss_id_attrs(SOAP11))?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+    }
+    let audit = std::fs::read_to_string(&s.daemon.audit)?;
+    assert!(
+        audit.lines().any(
+            |l| l.contains("\"op\":\"wss\"") && l.contains("\"outcome\":\"token_unavailable\"")
+        ),
+        "{audit}"
+    );
+    Ok(())
+}
