@@ -144,3 +144,67 @@ pub fn refused(answer: Answer) -> ClientError {
 fn url_segment(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
+
+/// Which XML signature the daemon makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XmlProfile {
+    /// WS-Security over a SOAP envelope (`/wss/sign`).
+    Wss,
+    /// An enveloped SAML signature (`/saml/sign`).
+    Saml,
+}
+
+/// Options of [`sign_xml`].
+#[derive(Debug, Clone, Default)]
+pub struct XmlSignOptions {
+    /// The algorithm; `None` lets the daemon take the key's first allowed one.
+    pub algorithm: Option<String>,
+    /// SAML: the `ID` of the element to sign (`None`: the root).
+    pub reference_id: Option<String>,
+    /// WS-Security: add a signed Timestamp valid this many seconds.
+    pub timestamp_ttl_seconds: Option<u32>,
+}
+
+/// Asks the daemon to sign the XML document `xml` and returns the signed document's
+/// exact bytes, to be sent as they are.
+pub async fn sign_xml(
+    socket: &Path,
+    key: &str,
+    profile: XmlProfile,
+    xml: &str,
+    options: &XmlSignOptions,
+) -> Result<Vec<u8>, ClientError> {
+    let (route, field) = match profile {
+        XmlProfile::Wss => ("wss", "envelope"),
+        XmlProfile::Saml => ("saml", "xml"),
+    };
+    let mut body = serde_json::json!({ field: xml });
+    if let Some(algorithm) = &options.algorithm {
+        body["algorithm"] = algorithm.as_str().into();
+    }
+    if let Some(id) = &options.reference_id {
+        body["reference_id"] = id.as_str().into();
+    }
+    if let Some(ttl) = options.timestamp_ttl_seconds {
+        body["timestamp_ttl_seconds"] = ttl.into();
+    }
+    let uri = format!("/v1/keys/{}/{route}/sign", url_segment(key));
+    let answer = request(socket, "POST", &uri, Some(body)).await?;
+    if answer.status != 200 {
+        return Err(refused(answer));
+    }
+    match profile {
+        XmlProfile::Wss => answer.body["envelope"]
+            .as_str()
+            .map(|s| s.as_bytes().to_vec())
+            .ok_or_else(|| ClientError::Http("the daemon's answer has no envelope".into())),
+        XmlProfile::Saml => {
+            let encoded = answer.body["xml_base64"].as_str().unwrap_or_default();
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| {
+                    ClientError::Http(format!("the daemon's xml_base64 is not base64: {e}"))
+                })
+        }
+    }
+}

@@ -99,6 +99,9 @@ pub enum Command {
     },
     /// Ask a running daemon for a signature (for scripts and tests).
     Sign(SignArgs),
+    /// Have a running daemon sign an XML document: a SOAP envelope with WS-Security
+    /// (ePUAP) or a SAML message (WK). Writes the signed document's exact bytes.
+    SignXml(SignXmlArgs),
     /// Measure signing speed: the token on its own, or the daemon through its socket.
     /// Prints one JSON line (see scripts/bench).
     Bench {
@@ -221,6 +224,49 @@ pub struct SignArgs {
     /// Write the signature base64-encoded instead of binary.
     #[arg(long)]
     base64: bool,
+}
+
+/// `hsm-signer sign-xml`.
+#[derive(Debug, clap::Args)]
+pub struct SignXmlArgs {
+    /// The daemon's socket.
+    #[arg(
+        long,
+        env = "HSM_SIGNER_SOCKET",
+        default_value = "/run/hsm-signer/hsm-signer.sock"
+    )]
+    socket: PathBuf,
+    /// The key name (from the daemon's configuration).
+    #[arg(long)]
+    key: String,
+    /// wss: WS-Security over a SOAP 1.1 / 1.2 envelope; saml: an enveloped signature
+    /// over a SAML message (or the element --reference-id names).
+    #[arg(long)]
+    profile: XmlProfileArg,
+    /// RS256, ES256, ... [default: the key's first configured algorithm that fits it].
+    #[arg(long)]
+    algorithm: Option<String>,
+    /// saml: the ID of the element to sign [default: the root].
+    #[arg(long)]
+    reference_id: Option<String>,
+    /// wss: add a signed wsu:Timestamp valid this many seconds.
+    #[arg(long = "timestamp-ttl", value_name = "SECONDS")]
+    timestamp_ttl: Option<u32>,
+    /// The unsigned document (UTF-8).
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Where to write the signed document, byte for byte as the daemon made it.
+    #[arg(long = "out")]
+    output: PathBuf,
+}
+
+/// `--profile` of `sign-xml`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum XmlProfileArg {
+    /// WS-Security (ePUAP SOAP calls).
+    Wss,
+    /// SAML (WK AuthnRequest, ArtifactResolve, LogoutRequest).
+    Saml,
 }
 
 /// `hsm-signer import`.
@@ -352,6 +398,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Sign(args) => sign(args),
+        Command::SignXml(args) => sign_xml(args),
         Command::Check {
             token,
             label,
@@ -401,6 +448,46 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         }
         None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign_xml(args: SignXmlArgs) -> Result<ExitCode> {
+    use crate::client::{XmlProfile, XmlSignOptions};
+    let profile = match args.profile {
+        XmlProfileArg::Wss => XmlProfile::Wss,
+        XmlProfileArg::Saml => XmlProfile::Saml,
+    };
+    if profile == XmlProfile::Wss && args.reference_id.is_some() {
+        bail!("--reference-id applies to --profile saml only");
+    }
+    if profile == XmlProfile::Saml && args.timestamp_ttl.is_some() {
+        bail!("--timestamp-ttl applies to --profile wss only");
+    }
+    let bytes =
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let Ok(xml) = String::from_utf8(bytes) else {
+        bail!(
+            "xml_encoding_unsupported: {} is not UTF-8; only UTF-8 XML is accepted",
+            args.input.display()
+        );
+    };
+    let options = XmlSignOptions {
+        algorithm: args.algorithm,
+        reference_id: args.reference_id,
+        timestamp_ttl_seconds: args.timestamp_ttl,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signed = runtime.block_on(crate::client::sign_xml(
+        &args.socket,
+        &args.key,
+        profile,
+        &xml,
+        &options,
+    ))?;
+    std::fs::write(&args.output, signed)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -84,8 +84,28 @@ impl ApiError {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("request body over {limit} bytes; send a digest instead of the data"),
+            format!("request body over {limit} bytes; raise [server] max_body_bytes for large envelopes, or send a digest to /sign"),
         )
+    }
+
+    /// An XML document refused or not signed: 400 for what the parser refuses, 422 for
+    /// a well-formed document that cannot be signed as asked, 500 for our own failures.
+    /// The message names at most a sanitised element name or ID, never content.
+    pub fn xml(err: &crate::xml::XmlError) -> Self {
+        use crate::xml::XmlError as X;
+        match err {
+            X::BadXml { .. }
+            | X::DoctypeForbidden
+            | X::EncodingUnsupported(_)
+            | X::TooDeep(_)
+            | X::DuplicateId(_)
+            | X::MissingId(_) => Self::new(StatusCode::BAD_REQUEST, err.code(), err.to_string()),
+            X::NotSoapEnvelope(_)
+            | X::AlreadySigned(_)
+            | X::ReferenceNotFound(_)
+            | X::AlgorithmMismatch(_) => Self::unprocessable(err.code(), err.to_string()),
+            X::BadCertificate(_) | X::SignatureMismatch | X::Internal(_) => Self::internal(err),
+        }
     }
 
     /// 422 with a code of its own.

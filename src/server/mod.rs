@@ -17,6 +17,7 @@ pub mod peer;
 pub mod policy;
 pub mod routes;
 pub mod state;
+mod xml_routes;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -28,6 +28,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/keys/{name}", get(get_key))
         .route("/v1/keys/{name}/certificate", get(get_certificate))
         .route("/v1/keys/{name}/sign", post(sign))
+        .route("/v1/keys/{name}/wss/sign", post(super::xml_routes::wss))
+        .route("/v1/keys/{name}/saml/sign", post(super::xml_routes::saml))
         .route("/v1/health", get(super::health::handler))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found() })
@@ -184,7 +186,11 @@ pub fn printable(text: &str) -> String {
     out
 }
 
-fn choose_algorithm(key: &str, allowed: &[Algorithm], given: &str) -> Result<Algorithm, ApiError> {
+pub(super) fn choose_algorithm(
+    key: &str,
+    allowed: &[Algorithm],
+    given: &str,
+) -> Result<Algorithm, ApiError> {
     let algorithm = Algorithm::parse(given).ok_or_else(|| {
         let known: Vec<&str> = algorithm::ALL.iter().map(|a| a.name()).collect();
         ApiError::unprocessable(
@@ -272,7 +278,7 @@ fn decode_input(request: &SignRequest) -> Result<Input, ApiError> {
     }
 }
 
-fn check_key(
+pub(super) fn check_key(
     rule: &KeyRule,
     algorithm: Algorithm,
     kind: KeyKind,

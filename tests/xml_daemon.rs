@@ -1,0 +1,854 @@
+//! The daemon signs SOAP envelopes (WS-Security) and SAML messages with keys on a real
+//! SoftHSM2 token, over its socket through curl, and verifiers we did not write check
+//! the answers against the key's certificate: xmlsec1, zeep + signxml
+//! (tests/verifiers/verify_xml.py) and the JDK (tests/verifiers/VerifyXml.java), each
+//! also saying WHAT was signed. Hostile documents get their status and code.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::daemon::{provision, Daemon, KeySetup};
+use common::fixtures::{KeySpec, Leaf};
+use common::*;
+
+const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
+const WSU: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const AUTHN_ID: &str = "ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111";
+
+/// An unsigned TpUserInfo call as GSKO sends it: declaration, comments, indentation,
+/// Polish text, `&amp;`, and a Header whose wsse:Security already has a UsernameToken.
+const TP_USER_INFO: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- GSKO → ePUAP TpUserInfo -->
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+                  xmlns:tpus="http://wsdl.tpuserinfo.epuap.gov.pl/"
+                  xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd">
+  <soapenv:Header>
+    <wsse:Security>
+      <wsse:UsernameToken><wsse:Username>gmina</wsse:Username></wsse:UsernameToken>
+    </wsse:Security>
+  </soapenv:Header>
+  <soapenv:Body>
+    <!-- pytanie o użytkownika -->
+    <tpus:GetTpUserInfo>
+      <tpUserObjectsInfoRequest>
+        <callerId>gmina-testowa</callerId>
+        <userId>jan.kowalski</userId>
+        <opis>Zażółć gęślą jaźń &amp; spółka</opis>
+      </tpUserObjectsInfoRequest>
+    </tpus:GetTpUserInfo>
+  </soapenv:Body>
+</soapenv:Envelope>
+"#;
+
+const SOAP12_ENVELOPE: &str = r#"<?xml version="1.0"?>
+<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope">
+  <env:Header><a:To xmlns:a="http://www.w3.org/2005/08/addressing">https://epuap.example/tpSigning5</a:To></env:Header>
+  <env:Body>
+    <ns:addDocumentToSigning xmlns:ns="http://signing.ws.comarch.gov"><doc>PGRvYy8+</doc><opis>Wniosek &lt;pilny&gt; — Zażółć gęślą jaźń</opis></ns:addDocumentToSigning>
+  </env:Body>
+</env:Envelope>
+"#;
+
+const WK_AUTHN_REQUEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<saml2p:AuthnRequest xmlns:saml2p="urn:oasis:names:tc:SAML:2.0:protocol"
+    xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion"
+    xmlns:eidas="http://eidas.europa.eu/saml-extensions"
+    AssertionConsumerServiceURL="https://gsko.gmina.example/wk/acs?a=1&amp;b=2"
+    Destination="https://symulator.login.gov.pl/login/SingleSignOnService"
+    ForceAuthn="true" ID="ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111"
+    IssueInstant="2026-03-01T10:00:00.000Z" Version="2.0">
+  <!-- GSKO: logowanie przez Węzeł Krajowy -->
+  <saml2:Issuer>https://gsko.gmina.example</saml2:Issuer>
+  <saml2p:Extensions>
+    <eidas:SPType>public</eidas:SPType>
+  </saml2p:Extensions>
+  <saml2p:NameIDPolicy AllowCreate="true" Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"/>
+</saml2p:AuthnRequest>
+"#;
+
+const ARTIFACT_RESOLVE: &str = r#"<soap11:Envelope xmlns:soap11="http://schemas.xmlsoap.org/soap/envelope/">
+  <soap11:Body>
+    <saml2p:ArtifactResolve xmlns:saml2p="urn:oasis:names:tc:SAML:2.0:protocol" ID="_a3f1c0de" IssueInstant="2026-03-01T10:00:01.000Z" Version="2.0">
+      <saml2:Issuer xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion">https://gsko.gmina.example</saml2:Issuer>
+      <saml2p:Artifact>AAQAAMFbLinlXaCM+FIxiDwGOLAy2T71gbpO7ZhNzAgEANlB90ECfpNEVLg=</saml2p:Artifact>
+    </saml2p:ArtifactResolve>
+  </soap11:Body>
+</soap11:Envelope>"#;
+
+/// The ePUAP RSA key (RS256) and the WK EC P-256 key (ES256).
+fn keys() -> [KeySetup; 2] {
+    [
+        KeySetup::rs256("epuap", "gsko-epuap"),
+        KeySetup {
+            name: "wk",
+            label: "gsko-wk-sign",
+            spec: KeySpec::P256,
+            algorithms: &["ES256"],
+            extra: "",
+        },
+    ]
+}
+
+/// A token with both keys and a daemon on it; the leaves' certificates as PEM files.
+struct Setup {
+    daemon: Daemon,
+    token: TestToken,
+    rsa_pem: PathBuf,
+    ec_pem: PathBuf,
+}
+
+fn setup(server_extra: &str) -> Result<Setup> {
+    let token = TestToken::new()?;
+    let keys = keys();
+    let leaves: Vec<Leaf> = provision(&token, &keys)?;
+    let rsa_pem = token.path("epuap.pem");
+    std::fs::write(&rsa_pem, leaves[0].cert.to_pem()?)?;
+    let ec_pem = token.path("wk.pem");
+    std::fs::write(&ec_pem, leaves[1].cert.to_pem()?)?;
+    let daemon = Daemon::start(&token, &keys, server_extra)?;
+    Ok(Setup {
+        daemon,
+        token,
+        rsa_pem,
+        ec_pem,
+    })
+}
+
+fn have(what: &str, probe: &mut Command) -> bool {
+    let ok = probe.output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing in CI: scripts/test installs it"
+        );
+        println!("SKIPPED {what}: not installed on this machine");
+    }
+    ok
+}
+
+fn have_xmlsec1() -> bool {
+    have("xmlsec1", Command::new("xmlsec1").arg("--version"))
+}
+
+fn have_python() -> bool {
+    have(
+        "python zeep + signxml + xmlsec",
+        Command::new("python3").args(["-c", "import zeep, signxml, xmlsec"]),
+    )
+}
+
+fn have_java() -> bool {
+    have("java (JDK)", Command::new("java").arg("-version"))
+}
+
+/// Runs a verifier; whether it accepted, and all it printed.
+fn run(cmd: &mut Command) -> Result<(bool, String)> {
+    let out = cmd.output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("$ {cmd:?}\n{text}");
+    Ok((out.status.success(), text))
+}
+
+fn verifiers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verifiers")
+}
+
+fn xmlsec1(xml: &Path, cert: &Path, id_attrs: &[(&str, String)]) -> Result<(bool, String)> {
+    let mut cmd = Command::new("xmlsec1");
+    cmd.arg("--verify");
+    for (attr, node) in id_attrs {
+        cmd.arg(format!("--id-attr:{attr}")).arg(node);
+    }
+    run(cmd.arg("--pubkey-cert-pem").arg(cert).arg(xml))
+}
+
+fn wss_id_attrs(soap_ns: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Id", format!("{soap_ns}:Body")),
+        ("Id", format!("{WSU}:Timestamp")),
+    ]
+}
+
+fn python(mode: &str, xml: &Path, cert: &Path, ids: &[&str]) -> Result<(bool, String)> {
+    run(Command::new("python3")
+        .arg(verifiers().join("verify_xml.py"))
+        .arg(mode)
+        .arg(xml)
+        .arg(cert)
+        .args(ids))
+}
+
+fn java(xml: &Path, cert: &Path) -> Result<(bool, String)> {
+    run(Command::new("java")
+        .arg(verifiers().join("VerifyXml.java"))
+        .arg(xml)
+        .arg(cert))
+}
+
+/// The `wsu:Id` of the Timestamp in a signed envelope, if it has one.
+fn timestamp_id(xml: &str) -> Option<String> {
+    let at = xml.find("Timestamp ")?;
+    let rest = &xml[at..];
+    let start = rest.find("Id=\"")? + 4;
+    let end = rest[start..].find('"')?;
+    Some(rest[start..start + end].to_string())
+}
+
+fn post(daemon: &Daemon, path: &str, body: &serde_json::Value) -> Result<(u16, serde_json::Value)> {
+    daemon.json("POST", path, Some(&body.to_string()))
+}
+
+/// Asks for a WS-Security signature; asserts 200 and returns the answer.
+fn sign_wss(daemon: &Daemon, key: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+    let (status, answer) = post(daemon, &format!("/v1/keys/{key}/wss/sign"), &body)?;
+    assert_eq!(status, 200, "{answer}");
+    Ok(answer)
+}
+
+fn sign_saml(daemon: &Daemon, key: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+    let (status, answer) = post(daemon, &format!("/v1/keys/{key}/saml/sign"), &body)?;
+    assert_eq!(status, 200, "{answer}");
+    Ok(answer)
+}
+
+fn text<'a>(answer: &'a serde_json::Value, field: &str) -> Result<&'a str> {
+    Ok(answer[field]
+        .as_str()
+        .ok_or_else(|| format!("no {field} in {answer}"))?)
+}
+
+/// Every verifier accepts the envelope and says it covers the Body (and Timestamp).
+fn assert_wss_verifies(
+    dir: &Path,
+    envelope: &str,
+    body_id: &str,
+    cert: &Path,
+    soap_ns: &str,
+) -> Result {
+    let xml = dir.join(format!("signed-{body_id}.xml"));
+    std::fs::write(&xml, envelope)?;
+    let ts = timestamp_id(envelope);
+    let refs = if ts.is_some() { 2 } else { 1 };
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&xml, cert, &wss_id_attrs(soap_ns))?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(
+            out.contains(&format!("SignedInfo References (ok/all): {refs}/{refs}")),
+            "{out}"
+        );
+    }
+    if have_python() {
+        let mut ids = vec![body_id];
+        ids.extend(ts.as_deref());
+        let (ok, out) = python("wss", &xml, cert, &ids)?;
+        assert!(ok, "zeep/signxml rejected:\n{out}");
+        assert!(out.contains("zeep: OK verify_envelope"), "{out}");
+        assert!(
+            out.contains(&format!("signxml: OK reference #{body_id} -> ")),
+            "{out}"
+        );
+        assert!(out.contains(" Body, payload"), "{out}");
+        if let Some(ts) = &ts {
+            assert!(
+                out.contains(&format!(
+                    "signxml: OK reference #{ts} -> wsu:Timestamp Created="
+                )),
+                "{out}"
+            );
+        }
+    }
+    if have_java() {
+        let (ok, out) = java(&xml, cert)?;
+        assert!(ok, "java rejected:\n{out}");
+        assert!(
+            out.contains(&format!(
+                "java: reference #{body_id} -> {{{soap_ns}}}Body valid=true"
+            )),
+            "{out}"
+        );
+        if let Some(ts) = &ts {
+            assert!(
+                out.contains(&format!(
+                    "java: reference #{ts} -> {{{WSU}}}Timestamp valid=true"
+                )),
+                "{out}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every verifier accepts the message and says it covers `element` with `id`.
+fn assert_saml_verifies(
+    dir: &Path,
+    xml_text: &str,
+    element: &str,
+    id: &str,
+    cert: &Path,
+) -> Result {
+    let xml = dir.join(format!("signed-{id}.xml"));
+    std::fs::write(&xml, xml_text)?;
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&xml, cert, &[("ID", format!("{SAMLP}:{element}"))])?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+    }
+    if have_python() {
+        let (ok, out) = python("saml", &xml, cert, &[id])?;
+        assert!(ok, "signxml rejected:\n{out}");
+        assert!(
+            out.contains(&format!(
+                "signxml: OK reference #{id} -> {element} Issuer=https://gsko.gmina.example"
+            )),
+            "{out}"
+        );
+    }
+    if have_java() {
+        let (ok, out) = java(&xml, cert)?;
+        assert!(ok, "java rejected:\n{out}");
+        assert!(
+            out.contains(&format!(
+                "java: reference #{id} -> {{{SAMLP}}}{element} valid=true"
+            )),
+            "{out}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn wss_tpuserinfo_soap11_rs256_verifies_and_a_tampered_body_does_not() -> Result {
+    let s = setup("")?;
+    // No algorithm given: the key's first allowed one, RS256.
+    let answer = sign_wss(
+        &s.daemon,
+        "epuap",
+        serde_json::json!({"envelope": TP_USER_INFO}),
+    )?;
+    assert_eq!(answer["algorithm"], "RS256");
+    assert_eq!(
+        answer["algorithm_uri"],
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+    );
+    assert_eq!(answer["key"], "epuap");
+    assert_eq!(text(&answer, "certificate_sha256")?.len(), 64);
+    let envelope = text(&answer, "envelope")?;
+    let body_id = text(&answer, "body_id")?;
+    // What the caller wrote comes back as written, the UsernameToken kept.
+    assert!(envelope.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- GSKO"));
+    assert!(envelope.contains("<!-- pytanie o użytkownika -->"));
+    assert!(envelope.contains("<opis>Zażółć gęślą jaźń &amp; spółka</opis>"));
+    assert!(envelope
+        .contains("<wsse:UsernameToken><wsse:Username>gmina</wsse:Username></wsse:UsernameToken>"));
+    assert!(!envelope.contains("Timestamp"));
+    assert_wss_verifies(s.token.dir.path(), envelope, body_id, &s.rsa_pem, SOAP11)?;
+
+    // One character of the signed Body changed: every verifier rejects it.
+    let tampered = envelope.replace("jan.kowalski", "jan.kowalskj");
+    assert_ne!(tampered, envelope);
+    let xml = s.token.path("tampered.xml");
+    std::fs::write(&xml, &tampered)?;
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&xml, &s.rsa_pem, &wss_id_attrs(SOAP11))?;
+        assert!(!ok, "xmlsec1 accepted a tampered Body:\n{out}");
+        assert!(out.contains("data and digest do not match"), "{out}");
+    }
+    if have_python() {
+        let (ok, out) = python("wss", &xml, &s.rsa_pem, &[body_id])?;
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("zeep: REJECTED (SignatureVerificationFailed)"),
+            "{out}"
+        );
+        assert!(out.contains("signxml: REJECTED (InvalidDigest"), "{out}");
+    }
+    if have_java() {
+        let (ok, out) = java(&xml, &s.rsa_pem)?;
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains(&format!(
+                "java: reference #{body_id} -> {{{SOAP11}}}Body valid=false"
+            )),
+            "{out}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn wss_soap12_es256_with_timestamp_signs_body_and_timestamp() -> Result {
+    let s = setup("")?;
+    let answer = sign_wss(
+        &s.daemon,
+        "wk",
+        serde_json::json!({"envelope": SOAP12_ENVELOPE, "algorithm": "ES256", "timestamp_ttl_seconds": 300}),
+    )?;
+    assert_eq!(answer["algorithm"], "ES256");
+    assert_eq!(
+        answer["algorithm_uri"],
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
+    );
+    let envelope = text(&answer, "envelope")?;
+    assert!(envelope.contains("<wsu:Expires>"));
+    assert!(timestamp_id(envelope).is_some(), "{envelope}");
+    assert_wss_verifies(
+        s.token.dir.path(),
+        envelope,
+        text(&answer, "body_id")?,
+        &s.ec_pem,
+        SOAP12,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn saml_wk_authn_request_es256_and_artifact_resolve_by_reference_id() -> Result {
+    let s = setup("")?;
+    let answer = sign_saml(
+        &s.daemon,
+        "wk",
+        serde_json::json!({"xml": WK_AUTHN_REQUEST}),
+    )?;
+    assert_eq!(answer["algorithm"], "ES256");
+    assert_eq!(answer["reference_uri"], format!("#{AUTHN_ID}"));
+    let xml = text(&answer, "xml")?;
+    use base64::Engine;
+    let exact = base64::engine::general_purpose::STANDARD.decode(text(&answer, "xml_base64")?)?;
+    assert_eq!(exact, xml.as_bytes());
+    assert!(xml.contains("<saml2:Issuer>https://gsko.gmina.example</saml2:Issuer><ds:Signature"));
+    assert!(xml.contains("<!-- GSKO: logowanie przez Węzeł Krajowy -->"));
+    assert_saml_verifies(s.token.dir.path(), xml, "AuthnRequest", AUTHN_ID, &s.ec_pem)?;
+
+    let answer = sign_saml(
+        &s.daemon,
+        "wk",
+        serde_json::json!({"xml": ARTIFACT_RESOLVE, "algorithm": "ES256", "reference_id": "_a3f1c0de"}),
+    )?;
+    assert_eq!(answer["reference_uri"], "#_a3f1c0de");
+    let xml = text(&answer, "xml")?;
+    assert!(xml.starts_with("<soap11:Envelope"));
+    assert_saml_verifies(
+        s.token.dir.path(),
+        xml,
+        "ArtifactResolve",
+        "_a3f1c0de",
+        &s.ec_pem,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn hostile_documents_get_their_status_and_code_and_signing_still_works() -> Result {
+    let s = setup("max_body_bytes = 65536")?;
+    let env = |body: &str| {
+        format!("<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>")
+    };
+    let deep = format!("{}{}", "<a>".repeat(200), "</a>".repeat(200));
+    let signed = sign_wss(
+        &s.daemon,
+        "epuap",
+        serde_json::json!({"envelope": TP_USER_INFO}),
+    )?;
+    let already = text(&signed, "envelope")?.to_string();
+    // UTF-16LE bytes as the JSON string would carry them: every other byte NUL.
+    let utf16: String = env("<x/>").chars().flat_map(|c| [c, '\0']).collect();
+    let huge = env(&"x".repeat(70_000));
+    let wss = "/v1/keys/epuap/wss/sign";
+    let saml = "/v1/keys/wk/saml/sign";
+    let cases: Vec<(&str, &str, serde_json::Value, u16, &str)> = vec![
+        (
+            "billion laughs",
+            wss,
+            serde_json::json!({"envelope": format!("<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\"><!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">]>{}", env("&lol3;"))}),
+            400,
+            "xml_doctype_forbidden",
+        ),
+        (
+            "XXE",
+            wss,
+            serde_json::json!({"envelope": format!("<!DOCTYPE e [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>{}", env("<p>&xxe;</p>"))}),
+            400,
+            "xml_doctype_forbidden",
+        ),
+        (
+            "declared UTF-16",
+            wss,
+            serde_json::json!({"envelope": format!("<?xml version=\"1.0\" encoding=\"UTF-16\"?>{}", env("<x/>"))}),
+            400,
+            "xml_encoding_unsupported",
+        ),
+        (
+            "UTF-16LE bytes",
+            wss,
+            serde_json::json!({"envelope": utf16}),
+            400,
+            "xml_encoding_unsupported",
+        ),
+        (
+            "200 levels deep",
+            wss,
+            serde_json::json!({"envelope": env(&deep)}),
+            400,
+            "xml_too_deep",
+        ),
+        (
+            "duplicate IDs",
+            saml,
+            serde_json::json!({"xml": format!("<saml2p:AuthnRequest xmlns:saml2p=\"{SAMLP}\" ID=\"dup\"><x ID=\"dup\"/></saml2p:AuthnRequest>")}),
+            400,
+            "xml_duplicate_id",
+        ),
+        (
+            "no ID to reference",
+            saml,
+            serde_json::json!({"xml": format!("<saml2p:AuthnRequest xmlns:saml2p=\"{SAMLP}\"/>")}),
+            400,
+            "xml_missing_id",
+        ),
+        (
+            "not an envelope",
+            wss,
+            serde_json::json!({"envelope": WK_AUTHN_REQUEST}),
+            422,
+            "not_soap_envelope",
+        ),
+        (
+            "already signed",
+            wss,
+            serde_json::json!({"envelope": already}),
+            422,
+            "already_signed",
+        ),
+        (
+            "unknown reference_id",
+            saml,
+            serde_json::json!({"xml": ARTIFACT_RESOLVE, "reference_id": "_nope"}),
+            422,
+            "reference_not_found",
+        ),
+        (
+            "malformed",
+            wss,
+            serde_json::json!({"envelope": "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body>"}),
+            400,
+            "bad_xml",
+        ),
+        (
+            "over max_body_bytes",
+            wss,
+            serde_json::json!({"envelope": huge}),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "unknown field",
+            wss,
+            serde_json::json!({"envelope": TP_USER_INFO, "digest": "AA=="}),
+            400,
+            "bad_request",
+        ),
+        (
+            "algorithm not allowed",
+            saml,
+            serde_json::json!({"xml": WK_AUTHN_REQUEST, "algorithm": "RS256"}),
+            422,
+            "algorithm_not_allowed",
+        ),
+        (
+            "unknown algorithm",
+            saml,
+            serde_json::json!({"xml": WK_AUTHN_REQUEST, "algorithm": "HS256"}),
+            422,
+            "unsupported_algorithm",
+        ),
+        (
+            "ttl zero",
+            wss,
+            serde_json::json!({"envelope": TP_USER_INFO, "timestamp_ttl_seconds": 0}),
+            400,
+            "bad_request",
+        ),
+        (
+            "unknown key",
+            "/v1/keys/nope/wss/sign",
+            serde_json::json!({"envelope": TP_USER_INFO}),
+            404,
+            "unknown_key",
+        ),
+    ];
+    for (what, path, body, status, code) in cases {
+        let (got, answer) = post(&s.daemon, path, &body)?;
+        println!("{what}: {got} {answer}");
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.contains("root:") && !message.contains("lol"),
+            "{what}: {message}"
+        );
+    }
+    // The refusals left the daemon able to sign, and what it signs verifies.
+    let answer = sign_saml(
+        &s.daemon,
+        "wk",
+        serde_json::json!({"xml": WK_AUTHN_REQUEST}),
+    )?;
+    assert_saml_verifies(
+        s.token.dir.path(),
+        text(&answer, "xml")?,
+        "AuthnRequest",
+        AUTHN_ID,
+        &s.ec_pem,
+    )?;
+    let answer = sign_wss(
+        &s.daemon,
+        "epuap",
+        serde_json::json!({"envelope": SOAP12_ENVELOPE}),
+    )?;
+    assert_wss_verifies(
+        s.token.dir.path(),
+        text(&answer, "envelope")?,
+        text(&answer, "body_id")?,
+        &s.rsa_pem,
+        SOAP12,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn audit_records_wss_and_saml_with_signed_info_hash_and_references_but_no_document() -> Result {
+    let s = setup("")?;
+    let wss = sign_wss(
+        &s.daemon,
+        "epuap",
+        serde_json::json!({"envelope": TP_USER_INFO, "timestamp_ttl_seconds": 60}),
+    )?;
+    let saml = sign_saml(
+        &s.daemon,
+        "wk",
+        serde_json::json!({"xml": WK_AUTHN_REQUEST}),
+    )?;
+    let (status, _) = post(
+        &s.daemon,
+        "/v1/keys/wk/saml/sign",
+        &serde_json::json!({"xml": ARTIFACT_RESOLVE, "reference_id": "_nope"}),
+    )?;
+    assert_eq!(status, 422);
+    let body_id = text(&wss, "body_id")?;
+    let ts = timestamp_id(text(&wss, "envelope")?).ok_or("no timestamp")?;
+    let lines = common::daemon::wait_for_lines(&s.daemon.audit, 3)?;
+    let records: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l))
+        .collect::<std::result::Result<_, _>>()?;
+    let ops: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["op"] == "wss" || r["op"] == "saml")
+        .collect();
+    assert_eq!(ops.len(), 3, "{lines:?}");
+    let w = ops[0];
+    assert_eq!(
+        (
+            w["op"].as_str(),
+            w["key"].as_str(),
+            w["algorithm"].as_str(),
+            w["status"].as_u64()
+        ),
+        (Some("wss"), Some("epuap"), Some("RS256"), Some(200))
+    );
+    assert_eq!(w["input_sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        w["reference"].as_str(),
+        Some(format!("#{body_id} #{ts}").as_str())
+    );
+    assert_eq!(w["cert_sha256"], wss["certificate_sha256"]);
+    let m = ops[1];
+    assert_eq!(
+        (m["op"].as_str(), m["key"].as_str(), m["algorithm"].as_str()),
+        (Some("saml"), Some("wk"), Some("ES256"))
+    );
+    assert_eq!(m["input_sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        m["reference"].as_str(),
+        Some(format!("#{AUTHN_ID}").as_str())
+    );
+    assert_eq!(m["cert_sha256"], saml["certificate_sha256"]);
+    let refused = ops[2];
+    assert_eq!(
+        (
+            refused["op"].as_str(),
+            refused["status"].as_u64(),
+            refused["outcome"].as_str()
+        ),
+        (Some("saml"), Some(422), Some("reference_not_found"))
+    );
+    let all = lines.join("\n");
+    for secret in [
+        "jan.kowalski",
+        "Zażółć",
+        "gsko.gmina.example",
+        "Envelope",
+        "AAQAAMFb",
+        "Issuer",
+    ] {
+        assert!(
+            !all.contains(secret),
+            "the audit file holds document text {secret:?}: {all}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn cli_sign_xml_writes_exact_bytes_that_xmlsec1_verifies_and_reports_refusals() -> Result {
+    let s = setup("")?;
+    let input = s.token.path("tpuserinfo.xml");
+    std::fs::write(&input, TP_USER_INFO)?;
+    let output = s.token.path("tpuserinfo.signed.xml");
+    run_ok(
+        s.token
+            .hsm_signer()
+            .args(["sign-xml", "--socket"])
+            .arg(&s.daemon.socket)
+            .args([
+                "--key",
+                "epuap",
+                "--profile",
+                "wss",
+                "--timestamp-ttl",
+                "300",
+                "--in",
+            ])
+            .arg(&input)
+            .arg("--out")
+            .arg(&output),
+    )?;
+    let signed = std::fs::read_to_string(&output)?;
+    assert!(signed.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- GSKO"));
+    assert!(timestamp_id(&signed).is_some());
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&output, &s.rsa_pem, &wss_id_attrs(SOAP11))?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 2/2"), "{out}");
+    }
+
+    let input = s.token.path("authn.xml");
+    std::fs::write(&input, WK_AUTHN_REQUEST)?;
+    let output = s.token.path("authn.signed.xml");
+    run_ok(
+        s.token
+            .hsm_signer()
+            .args(["sign-xml", "--socket"])
+            .arg(&s.daemon.socket)
+            .args([
+                "--key",
+                "wk",
+                "--profile",
+                "saml",
+                "--algorithm",
+                "ES256",
+                "--in",
+            ])
+            .arg(&input)
+            .arg("--out")
+            .arg(&output),
+    )?;
+    if have_xmlsec1() {
+        let id_attr = format!("{SAMLP}:AuthnRequest");
+        let (ok, out) = xmlsec1(&output, &s.ec_pem, &[("ID", id_attr)])?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+    }
+
+    // A refusal: the daemon's code and message on standard error, a non-zero exit, no file.
+    let input = s.token.path("xxe.xml");
+    std::fs::write(
+        &input,
+        "<!DOCTYPE e [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><e>&x;</e>",
+    )?;
+    let output = s.token.path("xxe.signed.xml");
+    let stderr = run_fails(
+        s.token
+            .hsm_signer()
+            .args(["sign-xml", "--socket"])
+            .arg(&s.daemon.socket)
+            .args(["--key", "epuap", "--profile", "wss", "--in"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&output),
+    )?;
+    assert!(stderr.contains("xml_doctype_forbidden"), "{stderr}");
+    assert!(stderr.contains("XML with a DOCTYPE is refused"), "{stderr}");
+    assert!(!output.exists());
+    Ok(())
+}
+
+#[test]
+fn token_gone_gives_503_token_unavailable_and_xml_signing_resumes_when_it_is_back() -> Result {
+    let s = setup("")?;
+    let wss = serde_json::json!({"envelope": TP_USER_INFO});
+    sign_wss(&s.daemon, "epuap", wss.clone())?;
+    let dir = s.token.token_dir()?;
+    let aside = s.token.path("token-moved-away");
+    std::fs::rename(&dir, &aside)?;
+    // The first request reaches the token call inside the XML signing (SignError::Token);
+    // the later ones are refused before it.
+    for n in 0..3 {
+        let (status, answer) = post(&s.daemon, "/v1/keys/epuap/wss/sign", &wss)?;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (503, Some("token_unavailable")),
+            "wss {n}: {answer}"
+        );
+        let (status, answer) = post(
+            &s.daemon,
+            "/v1/keys/wk/saml/sign",
+            &serde_json::json!({"xml": WK_AUTHN_REQUEST}),
+        )?;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (503, Some("token_unavailable")),
+            "saml {n}: {answer}"
+        );
+    }
+    let log = s.daemon.log_text();
+    assert!(log.contains("token connection lost"), "{log}");
+    std::fs::rename(&aside, &dir)?;
+    let back = std::time::Instant::now();
+    let answer = loop {
+        let (status, answer) = post(&s.daemon, "/v1/keys/epuap/wss/sign", &wss)?;
+        if status == 200 {
+            break answer;
+        }
+        assert!(
+            back.elapsed() < std::time::Duration::from_secs(5),
+            "{answer}: {}",
+            s.daemon.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let envelope = text(&answer, "envelope")?;
+    if have_xmlsec1() {
+        let xml = s.token.path("after.xml");
+        std::fs::write(&xml, envelope)?;
+        let (ok, out) = xmlsec1(&xml, &s.rsa_pem, &wss_id_attrs(SOAP11))?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+    }
+    let audit = std::fs::read_to_string(&s.daemon.audit)?;
+    assert!(
+        audit.lines().any(
+            |l| l.contains("\"op\":\"wss\"") && l.contains("\"outcome\":\"token_unavailable\"")
+        ),
+        "{audit}"
+    );
+    Ok(())
+}
