@@ -315,6 +315,31 @@ fn a_refused_uid_flooding_connections_cannot_starve_an_allowed_caller() -> Resul
         lines as u64 <= 2 * took.as_secs() + 4,
         "{lines} lines in {took:?}"
     );
+    // The audit log: refused_peer records folded the same way, with every connection
+    // counted.
+    let audit = std::fs::read_to_string(&daemon.audit)?;
+    let refused: Vec<Value> = audit
+        .lines()
+        .filter(|l| l.contains("\"op\":\"refused_peer\""))
+        .map(serde_json::from_str)
+        .collect::<std::result::Result<_, _>>()?;
+    let audited: u64 = refused
+        .iter()
+        .map(|r| r["detail"]["connections"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "refusals audited: {} records for {audited} connections",
+        refused.len()
+    );
+    assert_eq!(audited, connected, "every refusal audited once");
+    assert!(refused
+        .iter()
+        .all(|r| r["uid"] == 65534 && r["status"] == 403));
+    assert!(
+        refused.len() as u64 <= 2 * took.as_secs() + 4,
+        "{}",
+        refused.len()
+    );
     Ok(())
 }
 
