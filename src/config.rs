@@ -28,6 +28,48 @@ pub struct Config {
     /// The keys callers may use.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// TLS clients, each known by name and the SHA-256 of its certificate.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+/// One `[[clients]]` entry: a GSKO node on another host.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The name policy, metrics and the audit log use.
+    pub name: String,
+    /// SHA-256 (hex) of the client certificate's DER: only this certificate is admitted,
+    /// even if another one with a valid chain carries the same name.
+    pub certificate_sha256: String,
+}
+
+/// `[server.tls]`: a TCP listener with mutual TLS, beside the Unix socket.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address and port, e.g. "10.0.0.5:8443" (port 0: any free port, logged at start).
+    pub listen: String,
+    /// The server's certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1); mode 0600.
+    pub key_file: PathBuf,
+    /// The CA that issues client certificates, PEM.
+    pub client_ca_file: PathBuf,
+    /// Time allowed for a TLS handshake, milliseconds.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Connections still in the handshake at most; more are closed at once.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_max_handshakes() -> usize {
+    64
 }
 
 /// `[token]`.
@@ -76,6 +118,8 @@ pub struct ServerConfig {
     pub write_timeout_ms: u64,
     /// How long SIGTERM waits for requests in flight, milliseconds.
     pub shutdown_grace_ms: u64,
+    /// A TCP listener with mutual TLS for GSKO nodes on other hosts; none by default.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +138,7 @@ impl Default for ServerConfig {
             max_connections_per_identity: 64,
             write_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -159,6 +204,10 @@ pub struct KeyConfig {
     /// If set, only these gids may use this key (on top of `[server]`).
     #[serde(default)]
     pub allowed_gids: Option<Vec<u32>>,
+    /// If set, only these `[[clients]]` may use this key over TLS (local callers are
+    /// judged by `allowed_uids` / `allowed_gids` only).
+    #[serde(default)]
+    pub allowed_clients: Option<Vec<String>>,
     /// Keep signing after the certificate expired (default: refuse).
     #[serde(default)]
     pub allow_expired: bool,
@@ -270,6 +319,10 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
             a.shutdown_grace_ms != b.shutdown_grace_ms,
         ),
         (
+            "[server.tls] listen (or adding or removing [server.tls])",
+            a.tls.as_ref().map(|t| &t.listen) != b.tls.as_ref().map(|t| &t.listen),
+        ),
+        (
             "[audit] file",
             running.config.audit.file != new.config.audit.file,
         ),
@@ -368,6 +421,7 @@ fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
         }
     }
     check_connections(&config.server).map_err(invalid)?;
+    check_clients(&config).map_err(invalid)?;
     if config.server.max_body_bytes == 0 || config.server.queue_depth == 0 {
         return Err(invalid(
             "[server] max_body_bytes and queue_depth must be above 0".into(),
@@ -405,6 +459,64 @@ fn check_connections(server: &ServerConfig) -> Result<(), String> {
     }
     if server.write_timeout_ms == 0 {
         return Err("[server] write_timeout_ms must be above 0 (default 5000)".into());
+    }
+    Ok(())
+}
+
+fn check_clients(config: &Config) -> Result<(), String> {
+    let mut names = HashSet::new();
+    let mut pins = HashSet::new();
+    for client in &config.clients {
+        if client.name.is_empty()
+            || client.name.len() > 64
+            || client.name.chars().any(|c| c.is_control())
+        {
+            return Err(format!(
+                "[[clients]] name {:?}: use 1 to 64 printable characters",
+                client.name
+            ));
+        }
+        if !names.insert(client.name.as_str()) {
+            return Err(format!("[[clients]] name {:?} appears twice", client.name));
+        }
+        let pin = client
+            .certificate_sha256
+            .to_ascii_lowercase()
+            .replace(':', "");
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "[[clients]] {:?}: certificate_sha256 must be the 64 hex digits of the SHA-256 of the certificate's DER (openssl x509 -in client.pem -outform DER | sha256sum)",
+                client.name
+            ));
+        }
+        if !pins.insert(pin) {
+            return Err(format!(
+                "[[clients]] {:?}: this certificate is pinned for another client too",
+                client.name
+            ));
+        }
+    }
+    for key in &config.keys {
+        for name in key.allowed_clients.iter().flatten() {
+            if !names.contains(name.as_str()) {
+                return Err(format!(
+                    "[[keys]] {:?}: allowed_clients names {name:?}, which is not in [[clients]]",
+                    key.name
+                ));
+            }
+        }
+    }
+    if config.server.tls.is_some() && config.clients.is_empty() {
+        return Err(
+            "[server.tls] is set but no [[clients]] are pinned: no one could connect".into(),
+        );
+    }
+    if let Some(tls) = &config.server.tls {
+        if tls.handshake_timeout_ms == 0 || tls.max_handshakes == 0 {
+            return Err(
+                "[server.tls] handshake_timeout_ms and max_handshakes must be above 0".into(),
+            );
+        }
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use super::metrics::{ErrorLabel, KeyLabel, RequestLabels};
 use super::peer::Peer;
 use super::state::AppState;
 use crate::algorithm::Algorithm;
-use crate::audit::{Caller, Record};
+use crate::audit::Record;
 use crate::signer::Signer;
 
 /// What the record needs to know, filled in as the request is understood.
@@ -162,12 +162,7 @@ impl Audited {
     fn template(&self) -> Record {
         let mut record = Record::system(self.op, "");
         record.time = self.time.clone();
-        record.caller = Caller {
-            uid: Some(self.peer.uid),
-            gid: Some(self.peer.gid),
-            pid: self.peer.pid,
-            client: None,
-        };
+        record.caller = self.peer.caller();
         record
     }
 

@@ -16,17 +16,15 @@ use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::UnixStream;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tower::ServiceExt;
 
 use super::conn_io::ConnIo;
 use super::error::ApiError;
 use super::peer::Peer;
 
-/// What the per-identity connection limit counts by. A uid for now; callers will be
-/// identified by more than a uid later, and only this alias changes then.
-pub type IdentityKey = u32;
+pub use super::peer::IdentityKey;
 
 /// How connections are served.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +65,7 @@ impl Identities {
     /// Counts a connection for `key`, or `None` if `key` already has `max` open.
     pub fn enter(self: &Arc<Self>, key: IdentityKey) -> Option<Counted> {
         let mut open = self.open.lock().expect("identities lock");
-        let count = open.entry(key).or_default();
+        let count = open.entry(key.clone()).or_default();
         if *count >= self.max {
             return None;
         }
@@ -93,19 +91,23 @@ impl Drop for Counted {
 
 /// Serves `stream` from `peer` until it closes; `admitted` is the policy's answer at
 /// accept. `hold` (the connection's slots) is released when the connection ends.
-pub fn serve<H: Send + 'static>(
-    stream: UnixStream,
+pub fn serve<S, H>(
+    stream: S,
     peer: Peer,
     admitted: bool,
     app: Router,
     limits: &ConnLimits,
-    graceful: &GracefulShutdown,
+    graceful: Watcher,
     hold: H,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Send + 'static,
+{
     let linger = Arc::new(AtomicBool::new(false));
     let io = ConnIo::new(stream, limits.write_timeout, linger.clone());
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        answer(request, peer, admitted, app.clone(), linger.clone())
+        answer(request, peer.clone(), admitted, app.clone(), linger.clone())
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -168,10 +170,7 @@ async fn answer(
 
 /// The answer to a peer that no rule admitted at accept (logged, folded, by the listener).
 fn refused(peer: &Peer) -> ApiError {
-    ApiError::forbidden(format!(
-        "uid {} / gid {} is not allowed to use this daemon ([server] allowed_uids / allowed_gids)",
-        peer.uid, peer.gid
-    ))
+    super::policy::refusal(peer)
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header.

@@ -16,7 +16,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
 use tokio::time::Sleep;
 
 /// How long a lingering close keeps reading.
@@ -25,17 +24,17 @@ pub const LINGER_FOR: Duration = Duration::from_secs(2);
 pub const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 /// The stream, with a write deadline and an optional lingering close.
-pub struct ConnIo {
-    stream: UnixStream,
+pub struct ConnIo<S> {
+    stream: S,
     write_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
     linger: Arc<AtomicBool>,
     lingering: Option<Lingering>,
 }
 
-impl ConnIo {
+impl<S> ConnIo<S> {
     /// Wraps `stream`; the close lingers if `linger` is true by the time hyper closes.
-    pub fn new(stream: UnixStream, write_timeout: Duration, linger: Arc<AtomicBool>) -> Self {
+    pub fn new(stream: S, write_timeout: Duration, linger: Arc<AtomicBool>) -> Self {
         Self {
             stream,
             write_timeout,
@@ -70,7 +69,7 @@ impl ConnIo {
     }
 }
 
-impl AsyncRead for ConnIo {
+impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -80,7 +79,7 @@ impl AsyncRead for ConnIo {
     }
 }
 
-impl AsyncWrite for ConnIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -137,7 +136,11 @@ struct Lingering {
 
 impl Lingering {
     /// Ready when the client closed, failed, or the time or byte budget is spent.
-    fn poll_drain(&mut self, stream: &mut UnixStream, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_drain<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         let mut buf = [0u8; 16 * 1024];
         loop {
             if self.until.as_mut().poll(cx).is_ready() || self.discarded >= LINGER_BYTES {

@@ -218,8 +218,8 @@ pub async fn serve(
         if !admitted {
             notices.refused(&peer);
         }
-        let Some(counted) = identities.enter(peer.uid) else {
-            notices.identity_full(peer.uid, limits.max_per_identity);
+        let Some(counted) = identities.enter(peer.key()) else {
+            notices.identity_full(peer.key(), limits.max_per_identity);
             continue;
         };
         tokio::spawn(conn::serve(
@@ -228,7 +228,7 @@ pub async fn serve(
             admitted,
             app.clone(),
             &limits,
-            &graceful,
+            graceful.watcher(),
             (slot, counted),
         ));
     }
@@ -294,35 +294,40 @@ impl Notices {
 
 impl Notices {
     fn refused(&mut self, peer: &Peer) {
-        if let Some(folded) = self.refused.event(peer.uid, Instant::now()) {
-            tracing::warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, folded, "refused a connection from a peer not in allowed_uids/allowed_gids");
-            self.audit_refusal(Some(peer), peer.uid, 1 + folded);
+        if let Some(folded) = self.refused.event(peer.key(), Instant::now()) {
+            tracing::warn!(peer = %peer.describe(), folded, "refused a connection from a peer no rule admits");
+            self.audit_refusal(Some(peer), peer.key(), 1 + folded);
         }
     }
 
     /// A `refused_peer` record: `count` connections refused (this one, plus those folded
     /// since the last record for the uid). Written on a blocking thread, not awaited: the
     /// accept loop never waits on the disk, and the fold bounds the rate.
-    fn audit_refusal(&self, peer: Option<&Peer>, uid: IdentityKey, count: u64) {
+    fn audit_refusal(&self, peer: Option<&Peer>, key: IdentityKey, count: u64) {
         let Some(audit) = self.audit.clone() else {
             return;
         };
         let mut record = crate::audit::Record::system("refused_peer", "forbidden")
             .with_detail(serde_json::json!({ "connections": count }));
         record.status = 403;
-        record.caller = crate::audit::Caller {
-            uid: Some(uid),
-            gid: peer.map(|p| p.gid),
-            pid: peer.and_then(|p| p.pid),
-            client: None,
+        record.caller = match (peer, key) {
+            (Some(peer), _) => peer.caller(),
+            (None, IdentityKey::Uid(uid)) => crate::audit::Caller {
+                uid: Some(uid),
+                ..Default::default()
+            },
+            (None, IdentityKey::Client(name)) => crate::audit::Caller {
+                client: Some(name.to_string()),
+                ..Default::default()
+            },
         };
         tokio::task::spawn_blocking(move || audit.record(record));
     }
 
-    fn identity_full(&mut self, uid: IdentityKey, max: usize) {
-        if let Some(folded) = self.identity_full.event(uid, Instant::now()) {
+    fn identity_full(&mut self, key: IdentityKey, max: usize) {
+        if let Some(folded) = self.identity_full.event(key.clone(), Instant::now()) {
             tracing::warn!(
-                uid,
+                identity = %key,
                 max,
                 folded,
                 "max_connections_per_identity reached; closing a new connection"
@@ -355,19 +360,19 @@ impl Notices {
     /// Logs the counts of the windows that ended.
     fn flush(&mut self) {
         let now = Instant::now();
-        for (uid, n) in self.refused.ended(now) {
+        for (key, n) in self.refused.ended(now) {
             tracing::warn!(
-                uid,
+                identity = %key,
                 folded = n,
-                "refused {n} more from uid {uid} in the last second"
+                "refused {n} more from {key} in the last second"
             );
-            self.audit_refusal(None, uid, n);
+            self.audit_refusal(None, key, n);
         }
-        for (uid, n) in self.identity_full.ended(now) {
+        for (key, n) in self.identity_full.ended(now) {
             tracing::warn!(
-                uid,
+                identity = %key,
                 folded = n,
-                "max_connections_per_identity: closed {n} more from uid {uid} in the last second"
+                "max_connections_per_identity: closed {n} more from {key} in the last second"
             );
         }
         for ((), n) in self.full.ended(now) {

@@ -17,6 +17,7 @@ pub mod peer;
 pub mod policy;
 pub mod routes;
 pub mod state;
+pub mod tls;
 mod xml_routes;
 
 use std::path::Path;
@@ -52,6 +53,9 @@ pub enum ServeError {
     /// Process set-up.
     #[error("cannot start: {0}")]
     Setup(String),
+    /// The TLS listener.
+    #[error("cannot start: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 fn wants(config: &Resolved) -> Vec<KeyWant> {
@@ -176,6 +180,33 @@ async fn run(
     };
     let policy = state.clone();
     let admit: listener::Admission = Arc::new(move |peer| policy.policy().admits(peer));
+    let grace = Duration::from_millis(server.shutdown_grace_ms);
+    let (tls_settings, tls_serving) = match &server.tls {
+        None => (None, None),
+        Some(tls_config) => {
+            let settings: tls::Shared = Arc::new(std::sync::RwLock::new(Arc::new(
+                tls::TlsSettings::load(tls_config, &config.config.clients)?,
+            )));
+            let tcp = tls::bind(tls_config).await?;
+            let address = tcp
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| tls_config.listen.clone());
+            tracing::info!(%address, clients = config.config.clients.len(), "TLS listener ready (mutual TLS, pinned clients)");
+            let serving = tokio::spawn(tls::serve(
+                tcp,
+                settings.clone(),
+                tls_config.max_handshakes,
+                app(state.clone()),
+                limits,
+                admit.clone(),
+                state.audit.clone(),
+                stop_rx.clone(),
+                grace,
+            ));
+            (Some(settings), Some(serving))
+        }
+    };
     tracing::info!(
         socket = %server.socket.display(),
         activated,
@@ -191,13 +222,16 @@ async fn run(
         admit,
         state.audit.clone(),
         stop_rx,
-        Duration::from_millis(server.shutdown_grace_ms),
+        grace,
     ));
     let health = tokio::spawn(health::run_periodic(state.clone()));
-    signals.wait(&config, &state).await;
+    signals.wait(&config, &state, tls_settings.as_ref()).await;
     health.abort();
     let _ = stop_tx.send(true);
     let _ = serving.await;
+    if let Some(tls_serving) = tls_serving {
+        let _ = tls_serving.await;
+    }
     // An inherited socket is systemd's: it outlives us so callers wait for the restart.
     if !activated {
         if let Err(e) = std::fs::remove_file(&server.socket) {
@@ -225,12 +259,12 @@ impl Signals {
     }
 
     /// Waits for SIGTERM/SIGINT, reloading on every SIGHUP meanwhile.
-    async fn wait(mut self, config: &Resolved, state: &Arc<AppState>) {
+    async fn wait(mut self, config: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Shared>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => break,
                 _ = self.int.recv() => break,
-                _ = self.hup.recv() => reload(config, state).await,
+                _ = self.hup.recv() => reload(config, state, tls).await,
             }
         }
         tracing::info!("stopping: finishing requests in flight");
@@ -242,7 +276,7 @@ impl Signals {
 /// token answers: revoking access must not wait for the HSM. Keys are then looked up on
 /// the token; one that cannot be found yet stays pending (503 `key_unavailable`) until
 /// it can. The audit file is reopened (logrotate's `create`).
-async fn reload(running: &Resolved, state: &Arc<AppState>) {
+async fn reload(running: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Shared>) {
     let new = match config::load(&running.path) {
         Ok(new) => new,
         Err(e) => {
@@ -253,6 +287,15 @@ async fn reload(running: &Resolved, state: &Arc<AppState>) {
     let ignored = config::needs_restart(running, &new);
     if !ignored.is_empty() {
         tracing::warn!(settings = ?ignored, "these changes need a restart and are not applied; applying the rest");
+    }
+    // The TLS side first: a pin removed must not outlive the rule that named it.
+    if let (Some(shared), Some(tls_config)) = (tls, &new.config.server.tls) {
+        match tls::TlsSettings::load(tls_config, &new.config.clients) {
+            Ok(settings) => *shared.write().expect("tls settings lock") = Arc::new(settings),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificates or client CA not reloaded; new connections use the previous ones, under the new [[clients]] rules")
+            }
+        }
     }
     state.apply(&new);
     tracing::info!(

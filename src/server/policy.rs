@@ -8,7 +8,7 @@ use crate::algorithm::Algorithm;
 use crate::config::{KeyConfig, Resolved};
 
 use super::error::ApiError;
-use super::peer::Peer;
+use super::peer::{Local, Peer};
 
 /// The access rules in force.
 #[derive(Debug, Clone)]
@@ -16,6 +16,7 @@ pub struct Policy {
     allowed_uids: Vec<u32>,
     allowed_gids: Vec<u32>,
     own_uid: u32,
+    clients: Vec<Arc<str>>,
     keys: HashMap<String, Arc<KeyRule>>,
     names: Vec<String>,
 }
@@ -31,6 +32,7 @@ pub struct KeyRule {
     pub algorithms: Vec<Algorithm>,
     allowed_uids: Option<Vec<u32>>,
     allowed_gids: Option<Vec<u32>>,
+    allowed_clients: Option<Vec<Arc<str>>>,
     /// Sign after the certificate expired.
     pub allow_expired: bool,
 }
@@ -49,27 +51,39 @@ impl Policy {
             allowed_uids: server.allowed_uids.clone(),
             allowed_gids: server.allowed_gids.clone(),
             own_uid: nix::unistd::geteuid().as_raw(),
+            clients: config
+                .config
+                .clients
+                .iter()
+                .map(|c| Arc::from(c.name.as_str()))
+                .collect(),
             names: config.config.keys.iter().map(|k| k.name.clone()).collect(),
             keys,
         }
     }
 
-    /// May `peer` talk to the daemon at all? Empty lists mean only the daemon's own uid.
+    /// May `peer` talk to the daemon at all? A local peer: by `allowed_uids` /
+    /// `allowed_gids` (empty lists mean only the daemon's own uid). A TLS client: every
+    /// client pinned in `[[clients]]` (the handshake already required its certificate).
     pub fn admit(&self, peer: &Peer) -> Result<(), ApiError> {
         if self.admits(peer) {
             Ok(())
         } else {
-            tracing::warn!(uid = peer.uid, gid = peer.gid, pid = ?peer.pid, "refused a peer not in allowed_uids/allowed_gids");
-            Err(ApiError::forbidden(format!(
-                "uid {} / gid {} is not allowed to use this daemon ([server] allowed_uids / allowed_gids)",
-                peer.uid, peer.gid
-            )))
+            tracing::warn!(peer = %peer.describe(), "refused a peer no rule admits");
+            Err(refusal(peer))
         }
     }
 
     /// [`Policy::admit`] without the log line or the error: for the listener, which asks
     /// once per connection and logs refusals folded.
     pub fn admits(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Local(l) => self.admits_local(l),
+            Peer::Remote(r) => self.clients.iter().any(|c| **c == *r.client),
+        }
+    }
+
+    fn admits_local(&self, peer: &Local) -> bool {
         if self.allowed_uids.is_empty() && self.allowed_gids.is_empty() {
             peer.uid == self.own_uid
         } else {
@@ -87,14 +101,13 @@ impl Policy {
             Ok(rule.clone())
         } else {
             tracing::warn!(
-                uid = peer.uid,
-                gid = peer.gid,
+                peer = %peer.describe(),
                 key = name,
                 "refused a peer not allowed this key"
             );
             Err(ApiError::forbidden(format!(
-                "uid {} / gid {} may not use key {name:?}",
-                peer.uid, peer.gid
+                "{} may not use key {name:?}",
+                peer.describe()
             )))
         }
     }
@@ -124,15 +137,40 @@ impl Policy {
     }
 }
 
+/// The 403 for a peer no rule admits, naming the settings that would.
+pub fn refusal(peer: &Peer) -> ApiError {
+    match peer {
+        Peer::Local(_) => ApiError::forbidden(format!(
+            "{} is not allowed to use this daemon ([server] allowed_uids / allowed_gids)",
+            peer.describe()
+        )),
+        Peer::Remote(_) => ApiError::forbidden(format!(
+            "{} is not a known client: its certificate is not pinned in [[clients]]",
+            peer.describe()
+        )),
+    }
+}
+
 impl KeyRule {
+    /// Local callers are judged by `allowed_uids` / `allowed_gids` only, TLS callers by
+    /// `allowed_clients` only: a key with `allowed_clients` keeps serving its local
+    /// callers as before.
     fn permits(&self, peer: &Peer) -> bool {
-        self.allowed_uids
-            .as_ref()
-            .is_none_or(|u| u.contains(&peer.uid))
-            && self
-                .allowed_gids
+        match peer {
+            Peer::Local(l) => {
+                self.allowed_uids
+                    .as_ref()
+                    .is_none_or(|u| u.contains(&l.uid))
+                    && self
+                        .allowed_gids
+                        .as_ref()
+                        .is_none_or(|g| g.contains(&l.gid))
+            }
+            Peer::Remote(r) => self
+                .allowed_clients
                 .as_ref()
-                .is_none_or(|g| g.contains(&peer.gid))
+                .is_none_or(|c| c.iter().any(|name| **name == *r.client)),
+        }
     }
 }
 
@@ -144,6 +182,10 @@ impl From<&KeyConfig> for KeyRule {
             algorithms: k.algorithms.clone(),
             allowed_uids: k.allowed_uids.clone(),
             allowed_gids: k.allowed_gids.clone(),
+            allowed_clients: k
+                .allowed_clients
+                .as_ref()
+                .map(|c| c.iter().map(|n| Arc::from(n.as_str())).collect()),
             allow_expired: k.allow_expired,
         }
     }

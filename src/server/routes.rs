@@ -65,7 +65,7 @@ async fn sign(
     body: Body,
 ) -> Response {
     state.metrics.in_flight.inc();
-    let mut audited = Audited::begin("sign", peer);
+    let mut audited = Audited::begin("sign", peer.clone());
     let result = sign_inner(&state, &peer, name, body, &mut audited).await;
     let result = audited.finish(&state, result).await;
     state.metrics.in_flight.dec();

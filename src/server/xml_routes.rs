@@ -88,7 +88,7 @@ pub(super) async fn wss(
     body: Body,
 ) -> Response {
     state.metrics.in_flight.inc();
-    let mut audited = Audited::begin("wss", peer);
+    let mut audited = Audited::begin("wss", peer.clone());
     let result = wss_inner(&state, &peer, name, body, &mut audited).await;
     let result = audited.finish(&state, result).await;
     state.metrics.in_flight.dec();
@@ -105,7 +105,7 @@ pub(super) async fn saml(
     body: Body,
 ) -> Response {
     state.metrics.in_flight.inc();
-    let mut audited = Audited::begin("saml", peer);
+    let mut audited = Audited::begin("saml", peer.clone());
     let result = saml_inner(&state, &peer, name, body, &mut audited).await;
     let result = audited.finish(&state, result).await;
     state.metrics.in_flight.dec();

@@ -1,0 +1,269 @@
+//! The TCP listener with mutual TLS (`[server.tls]`), for GSKO nodes on other hosts.
+//!
+//! rustls with the ring provider, TLS 1.2 and 1.3 only, no OpenSSL on this path. A client
+//! certificate is required and must chain to `client_ca_file`; then its SHA-256 must be
+//! pinned in `[[clients]]`, which gives the caller its name: a valid chain alone admits
+//! no one. After the handshake the connection is served exactly like a Unix socket
+//! connection ([`super::conn::serve`]), with the same limits.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::conn::{self, ConnLimits, Identities};
+use super::fold::Fold;
+use super::listener::Admission;
+use super::peer::{Peer, Remote};
+use crate::config::{ClientConfig, TlsConfig};
+
+/// Why the TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("[server.tls] {what}: {detail}")]
+pub struct TlsError {
+    what: String,
+    detail: String,
+}
+
+fn tls_error(what: impl Into<String>, detail: impl std::fmt::Display) -> TlsError {
+    TlsError {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// What a reload may change: the certificates, the client CA and the pins.
+pub struct TlsSettings {
+    acceptor: TlsAcceptor,
+    pins: HashMap<[u8; 32], Arc<str>>,
+    handshake_timeout: Duration,
+}
+
+impl TlsSettings {
+    /// Reads the files named in `config` and the pins of `clients`.
+    pub fn load(config: &TlsConfig, clients: &[ClientConfig]) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs(&config.client_ca_file, "client_ca_file")? {
+            roots.add(cert).map_err(|e| {
+                tls_error(
+                    format!("client_ca_file {}", config.client_ca_file.display()),
+                    e,
+                )
+            })?;
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| tls_error("client_ca_file", e))?;
+        let chain = read_certs(&config.cert_file, "cert_file")?;
+        let key = read_key(&config.key_file)?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| tls_error("protocol versions", e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| tls_error("cert_file and key_file", e))?;
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut pins = HashMap::new();
+        for client in clients {
+            let hex_pin = client
+                .certificate_sha256
+                .to_ascii_lowercase()
+                .replace(':', "");
+            let mut pin = [0u8; 32];
+            hex::decode_to_slice(&hex_pin, &mut pin)
+                .map_err(|e| tls_error(format!("[[clients]] {:?}", client.name), e))?;
+            pins.insert(pin, Arc::from(client.name.as_str()));
+        }
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            pins,
+            handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+        })
+    }
+
+    /// The peer a verified client certificate stands for: its pinned name, or an
+    /// unpinned fingerprint (which no rule admits).
+    fn peer(&self, cert: &CertificateDer<'_>) -> Peer {
+        let digest = openssl::sha::sha256(cert.as_ref());
+        let client = match self.pins.get(&digest) {
+            Some(name) => name.clone(),
+            None => Arc::from(format!("sha256:{}", &hex::encode(digest)[..16])),
+        };
+        Peer::Remote(Remote { client })
+    }
+}
+
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let context = || format!("{what} {}", path.display());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_error(context(), e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_error(context(), e))?;
+    if certs.is_empty() {
+        return Err(tls_error(context(), "no PEM certificate in the file"));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let context = || format!("key_file {}", path.display());
+    let mode = std::fs::metadata(path)
+        .map_err(|e| tls_error(context(), e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o027 != 0 {
+        return Err(tls_error(
+            context(),
+            format!("mode {mode:04o}: others may read or change the server's key; chmod 0600"),
+        ));
+    }
+    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_error(context(), e))
+}
+
+/// The TLS settings in force, swapped whole on reload.
+pub type Shared = Arc<RwLock<Arc<TlsSettings>>>;
+
+/// Binds `config.listen`.
+pub async fn bind(config: &TlsConfig) -> Result<TcpListener, TlsError> {
+    TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| tls_error(format!("listen {}", config.listen), e))
+}
+
+/// Accepts TCP connections until `stop` fires: at most `max_handshakes` in the handshake
+/// at once, each within its timeout; then the peer is its pinned name, judged by the
+/// policy like a local peer, and served by [`conn::serve`].
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    listener: TcpListener,
+    settings: Shared,
+    max_handshakes: usize,
+    app: axum::Router,
+    limits: ConnLimits,
+    admit: Admission,
+    audit: Option<crate::audit::AuditLog>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes));
+    let identities = Identities::new(limits.max_per_identity);
+    let refusals = Arc::new(std::sync::Mutex::new(Fold::new(Duration::from_secs(1))));
+    let mut busy = Fold::new(Duration::from_secs(1));
+    loop {
+        let (tcp, address) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    if let Some(folded) = busy.event("accept", std::time::Instant::now()) {
+                        tracing::warn!(error = %e, folded, "TLS accept failed; retrying in 100 ms");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let (Ok(slot), Ok(handshake)) = (
+            slots.clone().try_acquire_owned(),
+            handshakes.clone().try_acquire_owned(),
+        ) else {
+            if let Some(folded) = busy.event("full", std::time::Instant::now()) {
+                tracing::warn!(
+                    folded,
+                    "TLS: connection or handshake limit reached; closing a new connection"
+                );
+            }
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let current = settings.read().expect("tls settings lock").clone();
+        let watcher = graceful.watcher();
+        let (app, admit, audit, identities, refusals) = (
+            app.clone(),
+            admit.clone(),
+            audit.clone(),
+            identities.clone(),
+            refusals.clone(),
+        );
+        tokio::spawn(async move {
+            let accepted =
+                tokio::time::timeout(current.handshake_timeout, current.acceptor.accept(tcp)).await;
+            drop(handshake);
+            let stream = match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!(%address, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%address, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let Some(cert) = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .cloned()
+            else {
+                return;
+            };
+            let peer = current.peer(&cert);
+            let admitted = admit(&peer);
+            if !admitted {
+                let folded = refusals
+                    .lock()
+                    .expect("refusals lock")
+                    .event(peer.key(), std::time::Instant::now());
+                if let Some(folded) = folded {
+                    tracing::warn!(peer = %peer.describe(), %address, folded, "refused a TLS client whose certificate is not pinned in [[clients]]");
+                    if let Some(audit) = audit {
+                        let mut record = crate::audit::Record::system("refused_peer", "forbidden")
+                            .with_detail(serde_json::json!({ "connections": 1 + folded, "address": address.to_string() }));
+                        record.status = 403;
+                        record.caller = peer.caller();
+                        tokio::task::spawn_blocking(move || audit.record(record));
+                    }
+                }
+            }
+            let Some(counted) = identities.enter(peer.key()) else {
+                tracing::warn!(peer = %peer.describe(), "max_connections_per_identity reached; closing a TLS connection");
+                return;
+            };
+            conn::serve(
+                stream,
+                peer,
+                admitted,
+                app,
+                &limits,
+                watcher,
+                (slot, counted),
+            )
+            .await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "TLS requests still running after the grace period; stopping anyway"
+        );
+    }
+}

@@ -1,0 +1,495 @@
+//! A GSKO on another host: the TCP listener with mutual TLS, pinned clients known by name
+//! in the policy and the audit log, checked with curl and `openssl s_client`, tools this
+//! project did not write. The Unix socket keeps serving beside it.
+
+mod common;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::daemon::*;
+use common::fixtures::*;
+use common::*;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use serde_json::Value;
+
+const EPUAP: KeySetup = KeySetup {
+    extra: "allowed_clients = [\"gsko-web1\"]",
+    ..KeySetup::rs256("epuap", "gsko-epuap")
+};
+
+const DATA: &[u8] = b"<ds:SignedInfo>tpUserInfo from gsko-web1</ds:SignedInfo>";
+
+/// The files of one TLS identity.
+struct Identity {
+    cert: PathBuf,
+    key: PathBuf,
+    sha256: String,
+}
+
+fn write_identity(dir: &Path, name: &str, cert: &X509, key: &PKey<Private>) -> Result<Identity> {
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.to_pem()?)?;
+    write_secret(
+        &key_path,
+        std::str::from_utf8(&key.private_key_to_pem_pkcs8()?)?,
+    )?;
+    Ok(Identity {
+        cert: cert_path,
+        key: key_path,
+        sha256: hex::encode(openssl::sha::sha256(&cert.to_der()?)),
+    })
+}
+
+/// Everything one test needs: a server certificate for localhost, a client CA with three
+/// clients (two pinned, one not), and a rogue CA that issues a "gsko-web1" of its own.
+struct Pki {
+    server: Identity,
+    client_ca: PathBuf,
+    web1: Identity,
+    web2: Identity,
+    unpinned: Identity,
+    rogue: Identity,
+}
+
+fn pki(dir: &Path) -> Result<Pki> {
+    // The server: a self-signed P-256 certificate for localhost and 127.0.0.1.
+    let server = dir.join("server");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(server.with_extension("key"))
+        .arg("-out")
+        .arg(server.with_extension("pem"))
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::set_permissions(
+        server.with_extension("key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let ca = Ca::named("GSKO Client CA")?;
+    let client_ca = dir.join("client-ca.pem");
+    std::fs::write(&client_ca, ca.cert.to_pem()?)?;
+    let client = |name: &str, issuer: &Ca| -> Result<Identity> {
+        let key = KeySpec::P256.generate()?;
+        let cert = issuer.issue(&key, name)?;
+        write_identity(dir, name, &cert, &key)
+    };
+    let rogue_ca = Ca::named("GSKO Client CA")?;
+    let rogue = {
+        let key = KeySpec::P256.generate()?;
+        let cert = rogue_ca.issue(&key, "gsko-web1")?;
+        write_identity(dir, "rogue-gsko-web1", &cert, &key)?
+    };
+    Ok(Pki {
+        server: Identity {
+            cert: server.with_extension("pem"),
+            key: server.with_extension("key"),
+            sha256: String::new(),
+        },
+        client_ca,
+        web1: client("gsko-web1", &ca)?,
+        web2: client("gsko-web2", &ca)?,
+        unpinned: client("gsko-unpinned", &ca)?,
+        rogue,
+    })
+}
+
+/// Starts a daemon with the TLS listener on a free port; returns it and the port.
+fn start(token: &TestToken, pki: &Pki, extra_tls: &str) -> Result<(Daemon, u16)> {
+    let tls = format!(
+        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{extra_tls}\n",
+        pki.server.cert.display(),
+        pki.server.key.display(),
+        pki.client_ca.display()
+    );
+    let mut text = Daemon::config_text(token, &[EPUAP], &tls);
+    text.push_str(&format!(
+        "\n[[clients]]\nname = \"gsko-web1\"\ncertificate_sha256 = \"{}\"\n\n[[clients]]\nname = \"gsko-web2\"\ncertificate_sha256 = \"{}\"\n",
+        pki.web1.sha256, pki.web2.sha256
+    ));
+    let config = token.path("config.toml");
+    std::fs::write(&config, text)?;
+    let daemon = Daemon::start_with(token, config)?;
+    let mut port = None;
+    wait_until(Duration::from_secs(5), "the TLS listener", || {
+        port = daemon
+            .log_text()
+            .lines()
+            .find(|l| l.contains("TLS listener ready"))
+            .and_then(|l| l.split("address=127.0.0.1:").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse::<u16>().ok());
+        Ok(port.is_some())
+    })?;
+    Ok((daemon, port.ok_or("no port")?))
+}
+
+/// curl over mutual TLS as `client` (None: no client certificate).
+fn curl_tls(
+    pki: &Pki,
+    port: u16,
+    client: Option<&Identity>,
+    path: &str,
+    body: Option<&str>,
+) -> Result<Output> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(&pki.server.cert);
+    if let Some(client) = client {
+        cmd.arg("--cert")
+            .arg(&client.cert)
+            .arg("--key")
+            .arg(&client.key);
+    }
+    if let Some(body) = body {
+        cmd.args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    cmd.arg(format!("https://localhost:{port}{path}"));
+    Ok(cmd.output()?)
+}
+
+/// Status and JSON body of a curl that got an HTTP answer.
+fn answer(out: &Output) -> Result<(u16, Value)> {
+    let text = String::from_utf8(out.stdout.clone())?;
+    let (body, status) = text.rsplit_once('\n').ok_or("no status line")?;
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).map_err(|e| format!("{e}: {body:?}"))?
+    };
+    Ok((status.parse()?, value))
+}
+
+fn sign_body_data() -> String {
+    sign_body("RS256", "data", DATA)
+}
+
+#[test]
+fn a_pinned_client_signs_over_mutual_tls_and_everyone_else_is_refused() -> Result {
+    let token = TestToken::new()?;
+    let leaves = provision(&token, &[EPUAP])?;
+    let pki = pki(token.dir.path())?;
+    let (daemon, port) = start(&token, &pki, "")?;
+    let body = sign_body_data();
+
+    // gsko-web1: pinned and allowed for the key; its signature verifies with openssl.
+    let out = curl_tls(
+        &pki,
+        port,
+        Some(&pki.web1),
+        "/v1/keys/epuap/sign",
+        Some(&body),
+    )?;
+    let (status, signed) = answer(&out)?;
+    assert_eq!(
+        status,
+        200,
+        "{signed} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signature = signature_of(&signed)?;
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[0].cert,
+        DATA,
+        &signature,
+        &["-sha256"]
+    )?);
+
+    // No client certificate: the handshake ends, no HTTP answer at all.
+    let out = curl_tls(&pki, port, None, "/v1/keys/epuap/sign", Some(&body))?;
+    assert!(!out.status.success(), "signed without a certificate");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("signature"));
+
+    // A "gsko-web1" from another CA: the handshake ends too.
+    let out = curl_tls(
+        &pki,
+        port,
+        Some(&pki.rogue),
+        "/v1/keys/epuap/sign",
+        Some(&body),
+    )?;
+    assert!(
+        !out.status.success(),
+        "a rogue CA's certificate was accepted"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("signature"));
+
+    // A valid chain that is not pinned: 403, not a known client.
+    let out = curl_tls(
+        &pki,
+        port,
+        Some(&pki.unpinned),
+        "/v1/keys/epuap/sign",
+        Some(&body),
+    )?;
+    let (status, refused) = answer(&out)?;
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("not pinned"));
+
+    // gsko-web2: pinned, but the key allows only gsko-web1.
+    let out = curl_tls(
+        &pki,
+        port,
+        Some(&pki.web2),
+        "/v1/keys/epuap/sign",
+        Some(&body),
+    )?;
+    let (status, refused) = answer(&out)?;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("gsko-web2"),
+        "{refused}"
+    );
+    // ... and sees no key in the list.
+    let out = curl_tls(&pki, port, Some(&pki.web2), "/v1/keys", None)?;
+    let (status, list) = answer(&out)?;
+    assert_eq!(
+        (status, list["keys"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{list}"
+    );
+
+    // The Unix socket serves beside the listener; allowed_clients does not touch it.
+    let (status, local) = daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?;
+    assert_eq!(status, 200, "{local}");
+
+    // The audit log names the client, as it names the uid for the socket.
+    // web1 signed, the unpinned refusal, web2 refused on the key, the local signature.
+    let lines = wait_for_lines(&daemon.audit, 4)?;
+    let records: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l))
+        .collect::<std::result::Result<_, _>>()?;
+    let by_client = |name: &str| {
+        records
+            .iter()
+            .filter(|r| r["client"] == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let web1 = by_client("gsko-web1");
+    assert_eq!(web1.len(), 1, "{records:?}");
+    assert_eq!(
+        (&web1[0]["outcome"], &web1[0]["status"]),
+        (&Value::from("ok"), &Value::from(200))
+    );
+    assert!(web1[0].get("uid").is_none());
+    let web2 = by_client("gsko-web2");
+    assert_eq!(web2[0]["outcome"], "forbidden", "{web2:?}");
+    let unpinned = records
+        .iter()
+        .find(|r| r["op"] == "refused_peer")
+        .ok_or("no refused_peer record")?;
+    assert!(
+        unpinned["client"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("sha256:"),
+        "{unpinned}"
+    );
+    assert!(records
+        .iter()
+        .any(|r| r["uid"] == 0 && r["outcome"] == "ok"));
+    Ok(())
+}
+
+#[test]
+fn tls_1_1_is_refused_and_1_2_and_1_3_are_offered() -> Result {
+    let token = TestToken::new()?;
+    provision(&token, &[EPUAP])?;
+    let pki = pki(token.dir.path())?;
+    let (_daemon, port) = start(&token, &pki, "")?;
+    let s_client =
+        |version: &str| -> Result<String> {
+            let mut child = Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &format!("127.0.0.1:{port}"),
+                    version,
+                ])
+                .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+                .arg("-cert")
+                .arg(&pki.web1.cert)
+                .arg("-key")
+                .arg(&pki.web1.key)
+                .arg("-CAfile")
+                .arg(&pki.server.cert)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            child.stdin.take().ok_or("stdin")?.write_all(b"Q\n")?;
+            let out = child.wait_with_output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr))
+        };
+    // Offered TLS 1.1 only, the client gets no session: an alert and no cipher.
+    let old = s_client("-tls1_1")?;
+    assert!(old.contains("Cipher is (NONE)"), "{old}");
+    assert!(
+        old.contains("no peer certificate available") && old.contains("alert"),
+        "{old}"
+    );
+    for (flag, name) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let out = s_client(flag)?;
+        assert!(
+            out.contains(&format!("New, {name}, Cipher is ")),
+            "{flag}: {out}"
+        );
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_reload_that_unpins_a_client_refuses_it_at_once() -> Result {
+    let token = TestToken::new()?;
+    provision(&token, &[EPUAP])?;
+    let pki = pki(token.dir.path())?;
+    let (daemon, port) = start(&token, &pki, "")?;
+    let body = sign_body_data();
+    let (status, _) = answer(&curl_tls(
+        &pki,
+        port,
+        Some(&pki.web1),
+        "/v1/keys/epuap/sign",
+        Some(&body),
+    )?)?;
+    assert_eq!(status, 200);
+    // gsko-web1's pin replaced by gsko-unpinned's: web1 is now unknown.
+    let text = std::fs::read_to_string(&daemon.config)?
+        .replace(&pki.web1.sha256, &pki.unpinned.sha256)
+        .replace("allowed_clients = [\"gsko-web1\"]", "");
+    std::fs::write(&daemon.config, text)?;
+    daemon.signal("HUP")?;
+    wait_until(Duration::from_secs(10), "the reload", || {
+        Ok(daemon.log_text().contains("configuration reloaded"))
+    })?;
+    let (status, refused) = answer(&curl_tls(
+        &pki,
+        port,
+        Some(&pki.web1),
+        "/v1/keys/epuap/sign",
+        Some(&body),
+    )?)?;
+    assert_eq!(status, 403, "{refused}");
+    let (status, signed) = answer(&curl_tls(
+        &pki,
+        port,
+        Some(&pki.unpinned),
+        "/v1/keys/epuap/sign",
+        Some(&body),
+    )?)?;
+    assert_eq!(status, 200, "{signed}");
+    Ok(())
+}
+
+#[test]
+fn slowloris_handshakes_and_a_thousand_idle_tls_connections_do_not_starve_a_pinned_client() -> Result
+{
+    let token = TestToken::new()?;
+    let leaves = provision(&token, &[EPUAP])?;
+    let pki = pki(token.dir.path())?;
+    let (daemon, port) = start(
+        &token,
+        &pki,
+        "handshake_timeout_ms = 2000\nmax_handshakes = 256",
+    )?;
+    let body = sign_body_data();
+    // 100 TCP connections that send a TLS record header and then nothing (a slowloris in
+    // the handshake), and 1,000 TLS connections of an unpinned certificate left idle.
+    let script = r#"
+import socket, ssl, sys, time
+port, cert, key, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+slow = []
+for _ in range(100):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.send(b"\x16\x03\x01")
+    slow.append(s)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(ca)
+ctx.load_cert_chain(cert, key)
+idle, failed = [], 0
+for _ in range(1000):
+    try:
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
+        idle.append(s)
+    except Exception:
+        failed += 1
+print(len(slow), len(idle), failed, flush=True)
+time.sleep(float(sys.argv[5]))
+"#;
+    let flood = Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .arg(&pki.unpinned.cert)
+        .arg(&pki.unpinned.key)
+        .arg(&pki.server.cert)
+        .arg("6")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    // Measure the pinned client while the flood holds its connections.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let out = curl_tls(
+            &pki,
+            port,
+            Some(&pki.web1),
+            "/v1/keys/epuap/sign",
+            Some(&body),
+        )?;
+        worst = worst.max(started.elapsed());
+        let (status, signed) = answer(&out)?;
+        assert_eq!(status, 200, "{signed}");
+        assert!(openssl_verify(
+            token.dir.path(),
+            &leaves[0].cert,
+            DATA,
+            &signature_of(&signed)?,
+            &["-sha256"]
+        )?);
+    }
+    let out = flood.wait_with_output()?;
+    eprintln!(
+        "flood (slow, idle TLS, failed): {}; pinned client's slowest of 10 signatures: {worst:?}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    assert!(worst < Duration::from_secs(3), "{worst:?}");
+    // The local socket was never affected either.
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 200, "{health}");
+    Ok(())
+}
