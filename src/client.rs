@@ -1,7 +1,9 @@
 //! `hsm-signer sign`: a small client for scripts and tests, speaking the same HTTP/JSON
 //! over the Unix socket that GSKO uses.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::ServerName;
 
 use base64::Engine;
 use http_body_util::{BodyExt, Full};
@@ -33,6 +35,9 @@ pub enum ClientError {
     /// HTTP failed.
     #[error("HTTP exchange with the daemon failed: {0}")]
     Http(String),
+    /// The TLS set-up or handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The daemon refused.
     #[error("the daemon answered {status}: {code}: {message}")]
     Refused {
@@ -43,6 +48,117 @@ pub enum ClientError {
         /// Message.
         message: String,
     },
+}
+
+/// Where the daemon answers: its Unix socket, or its mutual-TLS listener.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// The local socket.
+    Unix(PathBuf),
+    /// `https://host:port` with this client's certificate.
+    Tls {
+        /// `host:port` to connect to.
+        address: String,
+        /// The name the server's certificate must carry.
+        server_name: ServerName<'static>,
+        /// The TLS client set-up.
+        connector: tokio_rustls::TlsConnector,
+    },
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+            Endpoint::Tls { address, .. } => write!(f, "https://{address}"),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The socket, or with `url` (`https://host:port`) the TLS listener, presenting the
+    /// client certificate `cert` with its key `key` and trusting the CA in `ca` for the
+    /// server.
+    pub fn new(
+        socket: &Path,
+        url: Option<&str>,
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let Some(url) = url else {
+            return Ok(Endpoint::Unix(socket.to_path_buf()));
+        };
+        let setup =
+            |what: &str, e: &dyn std::fmt::Display| ClientError::Tls(format!("{what}: {e}"));
+        let uri: hyper::Uri = url.parse().map_err(|e| setup("--url", &e))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(ClientError::Tls("--url must be https://host:port".into()));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| ClientError::Tls("--url has no host".into()))?;
+        let address = format!("{host}:{}", uri.port_u16().unwrap_or(443));
+        let (Some(ca), Some(cert), Some(key)) = (ca, cert, key) else {
+            return Err(ClientError::Tls(
+                "--url needs --tls-ca (the server's CA), --tls-cert and --tls-key (this client's pinned certificate)".into(),
+            ));
+        };
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).map_err(|e| setup("--tls-ca", &e))? {
+            roots
+                .add(c.map_err(|e| setup("--tls-ca", &e))?)
+                .map_err(|e| setup("--tls-ca", &e))?;
+        }
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| setup("--tls-cert", &e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| setup("--tls-cert", &e))?;
+        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| setup("--tls-key", &e))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| setup("TLS versions", &e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, private)
+            .map_err(|e| setup("--tls-cert / --tls-key", &e))?;
+        let server_name =
+            ServerName::try_from(host.to_string()).map_err(|e| setup("--url host", &e))?;
+        Ok(Endpoint::Tls {
+            address,
+            server_name,
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        })
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection to the daemon, on its socket or over mutual TLS.
+pub async fn connect_to(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    let (address, server_name, connector) = match endpoint {
+        Endpoint::Unix(socket) => return connect(socket).await,
+        Endpoint::Tls {
+            address,
+            server_name,
+            connector,
+        } => (address, server_name, connector),
+    };
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: address.clone(),
+            source,
+        })?;
+    let stream = connector
+        .connect(server_name.clone(), tcp)
+        .await
+        .map_err(|e| ClientError::Tls(format!("handshake with {address}: {e}")))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 /// A keep-alive HTTP/1.1 connection to the daemon's socket.
@@ -62,12 +178,12 @@ pub async fn connect(socket: &Path) -> Result<SendRequest<Full<Bytes>>, ClientEr
 
 /// Sends one request over the socket.
 pub async fn request(
-    socket: &Path,
+    endpoint: &Endpoint,
     method: &str,
     uri: &str,
     body: Option<serde_json::Value>,
 ) -> Result<Answer, ClientError> {
-    let mut sender = connect(socket).await?;
+    let mut sender = connect_to(endpoint).await?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     let request = Request::builder()
         .method(method)
@@ -96,7 +212,7 @@ pub async fn request(
 /// Asks the daemon to sign `input` (data, or a digest when `is_digest`) and returns the
 /// raw signature bytes.
 pub async fn sign(
-    socket: &Path,
+    endpoint: &Endpoint,
     key: &str,
     algorithm: &str,
     input: &[u8],
@@ -111,7 +227,7 @@ pub async fn sign(
     }
     let key_path: String = url_segment(key);
     let answer = request(
-        socket,
+        endpoint,
         "POST",
         &format!("/v1/keys/{key_path}/sign"),
         Some(body),
@@ -168,7 +284,7 @@ pub struct XmlSignOptions {
 /// Asks the daemon to sign the XML document `xml` and returns the signed document's
 /// exact bytes, to be sent as they are.
 pub async fn sign_xml(
-    socket: &Path,
+    endpoint: &Endpoint,
     key: &str,
     profile: XmlProfile,
     xml: &str,
@@ -189,7 +305,7 @@ pub async fn sign_xml(
         body["timestamp_ttl_seconds"] = ttl.into();
     }
     let uri = format!("/v1/keys/{}/{route}/sign", url_segment(key));
-    let answer = request(socket, "POST", &uri, Some(body)).await?;
+    let answer = request(endpoint, "POST", &uri, Some(body)).await?;
     if answer.status != 200 {
         return Err(refused(answer));
     }

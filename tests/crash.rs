@@ -159,7 +159,14 @@ fn a_crashed_daemon_is_restarted_on_the_same_socket_and_callers_wait_instead_of_
         .block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(15),
-                hsm_signer::client::sign(&socket, "epuap", "RS256", b"first", false, None),
+                hsm_signer::client::sign(
+                    &hsm_signer::client::Endpoint::Unix(socket.to_path_buf()),
+                    "epuap",
+                    "RS256",
+                    b"first",
+                    false,
+                    None,
+                ),
             )
             .await
         })
@@ -180,7 +187,7 @@ fn a_crashed_daemon_is_restarted_on_the_same_socket_and_callers_wait_instead_of_
                 let result = tokio::time::timeout(
                     Duration::from_secs(10),
                     hsm_signer::client::sign(
-                        &socket,
+                        &hsm_signer::client::Endpoint::Unix(socket.to_path_buf()),
                         "epuap",
                         "RS256",
                         data.as_bytes(),

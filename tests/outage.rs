@@ -143,7 +143,7 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
             stop.clone(),
             tally.clone(),
             restarted_at.clone(),
-            daemon.socket.clone(),
+            hsm_signer::client::Endpoint::Unix(daemon.socket.clone()),
             public.clone(),
         );
         clients.push(runtime.spawn(async move {

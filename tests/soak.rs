@@ -51,7 +51,15 @@ async fn sign_once(
     data: &[u8],
 ) -> (std::result::Result<bool, ClientError>, Duration) {
     let started = Instant::now();
-    let result = hsm_signer::client::sign(socket, "epuap", "RS256", data, false, None).await;
+    let result = hsm_signer::client::sign(
+        &hsm_signer::client::Endpoint::Unix(socket.to_path_buf()),
+        "epuap",
+        "RS256",
+        data,
+        false,
+        None,
+    )
+    .await;
     let took = started.elapsed();
     let verified = result.map(|signature| {
         openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), public)

@@ -48,6 +48,7 @@ fn write_identity(dir: &Path, name: &str, cert: &X509, key: &PKey<Private>) -> R
 /// clients (two pinned, one not), and a rogue CA that issues a "gsko-web1" of its own.
 struct Pki {
     server: Identity,
+    server_ca: PathBuf,
     client_ca: PathBuf,
     web1: Identity,
     web2: Identity,
@@ -56,30 +57,72 @@ struct Pki {
 }
 
 fn pki(dir: &Path) -> Result<Pki> {
-    // The server: a self-signed P-256 certificate for localhost and 127.0.0.1.
+    // The server: a P-256 certificate for localhost and 127.0.0.1 from a CA of its own,
+    // made with the openssl CLI as docs/remote.md shows.
     let server = dir.join("server");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(server.with_extension("key"))
-        .arg("-out")
-        .arg(server.with_extension("pem"))
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let openssl = |args: &[&str]| -> Result {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=GSKO Server CA",
+        "-keyout",
+        "server-ca.key",
+        "-out",
+        "server-ca.pem",
+    ])?;
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "server-ca.pem",
+        "-CAkey",
+        "server-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-copy_extensions",
+        "copy",
+        "-out",
+        "server.pem",
+    ])?;
     std::fs::set_permissions(
         server.with_extension("key"),
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -104,6 +147,7 @@ fn pki(dir: &Path) -> Result<Pki> {
             key: server.with_extension("key"),
             sha256: String::new(),
         },
+        server_ca: dir.join("server-ca.pem"),
         client_ca,
         web1: client("gsko-web1", &ca)?,
         web2: client("gsko-web2", &ca)?,
@@ -153,7 +197,7 @@ fn curl_tls(
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
         .arg("--cacert")
-        .arg(&pki.server.cert);
+        .arg(&pki.server_ca);
     if let Some(client) = client {
         cmd.arg("--cert")
             .arg(&client.cert)
@@ -345,7 +389,7 @@ fn tls_1_1_is_refused_and_1_2_and_1_3_are_offered() -> Result {
                 .arg("-key")
                 .arg(&pki.web1.key)
                 .arg("-CAfile")
-                .arg(&pki.server.cert)
+                .arg(&pki.server_ca)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -455,7 +499,7 @@ time.sleep(float(sys.argv[5]))
         .args(["-c", script, &port.to_string()])
         .arg(&pki.unpinned.cert)
         .arg(&pki.unpinned.key)
-        .arg(&pki.server.cert)
+        .arg(&pki.server_ca)
         .arg("6")
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -491,5 +535,81 @@ time.sleep(float(sys.argv[5]))
     // The local socket was never affected either.
     let (status, health) = daemon.json("GET", "/v1/health", None)?;
     assert_eq!(status, 200, "{health}");
+    Ok(())
+}
+
+#[test]
+fn the_sign_and_sign_xml_commands_work_over_mutual_tls() -> Result {
+    let token = TestToken::new()?;
+    let leaves = provision(&token, &[EPUAP])?;
+    let pki = pki(token.dir.path())?;
+    let (_daemon, port) = start(&token, &pki, "")?;
+    let url = format!("https://localhost:{port}");
+    let tls_args = |cmd: &mut Command, client: &Identity| {
+        cmd.args(["--url", &url])
+            .arg("--tls-ca")
+            .arg(&pki.server_ca)
+            .arg("--tls-cert")
+            .arg(&client.cert)
+            .arg("--tls-key")
+            .arg(&client.key);
+    };
+    let data = token.path("data.xml");
+    std::fs::write(&data, DATA)?;
+    let sig = token.path("data.sig");
+    let mut cmd = token.hsm_signer();
+    cmd.args(["sign", "--key", "epuap", "--algorithm", "RS256", "--in"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&sig);
+    tls_args(&mut cmd, &pki.web1);
+    run_ok(&mut cmd)?;
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[0].cert,
+        DATA,
+        &std::fs::read(&sig)?,
+        &["-sha256"]
+    )?);
+    // A tpUserInfo envelope signed over TLS verifies with xmlsec1.
+    let envelope = token.path("envelope.xml");
+    std::fs::write(
+        &envelope,
+        r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:tpus="http://tpuserinfo.ws.epuap.gov.pl"><soapenv:Header/><soapenv:Body><tpus:zapytaniePKZalogowany><tpus:tgsid>abc</tpus:tgsid></tpus:zapytaniePKZalogowany></soapenv:Body></soapenv:Envelope>"#,
+    )?;
+    let signed = token.path("signed.xml");
+    let mut cmd = token.hsm_signer();
+    cmd.args(["sign-xml", "--key", "epuap", "--profile", "wss", "--in"])
+        .arg(&envelope)
+        .arg("--out")
+        .arg(&signed);
+    tls_args(&mut cmd, &pki.web1);
+    run_ok(&mut cmd)?;
+    let cert_pem = token.path("epuap.pem");
+    std::fs::write(&cert_pem, leaves[0].cert.to_pem()?)?;
+    let out = Command::new("xmlsec1")
+        .args([
+            "--verify",
+            "--id-attr:Id",
+            "http://schemas.xmlsoap.org/soap/envelope/:Body",
+        ])
+        .arg("--pubkey-cert-pem")
+        .arg(&cert_pem)
+        .arg(&signed)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // gsko-web2 may not use the key: the command says so and fails.
+    let mut cmd = token.hsm_signer();
+    cmd.args(["sign", "--key", "epuap", "--algorithm", "RS256", "--in"])
+        .arg(&data)
+        .arg("--out")
+        .arg(token.path("refused.sig"));
+    tls_args(&mut cmd, &pki.web2);
+    let err = run_fails(&mut cmd)?;
+    assert!(err.contains("403") && err.contains("forbidden"), "{err}");
     Ok(())
 }

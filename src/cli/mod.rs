@@ -193,9 +193,9 @@ pub enum BenchTarget {
     },
 }
 
-/// `hsm-signer sign`.
+/// Where a client finds the daemon: its socket, or `--url` with mutual TLS.
 #[derive(Debug, clap::Args)]
-pub struct SignArgs {
+pub struct DaemonArgs {
     /// The daemon's socket.
     #[arg(
         long,
@@ -203,6 +203,38 @@ pub struct SignArgs {
         default_value = "/run/hsm-signer/hsm-signer.sock"
     )]
     socket: PathBuf,
+    /// The daemon's TLS listener instead of the socket: https://host:port.
+    #[arg(long, env = "HSM_SIGNER_URL")]
+    url: Option<String>,
+    /// PEM file of the CA that issued the daemon's server certificate.
+    #[arg(long, requires = "url")]
+    tls_ca: Option<PathBuf>,
+    /// PEM file of this client's certificate, as pinned in the daemon's [[clients]].
+    #[arg(long, requires = "url")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of this client's private key (mode 0600).
+    #[arg(long, requires = "url")]
+    tls_key: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    fn endpoint(&self) -> Result<crate::client::Endpoint> {
+        Ok(crate::client::Endpoint::new(
+            &self.socket,
+            self.url.as_deref(),
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )?)
+    }
+}
+
+/// `hsm-signer sign`.
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    /// Where the daemon answers.
+    #[command(flatten)]
+    daemon: DaemonArgs,
     /// The key name (from the daemon's configuration).
     #[arg(long)]
     key: String,
@@ -229,13 +261,9 @@ pub struct SignArgs {
 /// `hsm-signer sign-xml`.
 #[derive(Debug, clap::Args)]
 pub struct SignXmlArgs {
-    /// The daemon's socket.
-    #[arg(
-        long,
-        env = "HSM_SIGNER_SOCKET",
-        default_value = "/run/hsm-signer/hsm-signer.sock"
-    )]
-    socket: PathBuf,
+    /// Where the daemon answers.
+    #[command(flatten)]
+    daemon: DaemonArgs,
     /// The key name (from the daemon's configuration).
     #[arg(long)]
     key: String,
@@ -426,7 +454,7 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let signature = runtime.block_on(crate::client::sign(
-        &args.socket,
+        &args.daemon.endpoint()?,
         &args.key,
         &args.algorithm,
         &input,
@@ -480,7 +508,7 @@ fn sign_xml(args: SignXmlArgs) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let signed = runtime.block_on(crate::client::sign_xml(
-        &args.socket,
+        &args.daemon.endpoint()?,
         &args.key,
         profile,
         &xml,
