@@ -5,66 +5,15 @@
 //! itself within 5 s without restarting the daemon, and no signature may be wrong.
 
 mod common;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::daemon::{provision, Daemon, KeySetup};
+use common::p11kit::{P11KitServer, CLIENT_MODULE};
 use common::*;
-
-const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
-
-/// A `p11-kit server` in a process group of its own, so the test can kill it together
-/// with the `p11-kit-remote` child it forks per connection (killing only the parent
-/// would leave existing connections working).
-struct P11KitServer(Child);
-
-impl P11KitServer {
-    fn start(token: &TestToken, socket: &std::path::Path) -> Result<Self> {
-        let _ = std::fs::remove_file(socket);
-        let child = Command::new("p11-kit")
-            .env("SOFTHSM2_CONF", &token.conf)
-            .args(["server", "-f", "-n"])
-            .arg(socket)
-            .args([
-                "--provider",
-                MODULE,
-                &format!("pkcs11:token={}", token.label),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !socket.exists() {
-            if Instant::now() > deadline {
-                return Err("p11-kit server did not create its socket".into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(Self(child))
-    }
-
-    /// Sends `signal` to the whole process group.
-    fn signal(&self, signal: &str) -> Result {
-        run_ok(Command::new("kill").args([
-            &format!("-{signal}"),
-            "--",
-            &format!("-{}", self.0.id()),
-        ]))?;
-        Ok(())
-    }
-
-    /// Kills the whole process group: the link to the "network HSM" is gone.
-    fn kill(mut self) -> Result {
-        run_ok(Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]))?;
-        self.0.wait()?;
-        Ok(())
-    }
-}
 
 #[derive(Default)]
 struct Tally {

@@ -11,6 +11,7 @@
 
 pub mod daemon;
 pub mod fixtures;
+pub mod p11kit;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
