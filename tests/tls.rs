@@ -613,3 +613,126 @@ fn the_sign_and_sign_xml_commands_work_over_mutual_tls() -> Result {
     assert!(err.contains("403") && err.contains("forbidden"), "{err}");
     Ok(())
 }
+
+/// The fenced block after `<!-- test: NAME -->` in `doc` (a path under the repository).
+fn doc_block(doc: &str, name: &str) -> Result<String> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))?;
+    let marker = format!("<!-- test: {name} -->");
+    let after = text
+        .split_once(&marker)
+        .ok_or_else(|| format!("{doc} has no {marker}"))?
+        .1;
+    let body = after
+        .split_once("```sh\n")
+        .ok_or("no ```sh block after the marker")?
+        .1;
+    Ok(body
+        .split_once("```")
+        .ok_or("unclosed block")?
+        .0
+        .to_string())
+}
+
+/// Runs a documented block with bash in `dir`, as the host `localhost` on `port`.
+fn run_doc_block(token: &TestToken, dir: &Path, block: &str, port: u16) -> Result<Output> {
+    let script = block
+        .replace("hsm.gmina.local:8443", &format!("localhost:{port}"))
+        .replace("hsm.gmina.local", "localhost")
+        .replace("10.0.0.5", "127.0.0.1");
+    let bin = token.hsm_signer().get_program().to_os_string();
+    let bin_dir = Path::new(&bin).parent().ok_or("binary dir")?.to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(dir)
+        .env("PATH", path)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+#[test]
+fn the_commands_of_docs_remote_md_make_working_certificates_and_calls() -> Result {
+    // The Polish runbook shows the very same commands.
+    for name in ["make-certificates", "curl-sign", "cli-sign"] {
+        assert_eq!(
+            doc_block("docs/remote.md", name)?,
+            doc_block("docs/pl/remote.md", name)?,
+            "docs/pl/remote.md's {name} block drifted from docs/remote.md"
+        );
+    }
+    let token = TestToken::new()?;
+    let leaves = provision(&token, &[EPUAP])?;
+    let dir = token.path("doc");
+    std::fs::create_dir(&dir)?;
+    run_doc_block(
+        &token,
+        &dir,
+        &doc_block("docs/remote.md", "make-certificates")?,
+        0,
+    )?;
+    let pin = std::fs::read_to_string(dir.join("gsko-web1.sha256"))?;
+    let tls = format!(
+        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+        dir.join("server.pem").display(),
+        dir.join("server.key").display(),
+        dir.join("client-ca.pem").display()
+    );
+    let mut text = Daemon::config_text(&token, &[EPUAP], &tls);
+    text.push_str(&format!(
+        "\n[[clients]]\nname = \"gsko-web1\"\ncertificate_sha256 = \"{}\"\n",
+        pin.trim()
+    ));
+    let config = token.path("config.toml");
+    std::fs::write(&config, text)?;
+    let daemon = Daemon::start_with(&token, config)?;
+    let mut port = None;
+    wait_until(Duration::from_secs(5), "the TLS listener", || {
+        port = daemon
+            .log_text()
+            .lines()
+            .find(|l| l.contains("TLS listener ready"))
+            .and_then(|l| l.split("address=127.0.0.1:").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse::<u16>().ok());
+        Ok(port.is_some())
+    })?;
+    let port = port.ok_or("no port")?;
+    let out = run_doc_block(
+        &token,
+        &dir,
+        &doc_block("docs/remote.md", "curl-sign")?,
+        port,
+    )?;
+    let answer: Value = serde_json::from_slice(&out.stdout)?;
+    let data = b"<SignedInfo/>";
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[0].cert,
+        data,
+        &signature_of(&answer)?,
+        &["-sha256"]
+    )?);
+    run_doc_block(
+        &token,
+        &dir,
+        &doc_block("docs/remote.md", "cli-sign")?,
+        port,
+    )?;
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[0].cert,
+        &std::fs::read(dir.join("si.xml"))?,
+        &std::fs::read(dir.join("si.sig"))?,
+        &["-sha256"]
+    )?);
+    Ok(())
+}
