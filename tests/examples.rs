@@ -845,3 +845,147 @@ fn java_one_call_examples_sign_tpuserinfo_and_a_wk_authn_request() -> Result {
     assert!(s.daemon.stop()?.success());
     Ok(())
 }
+
+/// The fenced blocks of a Markdown text that follow a `<!-- KIND: ARG -->` line, as
+/// (kind, arg, lines of the block).
+fn marked_blocks(doc: &str) -> Vec<(String, String, Vec<String>)> {
+    let mut blocks = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(marker) = line
+            .strip_prefix("<!-- ")
+            .and_then(|m| m.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let Some((kind, arg)) = marker.split_once(": ") else {
+            continue;
+        };
+        if !lines.next().is_some_and(|l| l.starts_with("```")) {
+            continue;
+        }
+        let body = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .map(str::to_string)
+            .collect();
+        blocks.push((kind.to_string(), arg.to_string(), body));
+    }
+    blocks
+}
+
+/// Asserts `snippet`'s lines appear, one after another, in `file` (indentation aside).
+fn assert_snippet_in(doc: &str, file: &str, snippet: &[String]) -> Result {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))?;
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let wanted: Vec<&str> = snippet.iter().map(|l| l.trim()).collect();
+    assert!(
+        !wanted.is_empty() && lines.windows(wanted.len()).any(|w| w == wanted.as_slice()),
+        "{doc}: this snippet is not in {file}:\n{}",
+        snippet.join("\n")
+    );
+    Ok(())
+}
+
+/// A console block as (command, documented output lines); `\` continues a command.
+fn console_commands(block: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut commands: Vec<(String, Vec<String>)> = Vec::new();
+    let mut continued = false;
+    for line in block {
+        if let Some(command) = line.strip_prefix("$ ") {
+            commands.push((command.to_string(), Vec::new()));
+        } else if let Some((command, output)) = commands.last_mut() {
+            if continued {
+                command.push('\n');
+                command.push_str(line);
+            } else {
+                output.push(line.clone());
+            }
+        }
+        continued = line.ends_with('\\');
+    }
+    commands
+}
+
+/// Runs a doc's `<!-- run: -->` console blocks in `dir`, one command at a time: each must
+/// exit 0 and print the documented lines, except one followed by `echo $?`, whose status
+/// must be the documented one.
+fn run_console_blocks(s: &XmlSetup, doc: &str, dir: &Path, blocks: &[Vec<String>]) -> Result {
+    let bin = Path::new(env!("CARGO_BIN_EXE_hsm-signer"))
+        .parent()
+        .ok_or("binary dir")?;
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH")?);
+    let mut last_status = None;
+    for (command, expected) in blocks.iter().flat_map(|b| console_commands(b)) {
+        if command == "echo $?" {
+            let documented: i32 = expected.first().ok_or("echo $? without output")?.parse()?;
+            assert_eq!(last_status, Some(documented), "{doc}: exit status");
+            continue;
+        }
+        let out = Command::new("sh")
+            .args(["-c", &format!("exec 2>&1\n{command}")])
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env("HSM_SIGNER_SOCKET", &s.daemon.socket)
+            .env_remove("HSM_SIGNER_KEY")
+            .stdin(Stdio::null())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("{doc}$ {command}\n{text}");
+        for line in &expected {
+            let line = line.split("...").next().unwrap_or_default().trim();
+            assert!(
+                text.contains(line),
+                "{doc}: `{command}` did not print {line:?}:\n{text}"
+            );
+        }
+        // A documented refusal must fail; everything else must succeed.
+        let refusal = expected.iter().any(|l| l.contains(" answered "));
+        assert_eq!(
+            out.status.success(),
+            !refusal,
+            "{doc}: `{command}` exited {:?}:\n{text}",
+            out.status
+        );
+        last_status = out.status.code();
+    }
+    Ok(())
+}
+
+#[test]
+fn integration_docs_show_the_example_code_and_their_commands_run() -> Result {
+    for tool in [
+        ("php", "--version"),
+        ("python3", "--version"),
+        ("javac", "-version"),
+    ] {
+        if !installed(tool.0, tool.1)? || !installed("xmlsec1", "--version")? {
+            return Ok(());
+        }
+    }
+    let s = XmlSetup::start()?;
+    for doc in ["docs/integration.md", "docs/pl/integration.md"] {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))?;
+        let blocks = marked_blocks(&text);
+        let mut runs = Vec::new();
+        for (kind, arg, body) in &blocks {
+            match kind.as_str() {
+                "snippet" => assert_snippet_in(doc, arg, body)?,
+                "run" => runs.push(body.clone()),
+                _ => {}
+            }
+        }
+        assert!(
+            blocks.iter().filter(|b| b.0 == "snippet").count() >= 9 && runs.len() >= 4,
+            "{doc}: the snippets and runnable blocks are missing"
+        );
+        let dir = s.token.path(&doc.replace('/', "-"));
+        std::fs::create_dir(&dir)?;
+        std::os::unix::fs::symlink(example(""), dir.join("examples"))?;
+        std::fs::copy(s.token.path("epuap.pem"), dir.join("epuap.pem"))?;
+        std::fs::copy(s.token.path("wk.pem"), dir.join("wk.pem"))?;
+        run_console_blocks(&s, doc, &dir, &runs)?;
+    }
+    assert!(s.daemon.stop()?.success());
+    Ok(())
+}
