@@ -1,11 +1,19 @@
 //! The integration examples in `examples/` (PHP, Python, Java) and the example
 //! configuration in `contrib/` run against a real daemon on a test token, and what they
-//! produce is checked with tools this project did not write: xmlsec1 for the SAML
-//! AuthnRequests signed from PHP and Java, `openssl dgst` for the raw signatures.
+//! produce is checked with tools this project did not write:
+//! - the one-call examples (tpuserinfo over `wss/sign` with the ePUAP RSA key, the WK
+//!   AuthnRequest over `saml/sign` with an EC P-256 key): xmlsec1 against the certificate,
+//!   zeep + signxml (tests/verifiers/verify_xml.py, which says what was signed) and the JDK
+//!   (tests/verifiers/VerifyXml.java); a DOCTYPE envelope makes each exit non-zero with
+//!   `xml_doctype_forbidden`; PHP's SoapClient sends the daemon's bytes unchanged;
+//! - the raw `sign` examples: xmlsec1 for the AuthnRequests signed from PHP and Java,
+//!   `openssl dgst` for the raw signatures;
+//! - docs/integration.md and docs/pl/integration.md: their snippets are in the example
+//!   files, and their runnable console blocks run as shown.
 //!
 //! A test is skipped (with a note on standard error) only when its runtime (php, python3,
-//! java, javac) or xmlsec1 is not installed. `scripts/test` installs php, xmlsec1 and a JDK,
-//! so on CI those tests run.
+//! java, javac) or a verifier is not installed. `scripts/test` installs php (with php-soap),
+//! xmlsec1, a JDK and the Python verifiers, so on CI those tests run.
 
 mod common;
 
