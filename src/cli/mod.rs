@@ -178,10 +178,14 @@ pub enum BenchTarget {
         /// Key name.
         #[arg(long)]
         key: String,
+        /// The endpoint: `sign` (1 KiB SignedInfo), `wss` (a ~4 KiB SOAP envelope to
+        /// wss/sign) or `saml` (a ~4 KiB AuthnRequest to saml/sign).
+        #[arg(long, value_enum, default_value = "sign")]
+        endpoint: crate::bench::Endpoint,
         /// Algorithm (RS256, ES256, ...).
         #[arg(long, default_value = "RS256")]
         algorithm: crate::algorithm::Algorithm,
-        /// Send a pre-computed digest instead of the data.
+        /// Send a pre-computed digest instead of the data (`--endpoint sign` only).
         #[arg(long)]
         digest: bool,
         /// Concurrent clients, one connection each.
@@ -538,6 +542,7 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
         BenchTarget::Daemon {
             socket,
             key,
+            endpoint,
             algorithm,
             digest,
             clients,
@@ -548,6 +553,7 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
                 .build()?;
             runtime.block_on(crate::bench::daemon(
                 &socket,
+                endpoint,
                 &key,
                 algorithm,
                 digest,
