@@ -52,14 +52,19 @@ pub struct GenerateArgs {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum KeyTypeArg {
     /// EC on NIST P-256 (what login.gov.pl uses).
+    #[value(name = "ec-p256")]
     EcP256,
     /// EC on NIST P-384.
+    #[value(name = "ec-p384")]
     EcP384,
     /// RSA, 2048-bit modulus.
+    #[value(name = "rsa-2048")]
     Rsa2048,
     /// RSA, 3072-bit modulus.
+    #[value(name = "rsa-3072")]
     Rsa3072,
     /// RSA, 4096-bit modulus.
+    #[value(name = "rsa-4096")]
     Rsa4096,
 }
 
