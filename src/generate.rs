@@ -134,6 +134,9 @@ pub enum GenerateError {
     /// Neither a CSR nor a certificate asked for.
     #[error("give --csr FILE, --self-signed-days N, or both: the public key must reach login.gov.pl in a certificate; nothing was created")]
     NothingToRegister,
+    /// `--allow-dual-use` with a signing key.
+    #[error("--allow-dual-use applies to --purpose decrypt only")]
+    DualUseForSign,
     /// `--self-signed-days 0`.
     #[error("--self-signed-days must be at least 1")]
     NoDays,
@@ -215,6 +218,9 @@ impl GenerateRequest {
     pub fn check(&self) -> Result<(), GenerateError> {
         if self.purpose == Purpose::Decrypt && self.kind != (KeyKind::Ec { curve: Curve::P256 }) {
             return Err(GenerateError::DecryptNeedsP256 { kind: self.kind });
+        }
+        if self.allow_dual_use && self.purpose == Purpose::Sign {
+            return Err(GenerateError::DualUseForSign);
         }
         if self.csr.is_none() && self.self_signed_days.is_none() {
             return Err(GenerateError::NothingToRegister);
