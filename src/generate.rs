@@ -9,6 +9,7 @@
 //! CKA_ID follows the import rule ([`crate::cert::CertDer::default_id`]): SHA-1 of the
 //! subjectPublicKey bits, set on the private key, the public key and the certificate.
 
+mod proof;
 pub mod subject;
 pub mod x509;
 
@@ -19,18 +20,19 @@ use cryptoki::mechanism::MechanismType;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
 use der::Encode;
-use openssl::pkey::{PKey, Public};
 use serde::Serialize;
 use x509_cert::name::Name;
 
-use crate::algorithm::{verify_digest, Algorithm};
+use crate::algorithm::Algorithm;
 use crate::cert::{CertDer, CertError, CertInfo, Curve, KeyKind};
 use crate::import::random_suffix;
 use crate::token::{
-    cert_template, check_mechanisms, disable_signing, ecdh_derive, find_objects, generate_key_pair,
-    identify, pair_gen_mechanism, read_key_attrs, read_public_key, relabel, sign_digest,
-    CertCategory, KeyAttrs, KeyUse, OpenToken, TokenError,
+    cert_template, check_mechanisms, disable_signing, find_objects, generate_key_pair, identify,
+    pair_gen_mechanism, read_key_attrs, read_public_key, relabel, CertCategory, KeyAttrs, KeyUse,
+    OpenToken, TokenError,
 };
+pub use proof::GenProof;
+use proof::{attribute_problems, prove_ecdh, prove_signature};
 use x509::{csr_pem, self_signed, TokenSigner, X509Error};
 
 /// What the key is for.
@@ -78,17 +80,6 @@ pub struct GenerateRequest {
     pub self_signed_days: Option<u32>,
     /// Keep a decryption key that the token will not stop from signing.
     pub allow_dual_use: bool,
-}
-
-/// How the key proved itself.
-#[derive(Debug, Clone, Serialize)]
-pub struct GenProof {
-    /// "signature" or "ecdh".
-    pub method: &'static str,
-    /// The signature algorithm, for a signature proof.
-    pub algorithm: Option<Algorithm>,
-    /// Whether the software side agreed.
-    pub verified: bool,
 }
 
 /// What `generate` stored and wrote.
@@ -461,87 +452,6 @@ fn spki_key_id(spki: &[u8]) -> Result<Vec<u8>, TokenError> {
     .map(|d| d.to_vec())
     .map_err(|e| TokenError::GeneratedKey {
         detail: e.to_string(),
-    })
-}
-
-/// What is wrong with the new key's attributes for its purpose; empty when nothing is.
-fn attribute_problems(a: &KeyAttrs, purpose: Purpose, dual_use: bool) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut want = |ok: bool, what: &str| {
-        if !ok {
-            out.push(what.into());
-        }
-    };
-    want(a.sensitive, "CKA_SENSITIVE is false");
-    want(!a.extractable, "CKA_EXTRACTABLE is true");
-    want(a.private, "CKA_PRIVATE is false");
-    want(a.token, "CKA_TOKEN is false");
-    want(
-        !a.private_value_readable,
-        "the private key value can be read from the token",
-    );
-    match purpose {
-        Purpose::Sign => {
-            want(a.sign, "CKA_SIGN is false");
-            want(!a.derive, "CKA_DERIVE is true on a signing key");
-        }
-        Purpose::Decrypt => {
-            want(a.derive, "CKA_DERIVE is false");
-            want(dual_use || !a.sign, "CKA_SIGN is still true");
-        }
-    }
-    out
-}
-
-/// Signs a fresh random challenge on the token and verifies it with OpenSSL against the
-/// public key read from the token.
-fn prove_signature(
-    session: &Session,
-    key: ObjectHandle,
-    algorithm: Algorithm,
-    public: &PKey<Public>,
-) -> Result<GenProof, GenerateError> {
-    let mut challenge = [0u8; 32];
-    openssl::rand::rand_bytes(&mut challenge).expect("OpenSSL's RNG works");
-    let digest = algorithm.hash().digest(&challenge);
-    let signature = sign_digest(session, key, algorithm, &digest)?;
-    Ok(GenProof {
-        method: "signature",
-        algorithm: Some(algorithm),
-        verified: verify_digest(public, algorithm, &digest, &signature).unwrap_or(false),
-    })
-}
-
-/// ECDH between the token's key and a fresh software P-256 key: the token's shared
-/// secret must equal the one OpenSSL computes from the token's public key.
-fn prove_ecdh(
-    session: &Session,
-    key: ObjectHandle,
-    public: &PKey<Public>,
-) -> Result<GenProof, GenerateError> {
-    use openssl::ec::{EcGroup, EcKey, PointConversionForm};
-    let software = || -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
-        let group = EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?;
-        let ephemeral = EcKey::generate(&group)?;
-        let mut ctx = openssl::bn::BigNumContext::new()?;
-        let point =
-            ephemeral
-                .public_key()
-                .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)?;
-        let ephemeral = PKey::from_ec_key(ephemeral)?;
-        let mut deriver = openssl::derive::Deriver::new(&ephemeral)?;
-        deriver.set_peer(public)?;
-        Ok((point, deriver.derive_to_vec()?))
-    };
-    let (point, expected) = software().map_err(|e| GenerateError::ProofFailed {
-        why: format!("the software side of the ECDH proof failed: {e}"),
-    })?;
-    let expected = zeroize::Zeroizing::new(expected);
-    let z = ecdh_derive(session, key, &point, Curve::P256.field_bytes())?;
-    Ok(GenProof {
-        method: "ecdh",
-        algorithm: None,
-        verified: z.len() == expected.len() && openssl::memcmp::eq(&z, &expected),
     })
 }
 
