@@ -3,6 +3,8 @@
 //!
 //! Both loops sign the same input (a 1 KiB stand-in for a SAML SignedInfo, or its
 //! digest), record every latency, and report operations per second and percentiles.
+//! Through the daemon, the one-call XML endpoints can be measured too: a ~4 KiB
+//! TpUserInfo envelope to `wss/sign`, a ~4 KiB WK AuthnRequest to `saml/sign`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,11 +19,27 @@ use serde::Serialize;
 use crate::algorithm::Algorithm;
 use crate::token::{sign_digest, OpenToken, StoredKey, TokenError, TokenSelector};
 
+/// Which daemon endpoint a benchmark calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    /// `POST /v1/keys/{name}/sign`: SignedInfo bytes (or their digest).
+    Sign,
+    /// `POST /v1/keys/{name}/wss/sign`: a whole SOAP envelope.
+    Wss,
+    /// `POST /v1/keys/{name}/saml/sign`: a whole AuthnRequest.
+    Saml,
+}
+
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     /// What was measured ("token", "daemon").
     pub path: &'static str,
+    /// The daemon endpoint; `sign` for the token's own runs.
+    pub endpoint: Endpoint,
+    /// Bytes of the input each request carries (data, digest or document).
+    pub input_bytes: usize,
     /// Algorithm.
     pub algorithm: Algorithm,
     /// Whether a digest (not data) was sent.
@@ -57,8 +75,94 @@ pub fn sample_input() -> Vec<u8> {
     text.into_bytes()
 }
 
+/// A TpUserInfo call as GSKO's SOAP stack sends it to `wss/sign`, about 4 KiB: the
+/// declaration, a comment, indentation, and a Body padded with the caller's context.
+pub fn sample_envelope() -> String {
+    let mut context = String::new();
+    let mut n = 0;
+    while context.len() < 3300 {
+        n += 1;
+        context.push_str(&format!(
+            "        <atrybut nazwa=\"sprawa-{n}\">Wniosek o wydanie zaświadczenia nr {n}/2026 &amp; załączniki</atrybut>\n"
+        ));
+    }
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- GSKO → ePUAP TpUserInfo -->
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+                  xmlns:tpus="http://wsdl.tpuserinfo.epuap.gov.pl/">
+  <soapenv:Header/>
+  <soapenv:Body>
+    <tpus:GetTpUserInfo>
+      <tpUserObjectsInfoRequest>
+        <callerId>gmina-przykladowo</callerId>
+        <userId>jan.kowalski</userId>
+{context}      </tpUserObjectsInfoRequest>
+    </tpus:GetTpUserInfo>
+  </soapenv:Body>
+</soapenv:Envelope>
+"#
+    )
+}
+
+/// A WK AuthnRequest for `saml/sign`, about 4 KiB with its eIDAS requested attributes.
+pub fn sample_authn_request() -> String {
+    let mut attributes = String::new();
+    let mut n = 0;
+    while attributes.len() < 3000 {
+        n += 1;
+        attributes.push_str(&format!(
+            "<eidas:RequestedAttribute FriendlyName=\"Attribute{n}\" Name=\"http://eidas.europa.eu/attributes/naturalperson/Attribute{n}\" NameFormat=\"urn:oasis:names:tc:SAML:2.0:attrname-format:uri\" isRequired=\"true\"/>"
+        ));
+    }
+    format!(
+        r#"<saml2p:AuthnRequest xmlns:saml2p="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml2="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:eidas="http://eidas.europa.eu/saml-extensions" AssertionConsumerServiceURL="https://gsko.przykladowo.pl/wk/acs" Destination="https://symulator.login.gov.pl/login/SingleSignOnService" ForceAuthn="true" ID="ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111" IssueInstant="2026-03-01T10:00:00.000Z" Version="2.0"><saml2:Issuer>https://gsko.przykladowo.pl</saml2:Issuer><saml2p:Extensions><eidas:SPType>public</eidas:SPType><eidas:RequestedAttributes>{attributes}</eidas:RequestedAttributes></saml2p:Extensions><saml2p:NameIDPolicy AllowCreate="true" Format="urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"/></saml2p:AuthnRequest>"#
+    )
+}
+
+/// The path and JSON body of one benchmark request, and how many bytes of input it carries.
+fn request_for(
+    endpoint: Endpoint,
+    key: &str,
+    algorithm: Algorithm,
+    digest: bool,
+) -> (String, String, usize) {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    match endpoint {
+        Endpoint::Sign => {
+            let input = sample_input();
+            let (field, payload) = if digest {
+                ("digest", algorithm.hash().digest(&input))
+            } else {
+                ("data", input)
+            };
+            let body = serde_json::json!({ "algorithm": algorithm.name(), field: b64(&payload) });
+            (
+                format!("/v1/keys/{key}/sign"),
+                body.to_string(),
+                payload.len(),
+            )
+        }
+        Endpoint::Wss => {
+            let envelope = sample_envelope();
+            let len = envelope.len();
+            let body = serde_json::json!({ "algorithm": algorithm.name(), "envelope": envelope });
+            (format!("/v1/keys/{key}/wss/sign"), body.to_string(), len)
+        }
+        Endpoint::Saml => {
+            let xml = sample_authn_request();
+            let len = xml.len();
+            let body = serde_json::json!({ "algorithm": algorithm.name(), "xml": xml });
+            (format!("/v1/keys/{key}/saml/sign"), body.to_string(), len)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn summarise(
     path: &'static str,
+    endpoint: Endpoint,
+    input_bytes: usize,
     algorithm: Algorithm,
     digest: bool,
     parallel: usize,
@@ -77,6 +181,8 @@ fn summarise(
     let seconds = elapsed.as_secs_f64();
     BenchResult {
         path,
+        endpoint,
+        input_bytes,
         algorithm,
         digest,
         parallel,
@@ -148,6 +254,8 @@ pub fn token(
     }
     Ok(summarise(
         "token",
+        Endpoint::Sign,
+        input.len(),
         algorithm,
         false,
         parallel,
@@ -157,28 +265,19 @@ pub fn token(
     ))
 }
 
-/// Asks the daemon at `socket` for signatures from `clients` keep-alive connections at
-/// once, for `duration`.
+/// Asks the daemon at `socket` for signatures at `endpoint` from `clients` keep-alive
+/// connections at once, for `duration`. `digest` applies to `Endpoint::Sign` only.
 pub async fn daemon(
     socket: &Path,
+    endpoint: Endpoint,
     key: &str,
     algorithm: Algorithm,
     digest: bool,
     clients: usize,
     duration: Duration,
 ) -> Result<BenchResult, crate::client::ClientError> {
-    let input = sample_input();
-    let field = if digest { "digest" } else { "data" };
-    let payload = if digest {
-        algorithm.hash().digest(&input)
-    } else {
-        input
-    };
-    let body = Bytes::from(
-        serde_json::json!({ "algorithm": algorithm.name(), field: base64::engine::general_purpose::STANDARD.encode(payload) })
-            .to_string(),
-    );
-    let uri = format!("/v1/keys/{key}/sign");
+    let (uri, body, input_bytes) = request_for(endpoint, key, algorithm, digest);
+    let body = Bytes::from(body);
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -221,8 +320,10 @@ pub async fn daemon(
     }
     Ok(summarise(
         "daemon",
+        endpoint,
+        input_bytes,
         algorithm,
-        digest,
+        digest && endpoint == Endpoint::Sign,
         clients,
         micros,
         errors,

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod generate;
 pub mod hardening;
 pub mod import;
 pub mod inventory;

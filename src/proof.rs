@@ -57,7 +57,9 @@ pub fn problems(a: &KeyAttrs) -> Vec<&'static str> {
         if !a.token {
             out.push("CKA_TOKEN is false (the key would vanish with the session)");
         }
-        if !a.sign {
+        // A key-agreement key (CKA_DERIVE, from `generate --purpose decrypt`) is meant
+        // not to sign.
+        if !a.sign && !a.derive {
             out.push("CKA_SIGN is false");
         }
         if a.private_value_readable {

@@ -86,6 +86,7 @@ impl KeyReport {
         for ca in &self.chain {
             let _ = writeln!(out, "CA:           {} (until {})", ca.subject, ca.not_after);
         }
+        let _ = writeln!(out, "Use:          {}", usage(a));
         let _ = writeln!(
             out,
             "Protection:   sensitive={}, extractable={}, private={}, private value readable={}",
@@ -122,6 +123,16 @@ pub enum ReportError {
     /// The token could not be read.
     #[error(transparent)]
     Token(#[from] TokenError),
+}
+
+/// What the key may do, from CKA_SIGN and CKA_DERIVE.
+fn usage(a: &KeyAttrs) -> &'static str {
+    match (a.sign, a.derive) {
+        (true, false) => "sign",
+        (false, true) => "decrypt (ECDH, CKA_DERIVE)",
+        (true, true) => "sign AND decrypt (ECDH): DUAL USE, the token would not clear CKA_SIGN on this decryption key",
+        (false, false) => "none (CKA_SIGN and CKA_DERIVE are both false)",
+    }
 }
 
 fn days_text(days: i64) -> String {

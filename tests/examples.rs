@@ -1,14 +1,23 @@
 //! The integration examples in `examples/` (PHP, Python, Java) and the example
 //! configuration in `contrib/` run against a real daemon on a test token, and what they
-//! produce is checked with tools this project did not write: xmlsec1 for the SAML
-//! AuthnRequests signed from PHP and Java, `openssl dgst` for the raw signatures.
+//! produce is checked with tools this project did not write:
+//! - the one-call examples (tpuserinfo over `wss/sign` with the ePUAP RSA key, the WK
+//!   AuthnRequest over `saml/sign` with an EC P-256 key): xmlsec1 against the certificate,
+//!   zeep + signxml (tests/verifiers/verify_xml.py, which says what was signed) and the JDK
+//!   (tests/verifiers/VerifyXml.java); a DOCTYPE envelope makes each exit non-zero with
+//!   `xml_doctype_forbidden`; PHP's SoapClient sends the daemon's bytes unchanged;
+//! - the raw `sign` examples: xmlsec1 for the AuthnRequests signed from PHP and Java,
+//!   `openssl dgst` for the raw signatures;
+//! - docs/integration.md and docs/pl/integration.md: their snippets are in the example
+//!   files, and their runnable console blocks run as shown.
 //!
 //! A test is skipped (with a note on standard error) only when its runtime (php, python3,
-//! java, javac) or xmlsec1 is not installed. `scripts/test` installs php, xmlsec1 and a JDK,
-//! so on CI those tests run.
+//! java, javac) or a verifier is not installed. `scripts/test` installs php (with php-soap),
+//! xmlsec1, a JDK and the Python verifiers, so on CI those tests run.
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -418,5 +427,573 @@ fn contrib_config_runs_the_daemon() -> Result {
         &["-sha256"]
     )?);
     assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The one-call examples: tpuserinfo (wss/sign) and wk_authn_request (saml/sign) in PHP,
+// Python and Java, each output checked by xmlsec1, zeep + signxml and the JDK.
+
+const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+const WSU: &str =
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
+const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+
+/// An envelope with a DOCTYPE: every example must refuse to go on, with the daemon's code.
+const DOCTYPE_ENVELOPE: &str = r#"<?xml version="1.0"?>
+<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>&e;</soapenv:Body></soapenv:Envelope>
+"#;
+
+/// A daemon with the ePUAP RSA key (RS256) and the WK EC P-256 key (ES256), and the
+/// keys' certificates as `epuap.pem` and `wk.pem` in the token's directory.
+struct XmlSetup {
+    daemon: Daemon,
+    token: TestToken,
+}
+
+impl XmlSetup {
+    fn start() -> Result<Self> {
+        let token = TestToken::new()?;
+        let keys = [
+            epuap_rs256(),
+            KeySetup {
+                name: "wk",
+                label: "gsko-wk",
+                spec: KeySpec::P256,
+                algorithms: &["ES256"],
+                extra: "",
+            },
+        ];
+        let leaves = provision(&token, &keys)?;
+        std::fs::write(token.path("epuap.pem"), leaves[0].cert.to_pem()?)?;
+        std::fs::write(token.path("wk.pem"), leaves[1].cert.to_pem()?)?;
+        let daemon = Daemon::start(&token, &keys, "")?;
+        Ok(Self { daemon, token })
+    }
+
+    /// An example's command with the daemon's socket in `HSM_SIGNER_SOCKET`.
+    fn example(&self, program: &str) -> Command {
+        let mut cmd = run_example(program);
+        cmd.env("HSM_SIGNER_SOCKET", &self.daemon.socket);
+        cmd
+    }
+
+    fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.token.path(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+}
+
+/// True when zeep, signxml and xmlsec import, else a note on stderr.
+fn python_verifiers_installed() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import zeep, signxml, xmlsec"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 with zeep, signxml and xmlsec is not installed; the Python verifiers do not run");
+    }
+    ok
+}
+
+/// Runs a verifier; whether it accepted, and all it printed (also echoed, for the log).
+fn verifier(cmd: &mut Command) -> Result<(bool, String)> {
+    let out = cmd.output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("$ {cmd:?}\n{text}");
+    Ok((out.status.success(), text))
+}
+
+fn verifiers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verifiers")
+}
+
+/// The value of the attribute `name` (e.g. `wsu:Id="`) on the first element after `after`.
+fn attribute_after(xml: &str, after: &str, name: &str) -> Result<String> {
+    let rest = &xml[xml
+        .find(after)
+        .ok_or_else(|| format!("no {after} in:\n{xml}"))?..];
+    let tag = &rest[..rest.find('>').ok_or("unclosed tag")?];
+    let start = tag
+        .find(name)
+        .ok_or_else(|| format!("no {name} on {tag}"))?
+        + name.len();
+    let end = tag[start..].find('"').ok_or("unclosed attribute")?;
+    Ok(tag[start..start + end].to_string())
+}
+
+/// A signed TpUserInfo envelope as ePUAP would check it: xmlsec1 against the ePUAP
+/// certificate (Body and Timestamp references), zeep's verify_envelope and signxml (the
+/// Body with GetTpUserInfo, the Timestamp), the JDK; and, as a control, xmlsec1 rejects
+/// the envelope with another userId.
+fn assert_tpuserinfo_verifies(s: &XmlSetup, name: &str, signed: &str, timestamp: bool) -> Result {
+    assert!(signed.contains(RSA_SHA256), "{signed}");
+    assert!(signed.contains(">jan.kowalski</userId>"), "{signed}");
+    let body_id = attribute_after(signed, "Body ", "wsu:Id=\"")?;
+    let file = s.write(&format!("{name}.signed.xml"), signed)?;
+    let cert = s.token.path("epuap.pem");
+    let refs = if timestamp { 2 } else { 1 };
+    let xmlsec1 = |file: &Path| {
+        verifier(
+            Command::new("xmlsec1")
+                .args(["--verify", "--id-attr:Id"])
+                .arg(format!("{SOAP11}:Body"))
+                .arg("--id-attr:Id")
+                .arg(format!("{WSU}:Timestamp"))
+                .arg("--pubkey-cert-pem")
+                .arg(&cert)
+                .arg(file),
+        )
+    };
+    if installed("xmlsec1", "--version")? {
+        let (ok, out) = xmlsec1(&file)?;
+        assert!(ok, "xmlsec1 rejected {name}:\n{out}");
+        assert!(
+            out.contains(&format!("SignedInfo References (ok/all): {refs}/{refs}")),
+            "{out}"
+        );
+        let tampered = s.write(
+            &format!("{name}.tampered.xml"),
+            &signed.replace("jan.kowalski", "anna.nowak"),
+        )?;
+        assert!(!xmlsec1(&tampered)?.0, "xmlsec1 accepted a changed Body");
+    }
+    if python_verifiers_installed() {
+        let mut ids = vec![body_id.clone()];
+        if timestamp {
+            ids.push(attribute_after(signed, "Timestamp ", "wsu:Id=\"")?);
+        }
+        let (ok, out) = verifier(
+            Command::new("python3")
+                .arg(verifiers_dir().join("verify_xml.py"))
+                .arg("wss")
+                .arg(&file)
+                .arg(&cert)
+                .args(&ids),
+        )?;
+        assert!(ok, "zeep/signxml rejected {name}:\n{out}");
+        assert!(out.contains("zeep: OK verify_envelope"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "signxml: OK reference #{body_id} -> SOAP 1.1 Body, payload ['GetTpUserInfo']"
+            )),
+            "{out}"
+        );
+        if timestamp {
+            assert!(out.contains(" -> wsu:Timestamp Created="), "{out}");
+        }
+    }
+    if installed("java", "-version")? {
+        let (ok, out) = verifier(
+            Command::new("java")
+                .arg(verifiers_dir().join("VerifyXml.java"))
+                .arg(&file)
+                .arg(&cert),
+        )?;
+        assert!(ok, "the JDK rejected {name}:\n{out}");
+        assert!(
+            out.contains(&format!(
+                "java: reference #{body_id} -> {{{SOAP11}}}Body valid=true"
+            )),
+            "{out}"
+        );
+    }
+    Ok(())
+}
+
+/// The AuthnRequest inside an HTTP-POST binding form: the SAMLRequest value decoded.
+fn authn_request_of_form(form: &str) -> Result<String> {
+    assert!(
+        form.contains(r#"action="https://symulator.login.gov.pl/login/SingleSignOnService""#),
+        "{form}"
+    );
+    let value = attribute_after(form, r#"name="SAMLRequest""#, "value=\"")?;
+    Ok(String::from_utf8(B64.decode(value)?)?)
+}
+
+/// A signed WK AuthnRequest as WK would check it: ES256 with the WK certificate, by
+/// xmlsec1, signxml (the AuthnRequest with its ID and Issuer) and the JDK; a changed
+/// AssertionConsumerServiceURL fails xmlsec1.
+fn assert_wk_authn_request_verifies(s: &XmlSetup, name: &str, xml: &str) -> Result {
+    assert!(xml.starts_with("<saml2p:AuthnRequest "), "{xml}");
+    assert!(xml.contains(ECDSA_SHA256), "{xml}");
+    assert!(
+        xml.contains("</saml2:Issuer><ds:Signature "),
+        "the signature must follow Issuer:\n{xml}"
+    );
+    let id = attribute_after(xml, "<saml2p:AuthnRequest ", " ID=\"")?;
+    assert!(xml.contains(&format!("URI=\"#{id}\"")), "{xml}");
+    let file = s.write(&format!("{name}.signed.xml"), xml)?;
+    let cert = s.token.path("wk.pem");
+    let xmlsec1 = |file: &Path| {
+        verifier(
+            Command::new("xmlsec1")
+                .args([
+                    "--verify",
+                    "--id-attr:ID",
+                    AUTHN_REQUEST,
+                    "--pubkey-cert-pem",
+                ])
+                .arg(&cert)
+                .arg(file),
+        )
+    };
+    if installed("xmlsec1", "--version")? {
+        let (ok, out) = xmlsec1(&file)?;
+        assert!(ok, "xmlsec1 rejected {name}:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+        let tampered = s.write(
+            &format!("{name}.tampered.xml"),
+            &xml.replace("/wk/acs", "/wk/evil"),
+        )?;
+        assert!(!xmlsec1(&tampered)?.0, "xmlsec1 accepted a changed ACS URL");
+    }
+    if python_verifiers_installed() {
+        let (ok, out) = verifier(
+            Command::new("python3")
+                .arg(verifiers_dir().join("verify_xml.py"))
+                .args(["saml"])
+                .arg(&file)
+                .arg(&cert)
+                .arg(&id),
+        )?;
+        assert!(ok, "signxml rejected {name}:\n{out}");
+        assert!(
+            out.contains(&format!(
+                "signxml: OK reference #{id} -> AuthnRequest Issuer=https://gsko.gmina.example"
+            )),
+            "{out}"
+        );
+    }
+    if installed("java", "-version")? {
+        let (ok, out) = verifier(
+            Command::new("java")
+                .arg(verifiers_dir().join("VerifyXml.java"))
+                .arg(&file)
+                .arg(&cert),
+        )?;
+        assert!(ok, "the JDK rejected {name}:\n{out}");
+        assert!(
+            out.contains(&format!(
+                "java: reference #{id} -> {{{SAMLP}}}AuthnRequest valid=true"
+            )),
+            "{out}"
+        );
+    }
+    Ok(())
+}
+
+/// The example's answer to a DOCTYPE envelope: non-zero, with the daemon's code.
+fn assert_refuses_doctype(mut cmd: Command) -> Result {
+    let out = cmd.output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("400 xml_doctype_forbidden: "),
+        "the daemon's code and message must reach the caller: {out:?}"
+    );
+    assert!(out.stdout.is_empty(), "nothing may be written: {out:?}");
+    Ok(())
+}
+
+fn tpuserinfo_xml() -> PathBuf {
+    example("xml/tpuserinfo.xml")
+}
+
+/// Accepts one HTTP request on a local TCP port, answers it with an empty SOAP 1.1
+/// response, and hands back the request body: what a SOAP client really sent.
+fn soap_endpoint() -> Result<(String, std::thread::JoinHandle<std::io::Result<Vec<u8>>>)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/tpuserinfo", listener.local_addr()?);
+    let handle = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let (stream, _) = listener.accept()?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().map_err(std::io::Error::other)?;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let answer = r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><GetTpUserInfoResponse/></soapenv:Body></soapenv:Envelope>"#;
+        write!(
+            &stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+            answer.len()
+        )?;
+        Ok(body)
+    });
+    Ok((url, handle))
+}
+
+#[test]
+fn php_one_call_examples_sign_tpuserinfo_and_a_wk_authn_request() -> Result {
+    if !installed("php", "--version")? {
+        return Ok(());
+    }
+    let s = XmlSetup::start()?;
+    let php = |args: &[&OsStr]| {
+        let mut cmd = s.example("php");
+        cmd.args(args);
+        cmd
+    };
+    let script = example("php/tpuserinfo.php");
+    let signed = stdout_of(&mut php(&[
+        script.as_os_str(),
+        tpuserinfo_xml().as_os_str(),
+    ]))?;
+    assert!(
+        signed.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- GSKO → ePUAP"),
+        "the envelope comes back as it was, declaration and comment included:\n{signed}"
+    );
+    assert_tpuserinfo_verifies(&s, "php-tpuserinfo", &signed, true)?;
+
+    let form = stdout_of(&mut php(&[example("php/wk_authn_request.php").as_os_str()]))?;
+    assert_wk_authn_request_verifies(&s, "php-authn", &authn_request_of_form(&form)?)?;
+
+    let doctype = s.write("doctype.xml", DOCTYPE_ENVELOPE)?;
+    assert_refuses_doctype(php(&[script.as_os_str(), doctype.as_os_str()]))?;
+
+    // SoapClient: __doRequest has the request signed and sends those bytes unchanged.
+    let soap = Command::new("php")
+        .args(["-r", "exit(class_exists('SoapClient') ? 0 : 1);"])
+        .status()?;
+    if !soap.success() {
+        eprintln!("SKIPPED: php-soap is not installed; the SoapClient part does not run");
+        return Ok(());
+    }
+    let (url, endpoint) = soap_endpoint()?;
+    let printed = stdout_of(&mut php(&[
+        script.as_os_str(),
+        OsStr::new("--send"),
+        OsStr::new(&url),
+        OsStr::new("jan.kowalski"),
+    ]))?;
+    let sent = endpoint
+        .join()
+        .map_err(|_| "the SOAP endpoint panicked")??;
+    assert_eq!(
+        String::from_utf8(sent)?,
+        printed,
+        "SoapClient must send the daemon's bytes unchanged"
+    );
+    assert_tpuserinfo_verifies(&s, "php-soapclient", &printed, false)?;
+    assert!(s.daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn python_one_call_examples_sign_tpuserinfo_and_a_wk_authn_request() -> Result {
+    if !installed("python3", "--version")? {
+        return Ok(());
+    }
+    let s = XmlSetup::start()?;
+    let script = example("python/tpuserinfo.py");
+    let signed = stdout_of(s.example("python3").arg(&script).arg(tpuserinfo_xml()))?;
+    assert_tpuserinfo_verifies(&s, "python-tpuserinfo", &signed, true)?;
+
+    let form = stdout_of(
+        s.example("python3")
+            .arg(example("python/wk_authn_request.py")),
+    )?;
+    assert_wk_authn_request_verifies(&s, "python-authn", &authn_request_of_form(&form)?)?;
+
+    let doctype = s.write("doctype.xml", DOCTYPE_ENVELOPE)?;
+    let mut refused = s.example("python3");
+    refused.arg(&script).arg(&doctype);
+    assert_refuses_doctype(refused)?;
+    assert!(s.daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn java_one_call_examples_sign_tpuserinfo_and_a_wk_authn_request() -> Result {
+    if !installed("java", "-version")? || !installed("javac", "-version")? {
+        return Ok(());
+    }
+    let s = XmlSetup::start()?;
+    let classes = s.token.path("classes");
+    run_ok(
+        Command::new("javac")
+            .arg("-d")
+            .arg(&classes)
+            .arg(example("java/HsmSignerClient.java"))
+            .arg(example("java/TpUserInfo.java"))
+            .arg(example("java/WkAuthnRequest.java")),
+    )?;
+    let java = |class: &str| {
+        let mut cmd = s.example("java");
+        cmd.arg("-cp").arg(&classes).arg(class);
+        cmd
+    };
+    let signed = stdout_of(java("TpUserInfo").arg(tpuserinfo_xml()))?;
+    assert_tpuserinfo_verifies(&s, "java-tpuserinfo", &signed, true)?;
+
+    let form = stdout_of(&mut java("WkAuthnRequest"))?;
+    assert_wk_authn_request_verifies(&s, "java-authn", &authn_request_of_form(&form)?)?;
+
+    let doctype = s.write("doctype.xml", DOCTYPE_ENVELOPE)?;
+    let mut refused = java("TpUserInfo");
+    refused.arg(&doctype);
+    assert_refuses_doctype(refused)?;
+    assert!(s.daemon.stop()?.success());
+    Ok(())
+}
+
+/// The fenced blocks of a Markdown text that follow a `<!-- KIND: ARG -->` line, as
+/// (kind, arg, lines of the block).
+fn marked_blocks(doc: &str) -> Vec<(String, String, Vec<String>)> {
+    let mut blocks = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(marker) = line
+            .strip_prefix("<!-- ")
+            .and_then(|m| m.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let Some((kind, arg)) = marker.split_once(": ") else {
+            continue;
+        };
+        if !lines.next().is_some_and(|l| l.starts_with("```")) {
+            continue;
+        }
+        let body = lines
+            .by_ref()
+            .take_while(|l| !l.starts_with("```"))
+            .map(str::to_string)
+            .collect();
+        blocks.push((kind.to_string(), arg.to_string(), body));
+    }
+    blocks
+}
+
+/// Asserts `snippet`'s lines appear, one after another, in `file` (indentation aside).
+fn assert_snippet_in(doc: &str, file: &str, snippet: &[String]) -> Result {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))?;
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let wanted: Vec<&str> = snippet.iter().map(|l| l.trim()).collect();
+    assert!(
+        !wanted.is_empty() && lines.windows(wanted.len()).any(|w| w == wanted.as_slice()),
+        "{doc}: this snippet is not in {file}:\n{}",
+        snippet.join("\n")
+    );
+    Ok(())
+}
+
+/// A console block as (command, documented output lines); `\` continues a command.
+fn console_commands(block: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut commands: Vec<(String, Vec<String>)> = Vec::new();
+    let mut continued = false;
+    for line in block {
+        if let Some(command) = line.strip_prefix("$ ") {
+            commands.push((command.to_string(), Vec::new()));
+        } else if let Some((command, output)) = commands.last_mut() {
+            if continued {
+                command.push('\n');
+                command.push_str(line);
+            } else {
+                output.push(line.clone());
+            }
+        }
+        continued = line.ends_with('\\');
+    }
+    commands
+}
+
+/// Runs a doc's `<!-- run: -->` console blocks in `dir`, one command at a time: each must
+/// exit 0 and print the documented lines, except one followed by `echo $?`, whose status
+/// must be the documented one.
+fn run_console_blocks(s: &XmlSetup, doc: &str, dir: &Path, blocks: &[Vec<String>]) -> Result {
+    let bin = Path::new(env!("CARGO_BIN_EXE_hsm-signer"))
+        .parent()
+        .ok_or("binary dir")?;
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH")?);
+    let mut last_status = None;
+    for (command, expected) in blocks.iter().flat_map(|b| console_commands(b)) {
+        if command == "echo $?" {
+            let documented: i32 = expected.first().ok_or("echo $? without output")?.parse()?;
+            assert_eq!(last_status, Some(documented), "{doc}: exit status");
+            continue;
+        }
+        let out = Command::new("sh")
+            .args(["-c", &format!("exec 2>&1\n{command}")])
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env("HSM_SIGNER_SOCKET", &s.daemon.socket)
+            .env_remove("HSM_SIGNER_KEY")
+            .stdin(Stdio::null())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("{doc}$ {command}\n{text}");
+        for line in &expected {
+            let line = line.split("...").next().unwrap_or_default().trim();
+            assert!(
+                text.contains(line),
+                "{doc}: `{command}` did not print {line:?}:\n{text}"
+            );
+        }
+        // A documented refusal must fail; everything else must succeed.
+        let refusal = expected.iter().any(|l| l.contains(" answered "));
+        assert_eq!(
+            out.status.success(),
+            !refusal,
+            "{doc}: `{command}` exited {:?}:\n{text}",
+            out.status
+        );
+        last_status = out.status.code();
+    }
+    Ok(())
+}
+
+#[test]
+fn integration_docs_show_the_example_code_and_their_commands_run() -> Result {
+    for tool in [
+        ("php", "--version"),
+        ("python3", "--version"),
+        ("javac", "-version"),
+    ] {
+        if !installed(tool.0, tool.1)? || !installed("xmlsec1", "--version")? {
+            return Ok(());
+        }
+    }
+    let s = XmlSetup::start()?;
+    for doc in ["docs/integration.md", "docs/pl/integration.md"] {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))?;
+        let blocks = marked_blocks(&text);
+        let mut runs = Vec::new();
+        for (kind, arg, body) in &blocks {
+            match kind.as_str() {
+                "snippet" => assert_snippet_in(doc, arg, body)?,
+                "run" => runs.push(body.clone()),
+                _ => {}
+            }
+        }
+        assert!(
+            blocks.iter().filter(|b| b.0 == "snippet").count() >= 9 && runs.len() >= 4,
+            "{doc}: the snippets and runnable blocks are missing"
+        );
+        let dir = s.token.path(&doc.replace('/', "-"));
+        std::fs::create_dir(&dir)?;
+        std::os::unix::fs::symlink(example(""), dir.join("examples"))?;
+        std::fs::copy(s.token.path("epuap.pem"), dir.join("epuap.pem"))?;
+        std::fs::copy(s.token.path("wk.pem"), dir.join("wk.pem"))?;
+        run_console_blocks(&s, doc, &dir, &runs)?;
+    }
+    assert!(s.daemon.stop()?.success());
     Ok(())
 }

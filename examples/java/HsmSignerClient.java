@@ -104,6 +104,20 @@ public final class HsmSignerClient {
                 .body();
     }
 
+    /**
+     * POSTs a JSON body (e.g. to "/v1/keys/epuap/wss/sign") and returns the JSON answer;
+     * a refusal throws {@link HsmSignerException} with the daemon's code and message.
+     */
+    public String post(String path, String jsonBody)
+            throws IOException, HsmSignerException, InterruptedException {
+        return call("POST", path, jsonBody).text();
+    }
+
+    /** A key name as one URL path segment. */
+    public static String segment(String text) {
+        return URLEncoder.encode(text, StandardCharsets.UTF_8).replace("+", "%20");
+    }
+
     /** One request, retried on 503 while the Retry-After wait fits in the budget. */
     private Response call(String method, String path, String body)
             throws IOException, HsmSignerException, InterruptedException {
@@ -229,8 +243,8 @@ public final class HsmSignerClient {
         return -1;
     }
 
-    /** The string value of "field" in a small flat JSON answer (escapes undone). */
-    static String jsonString(String json, String field) throws IOException {
+    /** The string value of "field" in the daemon's flat JSON answer (escapes undone). */
+    public static String jsonString(String json, String field) throws IOException {
         String value = jsonStringOr(json, field, null);
         if (value == null) {
             throw new IOException("no \"" + field + "\" in hsm-signer's answer: " + json);
@@ -238,20 +252,81 @@ public final class HsmSignerClient {
         return value;
     }
 
+    /**
+     * Reads "field": "..." by hand, not with a regular expression: a signed envelope is a
+     * long string, and java.util.regex recurses per character on alternations in a loop.
+     */
     private static String jsonStringOr(String json, String field, String fallback) {
-        Matcher m = Pattern.compile("\"" + Pattern.quote(field) + "\"\\s*:\\s*\"((?:[^\"\\\\]|\\\\.)*)\"")
-                .matcher(json);
-        if (!m.find()) {
-            return fallback;
+        String key = "\"" + field + "\"";
+        int at = json.indexOf(key);
+        while (at >= 0) {
+            int i = at + key.length();
+            while (i < json.length() && Character.isWhitespace(json.charAt(i))) {
+                i++;
+            }
+            if (i < json.length() && json.charAt(i) == ':') {
+                i++;
+                while (i < json.length() && Character.isWhitespace(json.charAt(i))) {
+                    i++;
+                }
+                if (i < json.length() && json.charAt(i) == '"') {
+                    return unescape(json, i + 1);
+                }
+            }
+            at = json.indexOf(key, at + 1);
         }
-        return m.group(1)
-                .replace("\\\"", "\"")
-                .replace("\\/", "/")
-                .replace("\\\\", "\\");
+        return fallback;
     }
 
-    private static String segment(String text) {
-        return URLEncoder.encode(text, StandardCharsets.UTF_8).replace("+", "%20");
+    /** The JSON string that starts at `from` (after its opening quote), unescaped. */
+    private static String unescape(String json, int from) {
+        StringBuilder out = new StringBuilder();
+        for (int i = from; i < json.length(); i++) {
+            char c = json.charAt(i);
+            if (c == '"') {
+                return out.toString();
+            }
+            if (c != '\\') {
+                out.append(c);
+                continue;
+            }
+            char e = json.charAt(++i);
+            switch (e) {
+                case 'n' -> out.append('\n');
+                case 'r' -> out.append('\r');
+                case 't' -> out.append('\t');
+                case 'b' -> out.append('\b');
+                case 'f' -> out.append('\f');
+                case 'u' -> {
+                    out.append((char) Integer.parseInt(json.substring(i + 1, i + 5), 16));
+                    i += 4;
+                }
+                default -> out.append(e); // \" \\ \/
+            }
+        }
+        return out.toString();
+    }
+
+    /** `text` as a JSON string literal, quotes included. */
+    public static String json(String text) {
+        StringBuilder out = new StringBuilder("\"");
+        for (char c : text.toCharArray()) {
+            switch (c) {
+                case '"' -> out.append("\\\"");
+                case '\\' -> out.append("\\\\");
+                case '\n' -> out.append("\\n");
+                case '\r' -> out.append("\\r");
+                case '\t' -> out.append("\\t");
+                default -> {
+                    if (c < 0x20) {
+                        out.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        out.append(c);
+                    }
+                }
+            }
+        }
+        return out.append('"').toString();
     }
 
     private static void usage() {

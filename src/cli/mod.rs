@@ -1,6 +1,7 @@
 //! The command line: clap's definitions (their `///` comments are the `--help` text),
 //! resolved into plain settings before any work, then handed to the library.
 
+mod generate;
 mod token_args;
 
 use std::io::IsTerminal;
@@ -14,6 +15,7 @@ use crate::import::{self, ImportRequest};
 use crate::inventory::{self, Listed};
 use crate::secret::{SecretSource, P12_PASSWORD_ENV};
 use crate::token::{discover_modules, Module};
+pub use generate::GenerateArgs;
 pub use token_args::{TokenArgs, TokenSelectArgs, TokenTarget};
 
 /// Keeps the ePUAP / Profil Zaufany key in a PKCS#11 token (HSM, smart card, SoftHSM)
@@ -47,6 +49,9 @@ pub enum Command {
     },
     /// Move the key and certificates from a .p12 into the token, then prove it works.
     Import(ImportArgs),
+    /// Generate a key pair on the token (it never exists anywhere else), with a CSR for
+    /// a CA and/or a self-signed certificate, then prove it works.
+    Generate(GenerateArgs),
     /// Put a renewed certificate (same key, new serial and validity) beside a key already
     /// on the token. Refused if it is for another key; the old certificate is removed only
     /// after the new one is stored and the key has signed against it.
@@ -178,10 +183,14 @@ pub enum BenchTarget {
         /// Key name.
         #[arg(long)]
         key: String,
+        /// The endpoint: `sign` (1 KiB SignedInfo), `wss` (a ~4 KiB SOAP envelope to
+        /// wss/sign) or `saml` (a ~4 KiB AuthnRequest to saml/sign).
+        #[arg(long, value_enum, default_value = "sign")]
+        endpoint: crate::bench::Endpoint,
         /// Algorithm (RS256, ES256, ...).
         #[arg(long, default_value = "RS256")]
         algorithm: crate::algorithm::Algorithm,
-        /// Send a pre-computed digest instead of the data.
+        /// Send a pre-computed digest instead of the data (`--endpoint sign` only).
         #[arg(long)]
         digest: bool,
         /// Concurrent clients, one connection each.
@@ -417,6 +426,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Tokens { module, json } => tokens(module, json),
         Command::Import(args) => run_import(args),
+        Command::Generate(args) => generate::run(args),
         Command::ImportCert(args) => run_import_cert(args),
         Command::List { token, json } => list(token.resolve()?, json),
         Command::Verify { token, label, json } => verify(token.resolve()?, &label, json),
@@ -566,6 +576,7 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
         BenchTarget::Daemon {
             socket,
             key,
+            endpoint,
             algorithm,
             digest,
             clients,
@@ -576,6 +587,7 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
                 .build()?;
             runtime.block_on(crate::bench::daemon(
                 &socket,
+                endpoint,
                 &key,
                 algorithm,
                 digest,

@@ -74,6 +74,12 @@ pub enum TokenError {
         /// What needs it.
         purpose: String,
     },
+    /// A key pair just generated on the token cannot be read back or used.
+    #[error("the key pair just generated on the token is unusable: {detail}")]
+    GeneratedKey {
+        /// What is wrong.
+        detail: String,
+    },
     /// No private key with this label.
     #[error("no private key labelled \"{label}\" on token \"{token}\" (is the PIN for the right token? `hsm-signer list` shows what is there)")]
     KeyNotFound {

@@ -6,6 +6,7 @@
 //! the caller is told.
 
 mod error;
+mod generate;
 mod login;
 mod module;
 mod objects;
@@ -15,6 +16,10 @@ mod unwrap;
 mod uri;
 
 pub use error::{ckr_name, TokenError};
+pub use generate::{
+    curve_params, disable_signing, ecdh_derive, generate_key_pair, identify, pair_gen_mechanism,
+    read_public_key, KeyUse,
+};
 pub use login::{login, PinFlags};
 pub use module::{discover_modules, Module, TokenSummary};
 pub use objects::{

@@ -1,0 +1,575 @@
+//! The generate flow: a key pair born on the token → its CSR and/or self-signed
+//! certificate, signed by the token → proof → final label.
+//!
+//! All or nothing, like import. The objects are created under a temporary label; any
+//! failure after C_GenerateKeyPair (the CSR, the certificate, clearing CKA_SIGN on a
+//! decryption key, the proof, writing the CSR file) destroys every object created, so
+//! the token is never left half-changed. Only a proven key takes the real label.
+//!
+//! CKA_ID follows the import rule ([`crate::cert::CertDer::default_id`]): SHA-1 of the
+//! subjectPublicKey bits, set on the private key, the public key and the certificate.
+
+mod proof;
+pub mod subject;
+pub mod x509;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use cryptoki::mechanism::MechanismType;
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::Session;
+use der::Encode;
+use serde::Serialize;
+use x509_cert::name::Name;
+
+use crate::algorithm::Algorithm;
+use crate::cert::{CertDer, CertError, CertInfo, Curve, KeyKind};
+use crate::import::random_suffix;
+use crate::token::{
+    cert_template, check_mechanisms, disable_signing, find_objects, generate_key_pair, identify,
+    pair_gen_mechanism, read_key_attrs, read_public_key, relabel, CertCategory, KeyAttrs, KeyUse,
+    OpenToken, TokenError,
+};
+pub use proof::GenProof;
+use proof::{attribute_problems, prove_ecdh, prove_signature};
+use x509::{csr_pem, self_signed, TokenSigner, X509Error};
+
+/// What the key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// Signing (the WK signing key: AuthnRequest, ArtifactResolve, LogoutRequest).
+    Sign,
+    /// Decryption by ECDH (the WK key for the encrypted assertion).
+    Decrypt,
+}
+
+impl Purpose {
+    fn key_use(self) -> KeyUse {
+        match self {
+            Purpose::Sign => KeyUse::Sign,
+            Purpose::Decrypt => KeyUse::Agree,
+        }
+    }
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Purpose::Sign => "sign",
+            Purpose::Decrypt => "decrypt",
+        })
+    }
+}
+
+/// What the officer asked to generate, resolved from the command line.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// CKA_LABEL of the key, public key and certificate.
+    pub label: String,
+    /// Kind and size.
+    pub kind: KeyKind,
+    /// Signing or decryption.
+    pub purpose: Purpose,
+    /// The subject, parsed ([`subject::parse_subject`]).
+    pub subject: Name,
+    /// Where to write the PKCS#10 request (PEM).
+    pub csr: Option<PathBuf>,
+    /// Store a self-signed certificate valid this many days.
+    pub self_signed_days: Option<u32>,
+    /// Keep a decryption key that the token will not stop from signing.
+    pub allow_dual_use: bool,
+}
+
+/// What `generate` stored and wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generated {
+    /// The token's label.
+    pub token: String,
+    /// The token's serial.
+    pub token_serial: String,
+    /// CKA_LABEL.
+    pub label: String,
+    /// CKA_ID, hex.
+    pub id: String,
+    /// Kind and size.
+    pub key: KeyKind,
+    /// Signing or decryption.
+    pub purpose: Purpose,
+    /// The subject, one line.
+    pub subject: String,
+    /// The CSR file written.
+    pub csr: Option<PathBuf>,
+    /// The self-signed certificate stored on the token.
+    pub certificate: Option<CertInfo>,
+    /// The private key's attributes, read back.
+    pub attributes: KeyAttrs,
+    /// A decryption key that can still sign, because the token refused to clear CKA_SIGN
+    /// and `--allow-dual-use` accepted that.
+    pub dual_use: bool,
+    /// The proof.
+    pub proof: GenProof,
+}
+
+/// Why nothing was generated. The token is as it was in every case but
+/// [`GenerateError::CleanupFailed`], which names what is left.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// Decryption keys are ECDH P-256 keys.
+    #[error("--purpose decrypt takes --key-type ec-p256 only (login.gov.pl encrypts the assertion with ECDH-ES on P-256), not {kind}; nothing was created")]
+    DecryptNeedsP256 {
+        /// What was asked for.
+        kind: KeyKind,
+    },
+    /// Neither a CSR nor a certificate asked for.
+    #[error("give --csr FILE, --self-signed-days N, or both: the public key must reach login.gov.pl in a certificate; nothing was created")]
+    NothingToRegister,
+    /// `--allow-dual-use` with a signing key.
+    #[error("--allow-dual-use applies to --purpose decrypt only")]
+    DualUseForSign,
+    /// `--self-signed-days 0`.
+    #[error("--self-signed-days must be at least 1")]
+    NoDays,
+    /// The CSR cannot be written there; checked before the token is touched.
+    #[error("cannot write the CSR to {path}: {why}; nothing was created")]
+    CsrPath {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Something already carries the label.
+    #[error("token \"{token}\" already holds {count} object(s) labelled \"{label}\": choose another --label, or remove them first with `hsm-signer remove --label {label}`; nothing was created")]
+    Exists {
+        /// The token.
+        token: String,
+        /// The label.
+        label: String,
+        /// How many.
+        count: usize,
+    },
+    /// Something already carries the new key's ID.
+    #[error("token \"{token}\" already holds an object with the new key's ID {id}")]
+    IdExists {
+        /// The token.
+        token: String,
+        /// The ID in hex.
+        id: String,
+    },
+    /// The token failed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The CSR or certificate could not be made.
+    #[error(transparent)]
+    X509(#[from] X509Error),
+    /// The certificate could not be described.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The token kept CKA_SIGN on the decryption key.
+    #[error("token \"{token}\" did not clear CKA_SIGN on the new decryption key, so it could also sign. Re-run with --allow-dual-use to accept a key that both decrypts and signs (login.gov.pl asks for two separate keys)")]
+    SignNotCleared {
+        /// The token.
+        token: String,
+    },
+    /// The new key did not prove itself.
+    #[error("the new key failed its proof: {why}")]
+    ProofFailed {
+        /// What failed.
+        why: String,
+    },
+    /// Writing the CSR failed.
+    #[error("writing the CSR to {path} failed: {detail}")]
+    CsrWrite {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A failure after generation; everything created was removed.
+    #[error("{0}; every object created was removed, the token is as it was")]
+    RolledBack(Box<GenerateError>),
+    /// A failure after generation, and the clean-up failed too.
+    #[error("{cause}; removing the {left} object(s) created also failed ({cleanup}): remove them with `hsm-signer remove --label {temp_label}`")]
+    CleanupFailed {
+        /// The first failure.
+        cause: Box<GenerateError>,
+        /// How many objects are left.
+        left: usize,
+        /// The clean-up errors.
+        cleanup: String,
+        /// Their label.
+        temp_label: String,
+    },
+}
+
+impl GenerateRequest {
+    /// Checks everything that needs neither the token nor the PIN: the key type for the
+    /// purpose, that something will be registered, and that the CSR can be written.
+    pub fn check(&self) -> Result<(), GenerateError> {
+        if self.purpose == Purpose::Decrypt && self.kind != (KeyKind::Ec { curve: Curve::P256 }) {
+            return Err(GenerateError::DecryptNeedsP256 { kind: self.kind });
+        }
+        if self.allow_dual_use && self.purpose == Purpose::Sign {
+            return Err(GenerateError::DualUseForSign);
+        }
+        if self.csr.is_none() && self.self_signed_days.is_none() {
+            return Err(GenerateError::NothingToRegister);
+        }
+        if self.self_signed_days == Some(0) {
+            return Err(GenerateError::NoDays);
+        }
+        if let Some(path) = &self.csr {
+            check_writable(path).map_err(|why| GenerateError::CsrPath {
+                path: path.clone(),
+                why,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The file can be written: an existing writable file, or a new one in a writable
+/// directory. Nothing is created here, so a later refusal leaves no empty file behind.
+fn check_writable(path: &Path) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err("it is a directory".into()),
+        Ok(_) => access(path, AccessFlags::W_OK).map_err(|e| format!("not writable ({e})")),
+        Err(_) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(format!("the directory {} does not exist", dir.display()));
+            }
+            access(dir, AccessFlags::W_OK)
+                .map_err(|e| format!("the directory {} is not writable ({e})", dir.display()))
+        }
+    }
+}
+
+/// The algorithm the key signs its own CSR / certificate with.
+fn self_signature_algorithm(kind: KeyKind) -> Algorithm {
+    match kind {
+        KeyKind::Rsa { .. } => Algorithm::Rs256,
+        KeyKind::Ec { curve: Curve::P256 } => Algorithm::Es256,
+        KeyKind::Ec { curve: Curve::P384 } => Algorithm::Es384,
+        KeyKind::Ec { curve: Curve::P521 } => Algorithm::Es512,
+    }
+}
+
+/// Generates the key on the logged-in token, makes its CSR and/or certificate, proves
+/// it, and gives it its label. See the module docs for the all-or-nothing rule.
+pub fn generate(token: &OpenToken, request: &GenerateRequest) -> Result<Generated, GenerateError> {
+    request.check()?;
+    check_token_mechanisms(token, request)?;
+    let session = &token.session;
+    let existing = find_objects(session, None, Some(&request.label), None)?;
+    if !existing.is_empty() {
+        return Err(GenerateError::Exists {
+            token: token.info.label.clone(),
+            label: request.label.clone(),
+            count: existing.len(),
+        });
+    }
+    let temp_label = format!("{}.generating-{}", request.label, random_suffix());
+    let mut created = Vec::new();
+    // The CSR is written last, once the proven key has its label: a failure to write it
+    // still removes the key, and no CSR is left for a key that is not on the token.
+    let staged = stage(token, request, &temp_label, &mut created)
+        .and_then(|staged| {
+            relabel(session, &created, &request.label)?;
+            if let (Some(path), Some(pem)) = (&request.csr, &staged.csr) {
+                write_csr(path, pem)?;
+            }
+            Ok(staged)
+        })
+        .map_err(|cause| roll_back(session, &created, cause, &temp_label))?;
+    Ok(Generated {
+        token: token.info.label.clone(),
+        token_serial: token.info.serial.clone(),
+        label: request.label.clone(),
+        id: hex::encode(&staged.id),
+        key: request.kind,
+        purpose: request.purpose,
+        subject: staged.subject,
+        csr: request.csr.clone(),
+        certificate: staged.cert.as_ref().map(|c| CertInfo::of(c)).transpose()?,
+        attributes: read_key_attrs(session, staged.private, request.kind)?,
+        dual_use: staged.dual_use,
+        proof: staged.proof,
+    })
+}
+
+fn check_token_mechanisms(token: &OpenToken, request: &GenerateRequest) -> Result<(), TokenError> {
+    let ctx = token.module.ctx();
+    let algorithm = self_signature_algorithm(request.kind);
+    check_mechanisms(
+        ctx,
+        token.slot,
+        &token.info.label,
+        "the signature on the CSR / certificate",
+        &[algorithm],
+    )?;
+    let offered = ctx
+        .get_mechanism_list(token.slot)
+        .map_err(TokenError::pkcs11(format!(
+            "reading the mechanism list of token \"{}\"",
+            token.info.label
+        )))?;
+    let mut needed = vec![(pair_gen_mechanism(request.kind), "generating the key")];
+    if request.purpose == Purpose::Decrypt {
+        needed.push((MechanismType::ECDH1_DERIVE, "a decryption key"));
+    }
+    for (mechanism, purpose) in needed {
+        if !offered.contains(&mechanism) {
+            return Err(TokenError::MechanismMissing {
+                token: token.info.label.clone(),
+                mechanism: mechanism.to_string(),
+                purpose: purpose.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What the staging made, before the label switch.
+struct Staged {
+    private: ObjectHandle,
+    csr: Option<String>,
+    id: Vec<u8>,
+    subject: String,
+    cert: Option<openssl::x509::X509>,
+    dual_use: bool,
+    proof: GenProof,
+}
+
+/// Generates, identifies, certifies and proves the key under `temp_label`, recording
+/// every object in `created` as soon as it exists.
+fn stage(
+    token: &OpenToken,
+    request: &GenerateRequest,
+    temp_label: &str,
+    created: &mut Vec<ObjectHandle>,
+) -> Result<Staged, GenerateError> {
+    let session = &token.session;
+    let key_use = request.purpose.key_use();
+    let (public, private) = generate_key_pair(session, request.kind, key_use, temp_label)?;
+    created.extend([public, private]);
+    let public_key = read_public_key(session, public, request.kind)?;
+    let spki = public_key
+        .public_key_to_der()
+        .map_err(|e| TokenError::GeneratedKey {
+            detail: e.to_string(),
+        })?;
+    let id = spki_key_id(&spki)?;
+    let clash = find_objects(session, None, None, Some(&id))?;
+    if clash.iter().any(|h| !created.contains(h)) {
+        return Err(GenerateError::IdExists {
+            token: token.info.label.clone(),
+            id: hex::encode(&id),
+        });
+    }
+    let subject_der = request.subject.to_der().map_err(|e| X509Error::Build {
+        what: "subject",
+        detail: e.to_string(),
+    })?;
+    identify(session, &[public, private], &id, &subject_der)?;
+
+    let algorithm = self_signature_algorithm(request.kind);
+    let signer = TokenSigner::new(session, private, algorithm, spki);
+    let csr = match &request.csr {
+        Some(_) => Some(csr_pem(&signer, request.subject.clone(), key_use)?),
+        None => None,
+    };
+    let cert = match request.self_signed_days {
+        Some(days) => {
+            let cert = self_signed(&signer, request.subject.clone(), days, key_use, &id)?;
+            let der = CertDer::of(&cert)?;
+            let template = cert_template(&der, temp_label, &id, CertCategory::TokenUser);
+            created.push(
+                session
+                    .create_object(&template)
+                    .map_err(TokenError::pkcs11("storing the self-signed certificate"))?,
+            );
+            Some(cert)
+        }
+        None => None,
+    };
+
+    let dual_use = match request.purpose {
+        Purpose::Sign => false,
+        Purpose::Decrypt => {
+            let cleared = disable_signing(session, private)?;
+            if !cleared && !request.allow_dual_use {
+                return Err(GenerateError::SignNotCleared {
+                    token: token.info.label.clone(),
+                });
+            }
+            !cleared
+        }
+    };
+    let proof = match request.purpose {
+        Purpose::Sign => prove_signature(session, private, algorithm, &public_key)?,
+        Purpose::Decrypt => prove_ecdh(session, private, &public_key)?,
+    };
+    let attributes = read_key_attrs(session, private, request.kind)?;
+    let mut why = attribute_problems(&attributes, request.purpose, dual_use);
+    if !proof.verified {
+        why.insert(0, "the token's result does not match OpenSSL's".into());
+    }
+    if !why.is_empty() {
+        return Err(GenerateError::ProofFailed {
+            why: why.join(", "),
+        });
+    }
+    Ok(Staged {
+        private,
+        csr,
+        id,
+        subject: subject_line(&request.subject),
+        cert,
+        dual_use,
+        proof,
+    })
+}
+
+/// The import rule for CKA_ID: SHA-1 of the subjectPublicKey bits
+/// ([`CertDer::default_id`]), so a CA-issued certificate imported later gets the same ID.
+fn spki_key_id(spki: &[u8]) -> Result<Vec<u8>, TokenError> {
+    use der::Decode;
+    let parsed = x509_cert::spki::SubjectPublicKeyInfoRef::from_der(spki).map_err(|e| {
+        TokenError::GeneratedKey {
+            detail: e.to_string(),
+        }
+    })?;
+    openssl::hash::hash(
+        openssl::hash::MessageDigest::sha1(),
+        parsed.subject_public_key.raw_bytes(),
+    )
+    .map(|d| d.to_vec())
+    .map_err(|e| TokenError::GeneratedKey {
+        detail: e.to_string(),
+    })
+}
+
+fn write_csr(path: &Path, pem: &str) -> Result<(), GenerateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| GenerateError::CsrWrite {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(pem.as_bytes()).map_err(fail)?;
+    file.sync_all().or_else(|e| {
+        // Character devices (a test's /dev/full) cannot sync; what matters is the write.
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            Ok(())
+        } else {
+            Err(fail(e))
+        }
+    })
+}
+
+/// The subject on one line as OpenSSL prints it (`CN=..., O=..., C=PL`).
+fn subject_line(name: &Name) -> String {
+    name.to_der()
+        .ok()
+        .and_then(|der| openssl::x509::X509Name::from_der(&der).ok())
+        .map(|n| crate::cert::dn_line(&n))
+        .unwrap_or_else(|| name.to_string())
+}
+
+fn roll_back(
+    session: &Session,
+    created: &[ObjectHandle],
+    cause: GenerateError,
+    temp_label: &str,
+) -> GenerateError {
+    let failures: Vec<String> = created
+        .iter()
+        .rev()
+        .filter_map(|h| session.destroy_object(*h).err().map(|e| e.to_string()))
+        .collect();
+    if failures.is_empty() {
+        tracing::info!("generate rolled back; no object left on the token");
+        GenerateError::RolledBack(Box::new(cause))
+    } else {
+        GenerateError::CleanupFailed {
+            cause: Box::new(cause),
+            left: failures.len(),
+            cleanup: failures.join("; "),
+            temp_label: temp_label.to_string(),
+        }
+    }
+}
+
+impl Generated {
+    /// The text the officer reads.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let a = &self.attributes;
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let mut out = String::from("Generated on the token and proven.\n");
+        let _ = writeln!(
+            out,
+            "Token:        {} (serial {})",
+            self.token, self.token_serial
+        );
+        let _ = writeln!(out, "Label:        {}", self.label);
+        let _ = writeln!(out, "ID:           {}", self.id);
+        let _ = writeln!(out, "Key:          {}", self.key);
+        let purpose = match (self.purpose, self.dual_use) {
+            (Purpose::Sign, _) => "sign (CKA_SIGN; no CKA_DERIVE, no decryption)",
+            (Purpose::Decrypt, false) => {
+                "decrypt (ECDH: CKA_DERIVE; CKA_SIGN cleared after the key signed its own CSR/certificate)"
+            }
+            (Purpose::Decrypt, true) => {
+                "decrypt (ECDH: CKA_DERIVE) AND sign: DUAL USE, the token refused to clear CKA_SIGN (--allow-dual-use)"
+            }
+        };
+        let _ = writeln!(out, "Purpose:      {purpose}");
+        let _ = writeln!(out, "Subject:      {}", self.subject);
+        if let Some(path) = &self.csr {
+            let _ = writeln!(
+                out,
+                "CSR:          {} (PKCS#10, PEM): send it to the CA, then put the certificate beside the key with `hsm-signer import-cert --label {}`",
+                path.display(),
+                self.label
+            );
+        }
+        if let Some(c) = &self.certificate {
+            let _ = writeln!(
+                out,
+                "Certificate:  self-signed, serial {}, valid until {}, SHA-256 {}; stored on the token with the same label and ID",
+                c.serial, c.not_after, c.sha256
+            );
+        }
+        let _ = writeln!(
+            out,
+            "Protection:   sensitive={}, extractable={}, private={}, private value readable={}, generated on the token={}, never extractable={}",
+            yes(a.sensitive),
+            yes(a.extractable),
+            yes(a.private),
+            yes(a.private_value_readable),
+            yes(a.local),
+            yes(a.never_extractable)
+        );
+        let proof = match (self.proof.method, self.proof.algorithm) {
+            ("signature", Some(alg)) => format!(
+                "{alg} signature on a fresh random challenge verified against the public key (OpenSSL, in software)"
+            ),
+            _ => "ECDH with a fresh software P-256 key: the token's shared secret equals OpenSSL's".into(),
+        };
+        let _ = writeln!(out, "Proof:        {proof}");
+        out
+    }
+}
