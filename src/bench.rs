@@ -265,10 +265,11 @@ pub fn token(
     ))
 }
 
-/// Asks the daemon at `socket` for signatures at `endpoint` from `clients` keep-alive
-/// connections at once, for `duration`. `digest` applies to `Endpoint::Sign` only.
+/// Asks the daemon at `at` (its socket, or its TLS listener) for signatures at
+/// `endpoint` from `clients` keep-alive connections at once, for `duration`. `digest`
+/// applies to `Endpoint::Sign` only.
 pub async fn daemon(
-    socket: &Path,
+    at: &crate::client::Endpoint,
     endpoint: Endpoint,
     key: &str,
     algorithm: Algorithm,
@@ -282,7 +283,7 @@ pub async fn daemon(
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let mut sender = crate::client::connect(socket).await?;
+        let mut sender = crate::client::connect_to(at).await?;
         let (body, uri) = (body.clone(), uri.clone());
         tasks.push(tokio::spawn(async move {
             let (mut micros, mut errors) = (Vec::new(), 0u64);

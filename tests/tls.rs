@@ -602,6 +602,26 @@ fn the_sign_and_sign_xml_commands_work_over_mutual_tls() -> Result {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // bench daemon over TLS: every request a verified 200 from the daemon's point of view.
+    let mut cmd = token.hsm_signer();
+    cmd.args([
+        "bench",
+        "daemon",
+        "--key",
+        "epuap",
+        "--clients",
+        "2",
+        "--seconds",
+        "0.5",
+    ]);
+    tls_args(&mut cmd, &pki.web1);
+    let bench: Value = serde_json::from_slice(&run_ok(&mut cmd)?.stdout)?;
+    assert!(bench["ops"].as_u64().unwrap_or(0) > 0, "{bench}");
+    assert_eq!(bench["errors"], 0, "{bench}");
+    eprintln!(
+        "bench over mutual TLS, 2 clients, RS256: {:.0}/s",
+        bench["ops"].as_f64().unwrap_or(0.0) / bench["seconds"].as_f64().unwrap_or(1.0)
+    );
     // gsko-web2 may not use the key: the command says so and fails.
     let mut cmd = token.hsm_signer();
     cmd.args(["sign", "--key", "epuap", "--algorithm", "RS256", "--in"])
@@ -734,5 +754,107 @@ fn the_commands_of_docs_remote_md_make_working_certificates_and_calls() -> Resul
         &std::fs::read(dir.join("si.sig"))?,
         &["-sha256"]
     )?);
+    Ok(())
+}
+
+#[test]
+fn php_python_and_java_examples_sign_over_mutual_tls() -> Result {
+    let token = TestToken::new()?;
+    let leaves = provision(&token, &[EPUAP])?;
+    let pki = pki(token.dir.path())?;
+    let (_daemon, port) = start(&token, &pki, "")?;
+    let url = format!("https://localhost:{port}");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let envelope = repo.join("examples/xml/tpuserinfo.xml");
+    let cert_pem = token.path("epuap.pem");
+    std::fs::write(&cert_pem, leaves[0].cert.to_pem()?)?;
+    let verify = |signed: &[u8], who: &str| -> Result {
+        let file = token.path(&format!("signed-{who}.xml"));
+        std::fs::write(&file, signed)?;
+        let out = Command::new("xmlsec1")
+            .args([
+                "--verify",
+                "--id-attr:Id",
+                "http://schemas.xmlsoap.org/soap/envelope/:Body",
+            ])
+            .arg("--pubkey-cert-pem")
+            .arg(&cert_pem)
+            .arg(&file)
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{who}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let files = |cmd: &mut Command| {
+        cmd.arg(&url)
+            .arg(&pki.server_ca)
+            .arg(&pki.web1.cert)
+            .arg(&pki.web1.key)
+            .arg("epuap")
+            .arg(&envelope);
+    };
+    let mut python = Command::new("python3");
+    python.arg(repo.join("examples/python/mtls_wss.py"));
+    files(&mut python);
+    verify(&run_ok(&mut python)?.stdout, "python")?;
+    let mut php = Command::new("php");
+    php.arg(repo.join("examples/php/mtls_wss.php"));
+    files(&mut php);
+    verify(&run_ok(&mut php)?.stdout, "php")?;
+    // Java: the client's key and certificate as a PKCS#12 keystore (an ASCII password:
+    // the JDK refuses others for PKCS#12).
+    let p12 = token.path("gsko-web1.p12");
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "pkcs12",
+                "-export",
+                "-passout",
+                "env:HSM_SIGNER_P12_PASSWORD",
+            ])
+            .env("HSM_SIGNER_P12_PASSWORD", "haslo-klienta")
+            .arg("-in")
+            .arg(&pki.web1.cert)
+            .arg("-inkey")
+            .arg(&pki.web1.key)
+            .arg("-out")
+            .arg(&p12),
+    )?;
+    let classes = token.path("classes");
+    run_ok(
+        Command::new("javac")
+            .arg("-d")
+            .arg(&classes)
+            .arg(repo.join("examples/java/HsmSignerClient.java"))
+            .arg(repo.join("examples/java/MtlsWss.java")),
+    )?;
+    let out = run_ok(
+        Command::new("java")
+            .arg("-cp")
+            .arg(&classes)
+            .arg("MtlsWss")
+            .env("HSM_SIGNER_P12_PASSWORD", "haslo-klienta")
+            .arg(&url)
+            .arg(&pki.server_ca)
+            .arg(&p12)
+            .arg("epuap")
+            .arg(&envelope),
+    )?;
+    verify(&out.stdout, "java")?;
+    // A client the key does not allow: each example says so and exits 1.
+    let mut python = Command::new("python3");
+    python
+        .arg(repo.join("examples/python/mtls_wss.py"))
+        .arg(&url)
+        .arg(&pki.server_ca)
+        .arg(&pki.web2.cert)
+        .arg(&pki.web2.key)
+        .arg("epuap")
+        .arg(&envelope);
+    let err = run_fails(&mut python)?;
+    assert!(err.contains("403 forbidden"), "{err}");
     Ok(())
 }

@@ -173,13 +173,9 @@ pub enum BenchTarget {
     },
     /// Sign through a running daemon from keep-alive clients.
     Daemon {
-        /// The daemon's socket.
-        #[arg(
-            long,
-            env = "HSM_SIGNER_SOCKET",
-            default_value = "/run/hsm-signer/hsm-signer.sock"
-        )]
-        socket: PathBuf,
+        /// Where the daemon answers.
+        #[command(flatten)]
+        daemon: DaemonArgs,
         /// Key name.
         #[arg(long)]
         key: String,
@@ -574,7 +570,7 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
             )?
         }
         BenchTarget::Daemon {
-            socket,
+            daemon,
             key,
             endpoint,
             algorithm,
@@ -586,7 +582,7 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::bench::daemon(
-                &socket,
+                &daemon.endpoint()?,
                 endpoint,
                 &key,
                 algorithm,
