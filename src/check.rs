@@ -49,10 +49,14 @@ pub fn judge(
     let mut worst = State::Ok;
     let mut details = Vec::new();
     let mut perf = Vec::new();
-    for (name, cert) in certificates {
-        if label.is_some_and(|l| l != name) {
-            continue;
-        }
+    // The certificate that ends first comes first: it decides the state, and the summary
+    // line names it (a CA certificate valid ten years must not hide the key's two).
+    let mut ordered: Vec<&(String, CertInfo)> = certificates
+        .iter()
+        .filter(|(name, _)| label.is_none_or(|l| l == name))
+        .collect();
+    ordered.sort_by_key(|(_, cert)| cert.days_left);
+    for (name, cert) in ordered {
         let days = cert.days_left;
         let state = if days < crit_days {
             State::Critical
@@ -88,8 +92,7 @@ pub fn judge(
 
 fn summary_line(worst: State, details: &[String], perf: &[String]) -> String {
     let headline = details
-        .iter()
-        .find(|d| d.starts_with(worst.word()))
+        .first()
         .map(|d| {
             d.split_once(": ")
                 .map(|(_, rest)| rest)
@@ -105,4 +108,56 @@ fn summary_line(worst: State, details: &[String], perf: &[String]) -> String {
     format!("{} - {headline}{more} | {}", worst.word(), perf.join(" "))
         .trim_end_matches(" | ")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::KeyKind;
+
+    fn cert(subject: &str, days_left: i64) -> CertInfo {
+        CertInfo {
+            subject: subject.into(),
+            issuer: "CN=Sigillum Test CA".into(),
+            serial: "01".into(),
+            not_before: "2026-11-25T00:00:00Z".into(),
+            not_after: "2028-11-24T00:00:00Z".into(),
+            days_left,
+            sha256: String::new(),
+            key: KeyKind::Rsa { bits: 2048 },
+            not_after_unix: 0,
+        }
+    }
+
+    #[test]
+    fn the_summary_names_the_certificate_that_ends_first_not_the_ca() {
+        let found = vec![
+            ("sigillum-ca".to_string(), cert("CN=Sigillum Test CA", 3649)),
+            (
+                "gsko-epuap".to_string(),
+                cert("CN=gsko.przykladowo.pl", 729),
+            ),
+        ];
+        let outcome = judge(&found, None, 30, 7);
+        assert_eq!(outcome.state, State::Ok);
+        assert!(
+            outcome.lines[0].starts_with("OK - gsko-epuap: 729 days left"),
+            "{}",
+            outcome.lines[0]
+        );
+        // Perfdata for every certificate.
+        assert!(outcome.lines[0].contains("'days_left_gsko-epuap'=729;30;7"));
+        assert!(outcome.lines[0].contains("'days_left_sigillum-ca'=3649;30;7"));
+        let soon = vec![
+            ("gsko-epuap".to_string(), cert("CN=gsko.przykladowo.pl", 20)),
+            ("sigillum-ca".to_string(), cert("CN=Sigillum Test CA", 5)),
+        ];
+        let outcome = judge(&soon, None, 30, 7);
+        assert_eq!(outcome.state, State::Critical);
+        assert!(
+            outcome.lines[0].starts_with("CRITICAL - sigillum-ca: 5 days left"),
+            "{}",
+            outcome.lines[0]
+        );
+    }
 }

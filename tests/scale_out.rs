@@ -128,7 +128,12 @@ fn two_daemons_share_one_network_hsm_and_each_survives_the_other() -> Result {
     let public = leaves[0].cert.public_key()?;
     let ea = Endpoint::Unix(a.socket.clone());
     let eb = Endpoint::Unix(b.socket.clone());
-    let one = throughput(&[ea.clone()], &public, 4, Duration::from_secs(2))?;
+    let one = throughput(
+        std::slice::from_ref(&ea),
+        &public,
+        4,
+        Duration::from_secs(2),
+    )?;
     let two = throughput(&[ea, eb], &public, 4, Duration::from_secs(2))?;
     eprintln!(
         "RS256 through p11-kit server: one daemon {one:.0}/s, two daemons together {two:.0}/s ({:.2}x)",

@@ -297,6 +297,22 @@ async fn reload(running: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Sha
             }
         }
     }
+    // The keys first, so that a request under the new rules finds its key loaded; but
+    // access rules never wait long for the token: after KEYS_WAIT (or at once while it is
+    // down) they apply, and keys that are not found yet stay pending (503 key_unavailable).
+    let signer = state.signer.clone();
+    let wants = wants(&new);
+    let loading = tokio::task::spawn_blocking(move || signer.reload_keys(wants));
+    match tokio::time::timeout(KEYS_WAIT, loading).await {
+        Ok(Ok(Ok(()))) => tracing::info!("keys loaded from the token"),
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %e, "keys of the new configuration are pending: requests for them get 503 key_unavailable until they are found on the token")
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "loading the keys failed"),
+        Err(_) => tracing::error!(
+            "the token did not answer within {KEYS_WAIT:?}; applying the access rules now, keys stay pending"
+        ),
+    }
     state.apply(&new);
     tracing::info!(
         keys = new.config.keys.len(),
@@ -311,14 +327,7 @@ async fn reload(running: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Sha
             tracing::error!("the audit log could not be reopened in time (a write is stuck)");
         }
     }
-    let signer = state.signer.clone();
-    let wants = wants(&new);
-    let loaded = tokio::task::spawn_blocking(move || signer.reload_keys(wants)).await;
-    match loaded {
-        Ok(Ok(())) => tracing::info!("keys loaded from the token"),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "keys of the new configuration are pending: requests for them get 503 key_unavailable until they are found on the token")
-        }
-        Err(e) => tracing::error!(error = %e, "reload failed"),
-    }
 }
+
+/// The longest a reload waits for the token before it applies the new access rules.
+const KEYS_WAIT: Duration = Duration::from_secs(2);
