@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::algorithm::Algorithm;
-use crate::config::{KeyConfig, Resolved};
+use crate::config::{KeyConfig, Purpose, Resolved};
 
 use super::error::ApiError;
 use super::peer::Peer;
@@ -33,6 +33,8 @@ pub struct KeyRule {
     allowed_gids: Option<Vec<u32>>,
     /// Sign after the certificate expired.
     pub allow_expired: bool,
+    /// Signing or decrypting: a key does one.
+    pub purpose: Purpose,
 }
 
 impl Policy {
@@ -125,6 +127,16 @@ impl Policy {
 }
 
 impl KeyRule {
+    /// Refuses (422 `wrong_purpose`) a request for `wanted` with a key meant for the
+    /// other job.
+    pub fn require(&self, wanted: Purpose) -> Result<(), ApiError> {
+        if self.purpose == wanted {
+            Ok(())
+        } else {
+            Err(ApiError::wrong_purpose(&self.name, self.purpose, wanted))
+        }
+    }
+
     fn permits(&self, peer: &Peer) -> bool {
         self.allowed_uids
             .as_ref()
@@ -145,6 +157,7 @@ impl From<&KeyConfig> for KeyRule {
             allowed_uids: k.allowed_uids.clone(),
             allowed_gids: k.allowed_gids.clone(),
             allow_expired: k.allow_expired,
+            purpose: k.purpose,
         }
     }
 }
