@@ -94,6 +94,13 @@ async fn decrypt_inner(
             })
             .map_err(ApiError::decrypt)?;
             seen.cert_sha256 = cert_sha256;
+            tracing::debug!(
+                key = %key_name,
+                ciphertext_bytes = encrypted.ciphertext.len(),
+                plaintext_bytes = decrypted.plaintext.len(),
+                content_key_bits = decrypted.content_key_bits,
+                "WK assertion decrypted"
+            );
             let assertion = std::str::from_utf8(&decrypted.plaintext).map_err(|_| {
                 ApiError::unprocessable(
                     "bad_encrypted_assertion",

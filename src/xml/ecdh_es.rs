@@ -52,9 +52,24 @@ pub fn decrypt<E>(
     let z = derive(&enc.ephemeral_point).map_err(DecryptError::Token)?;
     let kek = concat_kdf_sha256(&z, &enc.other_info, enc.wrap.kek_len());
     drop(z);
-    let content_key = unwrap(enc.wrap, &kek, &enc.wrapped_key).ok_or(DecryptError::Crypto)?;
+    // The caller hears one answer for every failure; the operator's log (debug) says
+    // which step failed, never with a secret.
+    let content_key = unwrap(enc.wrap, &kek, &enc.wrapped_key).ok_or_else(|| {
+        tracing::debug!(
+            wrapped_bytes = enc.wrapped_key.len(),
+            "AES key unwrap failed (another recipient, or a damaged EncryptedKey)"
+        );
+        DecryptError::Crypto
+    })?;
     drop(kek);
-    let plaintext = gcm_open(&content_key, &enc.ciphertext).ok_or(DecryptError::Crypto)?;
+    let plaintext = gcm_open(&content_key, &enc.ciphertext).ok_or_else(|| {
+        tracing::debug!(
+            ciphertext_bytes = enc.ciphertext.len(),
+            content_key_bits = content_key.len() * 8,
+            "AES-GCM authentication failed (damaged EncryptedData)"
+        );
+        DecryptError::Crypto
+    })?;
     Ok(Decrypted {
         plaintext,
         content_key_bits: content_key.len() * 8,

@@ -162,12 +162,12 @@ pub fn read(xml: &[u8], max_depth: usize) -> Result<WkEncrypted, Refused> {
     let data = only_child(assertion, XENC_NS, "EncryptedData")?;
     let content_uri = algorithm_of(&data)?;
     let content = ContentAlgorithm::from_uri(&content_uri)
-        .ok_or_else(|| DecryptError::Unsupported(sanitise(&content_uri, 100)))?;
+        .ok_or_else(|| DecryptError::Unsupported(uri_text(&content_uri)))?;
     let ciphertext = cipher_value(&data)?;
     let key = encrypted_key(assertion, &data)?;
     let wrap_uri = algorithm_of(&key)?;
     let wrap = KeyWrap::from_uri(&wrap_uri)
-        .ok_or_else(|| DecryptError::Unsupported(sanitise(&wrap_uri, 100)))?;
+        .ok_or_else(|| DecryptError::Unsupported(uri_text(&wrap_uri)))?;
     let wrapped_key = cipher_value(&key)?;
     let agreement = only_child(
         &only_child(&key, DS_NS, "KeyInfo")?,
@@ -217,7 +217,7 @@ fn concat_kdf_other_info(agreement: &Node) -> Result<Zeroizing<Vec<u8>>, Refused
     let digest = only_child(&params, DS_NS, "DigestMethod")?;
     let digest_uri = algorithm_of(&digest)?;
     if !SHA256_URIS.contains(&digest_uri.as_str()) {
-        return Err(DecryptError::Unsupported(sanitise(&digest_uri, 100)));
+        return Err(DecryptError::Unsupported(uri_text(&digest_uri)));
     }
     let mut out = Zeroizing::new(Vec::new());
     // WK's values are used exactly as hex-decoded: XML Encryption 1.1's padding-bits
@@ -306,7 +306,7 @@ fn require_uri(node: &Node, expected: &str) -> Result<(), Refused> {
     if uri.trim() == expected {
         Ok(())
     } else {
-        Err(DecryptError::Unsupported(sanitise(&uri, 100)))
+        Err(DecryptError::Unsupported(uri_text(&uri)))
     }
 }
 
@@ -342,6 +342,27 @@ fn child_in(parent: &Node, namespaces: &[&str], name: &str) -> Result<Node, Refu
             sanitise(&parent.get_name(), 40)
         ))),
     }
+}
+
+/// An algorithm URI as the error names it: printable ASCII without quotes or angle
+/// brackets, at most 100 characters (a URI, never document content).
+fn uri_text(uri: &str) -> String {
+    let mut out: String = uri
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && !"\"'<>\\".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(100)
+        .collect();
+    if uri.trim().chars().count() > 100 {
+        out.push('…');
+    }
+    out
 }
 
 fn structure(message: impl Into<String>) -> Refused {
