@@ -160,12 +160,12 @@ pub fn read(xml: &[u8], max_depth: usize) -> Result<WkEncrypted, Refused> {
         }
     };
     let data = only_child(assertion, XENC_NS, "EncryptedData")?;
-    let content_uri = algorithm_of(&data)?;
+    let content_uri = encryption_method(&data)?;
     let content = ContentAlgorithm::from_uri(&content_uri)
         .ok_or_else(|| DecryptError::Unsupported(uri_text(&content_uri)))?;
     let ciphertext = cipher_value(&data)?;
     let key = encrypted_key(assertion, &data)?;
-    let wrap_uri = algorithm_of(&key)?;
+    let wrap_uri = encryption_method(&key)?;
     let wrap = KeyWrap::from_uri(&wrap_uri)
         .ok_or_else(|| DecryptError::Unsupported(uri_text(&wrap_uri)))?;
     let wrapped_key = cipher_value(&key)?;
@@ -215,7 +215,7 @@ fn concat_kdf_other_info(agreement: &Node) -> Result<Zeroizing<Vec<u8>>, Refused
     require_uri(&method, CONCAT_KDF)?;
     let params = child_in(&method, &[XENC11_NS, XENC_NS], "ConcatKDFParams")?;
     let digest = only_child(&params, DS_NS, "DigestMethod")?;
-    let digest_uri = algorithm_of(&digest)?;
+    let digest_uri = algorithm_attr(&digest)?;
     if !SHA256_URIS.contains(&digest_uri.as_str()) {
         return Err(DecryptError::Unsupported(uri_text(&digest_uri)));
     }
@@ -279,31 +279,27 @@ fn base64_text(node: &Node, what: &str) -> Result<Vec<u8>, Refused> {
         .map_err(|_| structure(format!("{what} is not base64")))
 }
 
-fn algorithm_of(node: &Node) -> Result<String, Refused> {
-    let method = if node.get_name() == "DigestMethod" {
-        node.clone()
-    } else {
-        only_child(node, XENC_NS, "EncryptionMethod")?
-    };
-    method
-        .get_property_no_ns("Algorithm")
+/// The `Algorithm` of `node`'s one `xenc:EncryptionMethod`.
+fn encryption_method(node: &Node) -> Result<String, Refused> {
+    algorithm_attr(&only_child(node, XENC_NS, "EncryptionMethod")?)
+}
+
+/// `node`'s `Algorithm` attribute, trimmed.
+fn algorithm_attr(node: &Node) -> Result<String, Refused> {
+    node.get_property_no_ns("Algorithm")
         .map(|a| a.trim().to_owned())
         .ok_or_else(|| {
             structure(format!(
                 "{} has no Algorithm",
-                sanitise(&method.get_name(), 40)
+                sanitise(&node.get_name(), 40)
             ))
         })
 }
 
+/// Refuses `node` unless its `Algorithm` is `expected`.
 fn require_uri(node: &Node, expected: &str) -> Result<(), Refused> {
-    let uri = node.get_property_no_ns("Algorithm").ok_or_else(|| {
-        structure(format!(
-            "{} has no Algorithm",
-            sanitise(&node.get_name(), 40)
-        ))
-    })?;
-    if uri.trim() == expected {
+    let uri = algorithm_attr(node)?;
+    if uri == expected {
         Ok(())
     } else {
         Err(DecryptError::Unsupported(uri_text(&uri)))
