@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{provision_with_args, serve_once, wait_for_lines, Daemon, KeySetup};
-use common::fixtures::{KeySpec, Leaf};
+use common::fixtures::{parse_p11_objects, KeySpec, Leaf};
 use common::*;
 
 const WK_ENC: KeySetup = KeySetup {
@@ -378,34 +378,18 @@ fn the_key_stays_on_the_token_and_the_pesel_stays_out_of_logs() -> Result {
         assert!(!text.contains(&hex::encode(PESEL)), "PESEL leaked as hex");
     }
     // The key is still sensitive and not extractable (pkcs11-tool, a tool we did not write).
-    let out =
-        run_ok(
-            token
-                .pkcs11_tool()
-                .args(["-O", "--type", "privkey", "--label", WK_ENC.label]),
-        )?;
-    let text = String::from_utf8(out.stdout)?;
-    let access = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("Access:"))
-        .ok_or_else(|| format!("no Access line in {text}"))?;
+    let out = run_ok(token.pkcs11_tool().arg("--list-objects"))?;
+    let objects = parse_p11_objects(&String::from_utf8(out.stdout)?);
+    let key = objects
+        .iter()
+        .find(|o| o.is("Private Key") && o.label() == Some(WK_ENC.label))
+        .ok_or_else(|| format!("no private key {}: {objects:#?}", WK_ENC.label))?;
     // pkcs11-tool prints "extractable" when CKA_EXTRACTABLE is set; an imported key is
     // "sensitive" and nothing else.
-    assert_eq!(
-        access.trim_start().trim_start_matches("Access:").trim(),
-        "sensitive",
-        "{text}"
-    );
-    let usage = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("Usage:"))
-        .ok_or_else(|| format!("no Usage line in {text}"))?;
-    assert!(usage.contains("derive"), "{text}");
+    assert_eq!(key.field("Access"), Some("sensitive"), "{key:#?}");
+    let usage = key.field("Usage").ok_or("no Usage line")?;
+    assert!(usage.split(", ").any(|u| u == "derive"), "{key:#?}");
     // No derived secret became a token object (CKA_TOKEN false, destroyed at once).
-    let objects = token.objects()?;
-    assert!(
-        objects.iter().all(|o| !o.contains("Secret Key")),
-        "{objects:#?}"
-    );
+    assert!(objects.iter().all(|o| !o.is("Secret Key")), "{objects:#?}");
     Ok(())
 }
