@@ -359,6 +359,7 @@ fn the_key_stays_on_the_token_and_the_pesel_stays_out_of_logs() -> Result {
         .ok_or_else(|| format!("no decrypt record in {lines:?}"))?;
     assert_eq!(record["key"], "wk-enc");
     assert_eq!(record["status"], 200);
+    assert_eq!(record["algorithm"], "ECDH-ES+kw-aes256+aes256-gcm");
     assert_eq!(
         record["input_sha256"],
         hex::encode(openssl::sha::sha256(&cipher))

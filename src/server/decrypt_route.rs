@@ -26,8 +26,9 @@ use super::xml_routes::admit_and_read;
 use crate::config::Purpose;
 use crate::xml::{ecdh_es, enc, DEFAULT_MAX_DEPTH};
 
-/// What the audit record names as the algorithm of a decryption.
-const AUDIT_ALGORITHM: &str = "ECDH-ES+kw-aes+aes-gcm";
+/// What the audit record names as the algorithm of a decryption refused before the
+/// message's own algorithms are known.
+const AUDIT_ALGORITHM: &str = "ECDH-ES";
 
 /// The body of `POST /v1/keys/{name}/saml/decrypt`.
 #[derive(Deserialize)]
@@ -86,6 +87,7 @@ async fn decrypt_inner(
                 .map_err(|e| ApiError::decrypt(e.widen()))?;
             drop(document);
             seen.input_sha256 = hex::encode(encrypted.ciphertext_sha256());
+            seen.algorithm = encrypted.algorithm_name().into();
             let mut cert_sha256 = None;
             let decrypted = ecdh_es::decrypt(&encrypted, |point| {
                 let (z, key) = signer.derive_now(&label, point)?;

@@ -132,6 +132,17 @@ pub struct WkEncrypted {
 }
 
 impl WkEncrypted {
+    /// The algorithms as the message names them, e.g. `ECDH-ES+kw-aes256+aes256-gcm`, for
+    /// the audit record.
+    pub fn algorithm_name(&self) -> &'static str {
+        match (self.wrap, self.content) {
+            (KeyWrap::Aes256, ContentAlgorithm::Aes256Gcm) => "ECDH-ES+kw-aes256+aes256-gcm",
+            (KeyWrap::Aes256, ContentAlgorithm::Aes128Gcm) => "ECDH-ES+kw-aes256+aes128-gcm",
+            (KeyWrap::Aes128, ContentAlgorithm::Aes256Gcm) => "ECDH-ES+kw-aes128+aes256-gcm",
+            (KeyWrap::Aes128, ContentAlgorithm::Aes128Gcm) => "ECDH-ES+kw-aes128+aes128-gcm",
+        }
+    }
+
     /// SHA-256 of the ciphertext, for the audit record.
     pub fn ciphertext_sha256(&self) -> [u8; 32] {
         openssl::sha::sha256(&self.ciphertext)
