@@ -142,6 +142,27 @@ mod tests {
         assert!(unwrap(KeyWrap::Aes256, &kek, &bad).is_none());
     }
 
+    /// Python `cryptography`'s ConcatKDFHash(SHA256) with Z = 00 01 … 1f and WK's
+    /// OtherInfo (length-prefixed kw-aes256 URI, int.login.gov.pl, an SP entity id), used
+    /// as is: no padding-bits byte added or dropped.
+    #[test]
+    fn concat_kdf_matches_python_cryptography() {
+        let z: Vec<u8> = (0u8..32).collect();
+        let other_info = hex::decode(concat!(
+            "0000002a687474703a2f2f7777772e77332e6f72672f323030312f30342f786d6c656e63236b772d61657332353600000010696e742e6c6f67696e2e676f762e706c",
+            "0000002768747470733a2f2f652d75727a61642e676d696e612d70727a796b6c61646f776f2e706c2f7370"
+        ))
+        .expect("hex");
+        assert_eq!(
+            hex::encode(&*concat_kdf_sha256(&z, &other_info, 32)),
+            "93902d20eb0771d81d335b8ab7fb19680603ffe13f388d4efd10d6f01870fb78"
+        );
+        assert_eq!(
+            hex::encode(&*concat_kdf_sha256(&z, &other_info, 16)),
+            "93902d20eb0771d81d335b8ab7fb1968"
+        );
+    }
+
     #[test]
     fn off_curve_and_identity_points_are_refused() {
         let mut point = vec![0x04];
