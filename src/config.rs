@@ -196,7 +196,12 @@ pub struct KeyConfig {
     pub name: String,
     /// CKA_LABEL of the key on the token.
     pub label: String,
-    /// Algorithms this key may be used with (names or XML-DSig URIs).
+    /// What the key is for: signing (default) or decrypting WK's assertions.
+    #[serde(default)]
+    pub purpose: Purpose,
+    /// Algorithms this key may sign with (names or XML-DSig URIs); required for a sign
+    /// key, absent for a decrypt key.
+    #[serde(default)]
     pub algorithms: Vec<Algorithm>,
     /// If set, only these uids may use this key (on top of `[server]`).
     #[serde(default)]
@@ -211,6 +216,28 @@ pub struct KeyConfig {
     /// Keep signing after the certificate expired (default: refuse).
     #[serde(default)]
     pub allow_expired: bool,
+}
+
+/// What a key is for. A key does one job: a decrypt key never signs and a sign key
+/// never decrypts, so a caller cannot turn one operation into the other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Signatures (`/sign`, `/wss/sign`, `/saml/sign`).
+    #[default]
+    Sign,
+    /// ECDH-ES decryption of WK's encrypted assertions (`/saml/decrypt`); EC P-256
+    /// with CKA_DERIVE.
+    Decrypt,
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Purpose::Sign => "sign",
+            Purpose::Decrypt => "decrypt",
+        })
+    }
 }
 
 /// A configuration that cannot be used.
@@ -543,11 +570,20 @@ fn check_keys(keys: &[KeyConfig]) -> Result<(), String> {
         if !names.insert(key.name.as_str()) {
             return Err(format!("key name {:?} appears twice", key.name));
         }
-        if key.algorithms.is_empty() {
-            return Err(format!(
-                "key {:?} has no algorithms: add e.g. algorithms = [\"RS256\"]",
-                key.name
-            ));
+        match key.purpose {
+            Purpose::Sign if key.algorithms.is_empty() => {
+                return Err(format!(
+                    "key {:?} has no algorithms: add e.g. algorithms = [\"RS256\"] (or purpose = \"decrypt\" for WK's encryption key)",
+                    key.name
+                ));
+            }
+            Purpose::Decrypt if !key.algorithms.is_empty() => {
+                return Err(format!(
+                    "key {:?} has purpose = \"decrypt\" and algorithms: a decrypt key never signs; remove algorithms, or use a separate key for signing",
+                    key.name
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -590,6 +626,18 @@ mod tests {
             vec![Algorithm::Rs256, Algorithm::Rs1]
         );
         assert_eq!(r.config.server.max_body_bytes, 1024 * 1024);
+        Ok(())
+    }
+
+    #[test]
+    fn a_decrypt_key_needs_no_algorithms() -> Result<(), ConfigError> {
+        let text = format!(
+            "{GOOD}\n[[keys]]\nname = \"wk-enc\"\nlabel = \"gsko-wk-enc\"\npurpose = \"decrypt\"\n"
+        );
+        let r = parse(&text)?;
+        assert_eq!(r.config.keys[0].purpose, Purpose::Sign);
+        assert_eq!(r.config.keys[1].purpose, Purpose::Decrypt);
+        assert!(r.config.keys[1].algorithms.is_empty());
         Ok(())
     }
 
@@ -637,6 +685,27 @@ mod tests {
             (
                 GOOD.replace("[server]", "[server]\nwrite_timeout_ms = 0"),
                 "write_timeout_ms",
+            ),
+            (
+                GOOD.replace(
+                    "label = \"gsko-epuap\"",
+                    "label = \"gsko-epuap\"\npurpose = \"decrypt\"",
+                ),
+                "a decrypt key never signs",
+            ),
+            (
+                GOOD.replace(
+                    "algorithms = [\"RS256\", \"http://www.w3.org/2000/09/xmldsig#rsa-sha1\"]",
+                    "",
+                ),
+                "has no algorithms",
+            ),
+            (
+                GOOD.replace(
+                    "label = \"gsko-epuap\"",
+                    "label = \"gsko-epuap\"\npurpose = \"encrypt\"",
+                ),
+                "purpose",
             ),
         ];
         for (text, expected) in cases {

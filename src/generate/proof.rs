@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use super::{GenerateError, Purpose};
 use crate::algorithm::{verify_digest, Algorithm};
-use crate::cert::Curve;
 use crate::token::{ecdh_derive, sign_digest, KeyAttrs};
 
 /// How the key proved itself.
@@ -96,7 +95,7 @@ pub(super) fn prove_ecdh(
         why: format!("the software side of the ECDH proof failed: {e}"),
     })?;
     let expected = zeroize::Zeroizing::new(expected);
-    let z = ecdh_derive(session, key, &point, Curve::P256.field_bytes())?;
+    let z = ecdh_derive(session, key, &point)?;
     Ok(GenProof {
         method: "ecdh",
         algorithm: None,

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::config::Purpose;
 use crate::signer::SignError;
+use crate::xml::enc::DecryptError;
 
 /// An API failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +107,34 @@ impl ApiError {
             | X::ReferenceNotFound(_)
             | X::AlgorithmMismatch(_) => Self::unprocessable(err.code(), err.to_string()),
             X::BadCertificate(_) | X::SignatureMismatch | X::Internal(_) => Self::internal(err),
+        }
+    }
+
+    /// 422 `wrong_purpose`: a decrypt key asked to sign, or a sign key asked to decrypt.
+    pub fn wrong_purpose(name: &str, purpose: Purpose, wanted: Purpose) -> Self {
+        Self::unprocessable(
+            "wrong_purpose",
+            format!("key {name:?} is configured with purpose = \"{purpose}\"; it cannot be used to {wanted}"),
+        )
+    }
+
+    /// A WK assertion not decrypted: the parser's refusals as for signing, 422 for the
+    /// structure, an unsupported algorithm or any cryptographic failure (one message for
+    /// every such failure, so the answer is no oracle), the token's failures as for
+    /// signing.
+    pub fn decrypt(err: DecryptError<SignError>) -> Self {
+        match err {
+            DecryptError::Xml(e) => Self::xml(&e),
+            DecryptError::Structure(message) => Self::unprocessable(
+                "bad_encrypted_assertion",
+                format!("bad encrypted assertion: {message}"),
+            ),
+            DecryptError::Unsupported(uri) => Self::unprocessable(
+                "unsupported_encryption",
+                format!("unsupported encryption algorithm {uri:?}; WK uses ECDH-ES with ConcatKDF (SHA-256), kw-aes256 and aes256-gcm"),
+            ),
+            e @ DecryptError::Crypto => Self::unprocessable("decrypt_failed", e.to_string()),
+            DecryptError::Token(e) => e.into(),
         }
     }
 

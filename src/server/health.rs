@@ -17,7 +17,11 @@ use super::state::AppState;
 use crate::algorithm::verify_digest;
 use crate::audit::{AuditState, OnFailure};
 use crate::cert::CertInfo;
-use crate::signer::Status;
+use crate::config::Purpose;
+use crate::signer::{Status, TokenKey};
+use zeroize::Zeroizing;
+
+use super::policy::KeyRule;
 
 /// The last self-test, shared.
 #[derive(Default)]
@@ -50,8 +54,14 @@ pub struct Report {
 pub struct KeyHealth {
     /// Key name.
     pub name: String,
-    /// Whether a test signature was made and verified.
+    /// Signing or decrypting.
+    pub purpose: Purpose,
+    /// Whether a test signature was made and verified (sign keys).
     pub signs: bool,
+    /// Decrypt keys: whether an ECDH on the token with a fresh software key gave the
+    /// same secret as the software side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub derives: Option<bool>,
     /// Why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -61,6 +71,16 @@ pub struct KeyHealth {
     pub not_after: Option<String>,
     /// The test signature's round trip, milliseconds.
     pub latency_ms: Option<f64>,
+}
+
+impl KeyHealth {
+    /// The key's self-test passed.
+    pub fn passed(&self) -> bool {
+        match self.purpose {
+            Purpose::Sign => self.signs,
+            Purpose::Decrypt => self.derives == Some(true),
+        }
+    }
 }
 
 /// How fresh a report must be to be served without a new check.
@@ -119,7 +139,9 @@ async fn check(state: &AppState) -> Report {
         let info = key.as_ref().and_then(|k| CertInfo::of(&k.cert).ok());
         let mut health = KeyHealth {
             name: rule.name.clone(),
+            purpose: rule.purpose,
             signs: false,
+            derives: (rule.purpose == Purpose::Decrypt).then_some(false),
             error: None,
             days_left: info.as_ref().map(|i| i.days_left),
             not_after: info.as_ref().map(|i| i.not_after.clone()),
@@ -136,48 +158,15 @@ async fn check(state: &AppState) -> Report {
         }
         match &key {
             None => health.error = Some("key not loaded from the token".into()),
-            Some(k) => {
-                // The loader refuses algorithms that do not fit the key, so one fits.
-                let Some(alg) = rule.algorithms.iter().copied().find(|a| a.fits(k.kind)) else {
-                    continue;
-                };
-                let mut challenge = [0u8; 32];
-                openssl::rand::rand_bytes(&mut challenge).expect("OpenSSL's RNG works");
-                let digest = alg.hash().digest(&challenge);
-                let started = Instant::now();
-                match state
-                    .signer
-                    .sign(
-                        rule.label.clone(),
-                        alg,
-                        digest.clone(),
-                        settings.request_timeout,
-                    )
-                    .await
-                {
-                    Ok(signed) => {
-                        health.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                        let verified = signed
-                            .key
-                            .cert
-                            .public_key()
-                            .and_then(|pk| verify_digest(&pk, alg, &digest, &signed.signature))
-                            .unwrap_or(false);
-                        health.signs = verified;
-                        if !verified {
-                            health.error = Some(
-                                "the test signature does not verify against the certificate".into(),
-                            );
-                        }
-                    }
-                    Err(e) => health.error = Some(e.to_string()),
-                }
-            }
+            Some(k) => match rule.purpose {
+                Purpose::Sign => sign_test(state, &rule, k, &mut health).await,
+                Purpose::Decrypt => derive_test(state, &rule, k, &mut health).await,
+            },
         }
         if let Some(error) = &health.error {
             reasons.push(format!("key {:?}: {error}", rule.name));
         } else if let Some(days) = health.days_left {
-            if days < 0 && !rule.allow_expired {
+            if days < 0 && !rule.allow_expired && rule.purpose == Purpose::Sign {
                 reasons.push(format!(
                     "key {:?}: certificate expired {} days ago",
                     rule.name, -days
@@ -207,7 +196,7 @@ async fn check(state: &AppState) -> Report {
             reasons.insert(0, format!("audit log write stuck for {for_ms} ms"))
         }
     }
-    let failing = token_state != Status::Up || keys.iter().any(|k| !k.signs) || audit_refuses;
+    let failing = token_state != Status::Up || keys.iter().any(|k| !k.passed()) || audit_refuses;
     let expiring: Vec<String> = keys
         .iter()
         .filter(|k| {
@@ -239,6 +228,92 @@ async fn check(state: &AppState) -> Report {
         keys,
         checked_at: super::routes::now_rfc3339(),
     }
+}
+
+/// A sign key's self-test: a signature over a random challenge, verified against the
+/// certificate in software.
+async fn sign_test(state: &AppState, rule: &KeyRule, key: &TokenKey, health: &mut KeyHealth) {
+    // The loader refuses algorithms that do not fit the key, so one fits.
+    let Some(alg) = rule.algorithms.iter().copied().find(|a| a.fits(key.kind)) else {
+        return;
+    };
+    let mut challenge = [0u8; 32];
+    openssl::rand::rand_bytes(&mut challenge).expect("OpenSSL's RNG works");
+    let digest = alg.hash().digest(&challenge);
+    let started = Instant::now();
+    let timeout = state.settings().request_timeout;
+    match state
+        .signer
+        .sign(rule.label.clone(), alg, digest.clone(), timeout)
+        .await
+    {
+        Ok(signed) => {
+            health.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            let verified = signed
+                .key
+                .cert
+                .public_key()
+                .and_then(|pk| verify_digest(&pk, alg, &digest, &signed.signature))
+                .unwrap_or(false);
+            health.signs = verified;
+            if !verified {
+                health.error =
+                    Some("the test signature does not verify against the certificate".into());
+            }
+        }
+        Err(e) => health.error = Some(e.to_string()),
+    }
+}
+
+/// A decrypt key's self-test: a fresh software P-256 key, Z derived on the token from
+/// its point, compared with Z computed in software against the key's certificate.
+async fn derive_test(state: &AppState, rule: &KeyRule, key: &TokenKey, health: &mut KeyHealth) {
+    let Ok((point, expected)) = software_ecdh(key) else {
+        health.error = Some("cannot run ECDH in software against the certificate's key".into());
+        return;
+    };
+    let label = rule.label.clone();
+    let started = Instant::now();
+    let timeout = state.settings().request_timeout;
+    let derived = state
+        .signer
+        .run(timeout, move |signer| {
+            signer
+                .derive_now(&label, &point)
+                .map(|(z, _)| z == expected)
+        })
+        .await;
+    match derived {
+        Ok(Ok(same)) => {
+            health.latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            health.derives = Some(same);
+            if !same {
+                health.error = Some(
+                    "the token's ECDH secret differs from the one computed against the certificate (wrong key beside the certificate?)".into(),
+                );
+            }
+        }
+        Ok(Err(e)) | Err(e) => health.error = Some(e.to_string()),
+    }
+}
+
+/// An ephemeral key's uncompressed point and Z = ECDH(ephemeral, certificate's key).
+fn software_ecdh(
+    key: &TokenKey,
+) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), openssl::error::ErrorStack> {
+    use openssl::ec::{EcGroup, EcKey, PointConversionForm};
+    let group = EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?;
+    let ephemeral = EcKey::generate(&group)?;
+    let mut ctx = openssl::bn::BigNumContext::new()?;
+    let point =
+        ephemeral
+            .public_key()
+            .to_bytes(&group, PointConversionForm::UNCOMPRESSED, &mut ctx)?;
+    let ephemeral = openssl::pkey::PKey::from_ec_key(ephemeral)?;
+    let peer = key.cert.public_key()?;
+    let mut deriver = openssl::derive::Deriver::new(&ephemeral)?;
+    deriver.set_peer(&peer)?;
+    Ok((point, Zeroizing::new(deriver.derive_to_vec()?)))
 }
 
 /// `GET /v1/health`: 200 when every key signs (status "ok" or "warning"), else 503.

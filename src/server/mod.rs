@@ -8,6 +8,7 @@ mod body;
 pub mod checkpoints;
 pub mod conn;
 mod conn_io;
+mod decrypt_route;
 pub mod error;
 pub mod fold;
 pub mod health;
@@ -62,6 +63,7 @@ fn wants(config: &Resolved) -> Vec<KeyWant> {
     let keys = config.config.keys.iter().map(|k| KeyWant {
         label: k.label.clone(),
         algorithms: k.algorithms.clone(),
+        purpose: k.purpose,
     });
     // The checkpoint key is loaded like the others but no [[keys]] name reaches it.
     let checkpoint = config
@@ -72,6 +74,7 @@ fn wants(config: &Resolved) -> Vec<KeyWant> {
         .map(|label| KeyWant {
             label: label.clone(),
             algorithms: vec![crate::audit::checkpoint::ALGORITHM],
+            purpose: crate::config::Purpose::Sign,
         });
     keys.chain(checkpoint).collect()
 }

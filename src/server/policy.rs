@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::algorithm::Algorithm;
-use crate::config::{KeyConfig, Resolved};
+use crate::config::{KeyConfig, Purpose, Resolved};
 
 use super::error::ApiError;
 use super::peer::{Local, Peer};
@@ -35,6 +35,8 @@ pub struct KeyRule {
     allowed_clients: Option<Vec<Arc<str>>>,
     /// Sign after the certificate expired.
     pub allow_expired: bool,
+    /// Signing or decrypting: a key does one.
+    pub purpose: Purpose,
 }
 
 impl Policy {
@@ -152,6 +154,16 @@ pub fn refusal(peer: &Peer) -> ApiError {
 }
 
 impl KeyRule {
+    /// Refuses (422 `wrong_purpose`) a request for `wanted` with a key meant for the
+    /// other job.
+    pub fn require(&self, wanted: Purpose) -> Result<(), ApiError> {
+        if self.purpose == wanted {
+            Ok(())
+        } else {
+            Err(ApiError::wrong_purpose(&self.name, self.purpose, wanted))
+        }
+    }
+
     /// Local callers are judged by `allowed_uids` / `allowed_gids` only, TLS callers by
     /// `allowed_clients` only: a key with `allowed_clients` keeps serving its local
     /// callers as before.
@@ -187,6 +199,7 @@ impl From<&KeyConfig> for KeyRule {
                 .as_ref()
                 .map(|c| c.iter().map(|n| Arc::from(n.as_str())).collect()),
             allow_expired: k.allow_expired,
+            purpose: k.purpose,
         }
     }
 }

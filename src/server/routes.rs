@@ -20,6 +20,7 @@ use super::policy::KeyRule;
 use super::state::AppState;
 use crate::algorithm::{self, Algorithm, Scheme};
 use crate::cert::{CertInfo, KeyKind};
+use crate::config::Purpose;
 
 /// The router with every endpoint.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -30,6 +31,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/keys/{name}/sign", post(sign))
         .route("/v1/keys/{name}/wss/sign", post(super::xml_routes::wss))
         .route("/v1/keys/{name}/saml/sign", post(super::xml_routes::saml))
+        .route(
+            "/v1/keys/{name}/saml/decrypt",
+            post(super::decrypt_route::decrypt),
+        )
         .route("/v1/health", get(super::health::handler))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found() })
@@ -88,6 +93,7 @@ async fn sign_inner(
         name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
     audited.seen.key = printable(&name);
     let rule = policy.key(&name, peer)?;
+    rule.require(Purpose::Sign)?;
     let settings = state.settings();
     let bytes = super::body::read(body, settings.max_body_bytes, settings.read_timeout).await?;
     let DecodedSign {
@@ -311,6 +317,7 @@ pub(super) fn now_rfc3339() -> String {
 struct KeyView {
     name: String,
     label: String,
+    purpose: Purpose,
     available: bool,
     key: Option<KeyKind>,
     algorithms: Vec<Algorithm>,
@@ -324,6 +331,7 @@ fn view(state: &AppState, rule: &KeyRule) -> KeyView {
     KeyView {
         name: rule.name.clone(),
         label: rule.label.to_string(),
+        purpose: rule.purpose,
         available: key.is_some(),
         key: key.as_ref().map(|k| k.kind),
         algorithms: rule.algorithms.clone(),

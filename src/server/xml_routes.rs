@@ -26,6 +26,7 @@ use super::routes::{check_key, choose_algorithm, printable};
 use super::state::AppState;
 use crate::algorithm::Algorithm;
 use crate::cert::KeyKind;
+use crate::config::Purpose;
 use crate::signer::{SignError as TokenSignError, Signer};
 use crate::xml::{self, SamlOptions, SignError, WssOptions};
 
@@ -115,13 +116,14 @@ pub(super) async fn saml(
     }
 }
 
-/// Policy, key name, body: the `/sign` order up to the JSON parse.
-async fn admit_and_read(
+/// Policy, key name, purpose, body: the `/sign` order up to the JSON parse.
+pub(super) async fn admit_and_read(
     state: &AppState,
     peer: &Peer,
     name: Result<Path<String>, PathRejection>,
     body: Body,
     audited: &mut Audited,
+    wanted: Purpose,
 ) -> Result<(Arc<KeyRule>, axum::body::Bytes), ApiError> {
     let policy = state.policy();
     policy.admit(peer)?;
@@ -129,6 +131,7 @@ async fn admit_and_read(
         name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
     audited.seen.key = printable(&name);
     let rule = policy.key(&name, peer)?;
+    rule.require(wanted)?;
     let settings = state.settings();
     let bytes = super::body::read(body, settings.max_body_bytes, settings.read_timeout).await?;
     Ok((rule, bytes))
@@ -207,7 +210,7 @@ async fn wss_inner(
     body: Body,
     audited: &mut Audited,
 ) -> Result<WssResponse, ApiError> {
-    let (rule, bytes) = admit_and_read(state, peer, name, body, audited).await?;
+    let (rule, bytes) = admit_and_read(state, peer, name, body, audited, Purpose::Sign).await?;
     let request: WssRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("the body is not a valid wss sign request: {e}"))
     })?;
@@ -261,7 +264,7 @@ async fn saml_inner(
     body: Body,
     audited: &mut Audited,
 ) -> Result<SamlResponse, ApiError> {
-    let (rule, bytes) = admit_and_read(state, peer, name, body, audited).await?;
+    let (rule, bytes) = admit_and_read(state, peer, name, body, audited, Purpose::Sign).await?;
     let request: SamlRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("the body is not a valid saml sign request: {e}"))
     })?;

@@ -12,9 +12,11 @@ use openssl::x509::X509;
 use secrecy::SecretString;
 
 use crate::algorithm::Algorithm;
-use crate::cert::KeyKind;
+use crate::cert::{Curve, KeyKind};
+use crate::config::Purpose;
 use crate::token::{
-    check_mechanisms, find_objects, Module, OpenToken, StoredKey, TokenError, TokenSelector,
+    check_derive_mechanism, check_mechanisms, find_objects, Module, OpenToken, StoredKey,
+    TokenError, TokenSelector,
 };
 
 /// A key found on the token, ready to sign with.
@@ -40,8 +42,10 @@ pub struct TokenKey {
 pub struct KeyWant {
     /// CKA_LABEL.
     pub label: String,
-    /// The algorithms it will be asked for.
+    /// The algorithms it will be asked for (none for a decrypt key).
     pub algorithms: Vec<Algorithm>,
+    /// Signing, or ECDH for WK's assertions.
+    pub purpose: Purpose,
 }
 
 /// A live, logged-in connection to the token.
@@ -130,20 +134,10 @@ impl Connection {
                 continue;
             }
             let stored = StoredKey::find(&anchor, &self.token_label, &want.label)?;
-            if let Some(misfit) = want.algorithms.iter().find(|a| !a.fits(stored.kind)) {
-                return Err(TokenError::BadObject {
-                    label: want.label.clone(),
-                    token: self.token_label.clone(),
-                    detail: format!("the key is {}, which cannot sign {misfit}; fix algorithms for this key in the configuration", stored.kind),
-                });
+            match want.purpose {
+                Purpose::Sign => self.check_signing(want, &stored)?,
+                Purpose::Decrypt => self.check_decrypting(&anchor, want, &stored)?,
             }
-            check_mechanisms(
-                self.module.ctx(),
-                self.slot,
-                &self.token_label,
-                &format!("key \"{}\"", want.label),
-                &want.algorithms,
-            )?;
             let der = stored.cert.to_der().unwrap_or_default();
             let not_after = crate::cert::CertInfo::of(&stored.cert)
                 .map(|i| i.not_after_unix)
@@ -165,6 +159,64 @@ impl Connection {
             *keys = Arc::new(table);
         }
         Ok(())
+    }
+
+    /// A sign key: every configured algorithm fits it and the token has its mechanism.
+    fn check_signing(&self, want: &KeyWant, stored: &StoredKey) -> Result<(), TokenError> {
+        if let Some(misfit) = want.algorithms.iter().find(|a| !a.fits(stored.kind)) {
+            return Err(TokenError::BadObject {
+                label: want.label.clone(),
+                token: self.token_label.clone(),
+                detail: format!("the key is {}, which cannot sign {misfit}; fix algorithms for this key in the configuration", stored.kind),
+            });
+        }
+        check_mechanisms(
+            self.module.ctx(),
+            self.slot,
+            &self.token_label,
+            &format!("key \"{}\"", want.label),
+            &want.algorithms,
+        )
+    }
+
+    /// A decrypt key: EC P-256 (WK's curve), CKA_DERIVE true, and CKM_ECDH1_DERIVE on
+    /// the token. Checked at start and on reload, so a key imported without
+    /// `--allow-derive` is named then, not at the first citizen's login.
+    fn check_decrypting(
+        &self,
+        session: &Session,
+        want: &KeyWant,
+        stored: &StoredKey,
+    ) -> Result<(), TokenError> {
+        let bad = |detail: String| TokenError::BadObject {
+            label: want.label.clone(),
+            token: self.token_label.clone(),
+            detail,
+        };
+        if stored.kind != (KeyKind::Ec { curve: Curve::P256 }) {
+            return Err(bad(format!(
+                "the key is {}; a decrypt key for WK must be EC P-256",
+                stored.kind
+            )));
+        }
+        let derive = session
+            .get_attributes(stored.handle, &[AttributeType::Derive])
+            .map_err(TokenError::pkcs11("reading CKA_DERIVE of a decrypt key"))?
+            .into_iter()
+            .any(|a| matches!(a, Attribute::Derive(true)));
+        if !derive {
+            return Err(bad(format!(
+                "the key has CKA_DERIVE false, so it cannot do ECDH for purpose = \"decrypt\"; re-import it with `hsm-signer import --token {token} --p12 FILE --label {label} --allow-derive --replace`",
+                token = self.token_label,
+                label = want.label,
+            )));
+        }
+        check_derive_mechanism(
+            self.module.ctx(),
+            self.slot,
+            &self.token_label,
+            &format!("decrypt key \"{}\"", want.label),
+        )
     }
 
     /// Logs in again on this connection after the token dropped the login

@@ -281,6 +281,16 @@ impl Signer {
         pool::sign(&self.shared, label, algorithm, digest)
     }
 
+    /// Z = ECDH(key labelled `label`, `point`) now, on the calling blocking thread (as
+    /// [`Signer::sign_now`]). `point` must already be checked to lie on P-256.
+    pub fn derive_now(
+        &self,
+        label: &str,
+        point: &[u8],
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Arc<TokenKey>), SignError> {
+        pool::derive(&self.shared, label, point)
+    }
+
     /// The key labelled `label` for a signature: why not, if the token is down or the
     /// key is not loaded (fast: no token call).
     pub fn key_for_signing(&self, label: &str) -> Result<Arc<TokenKey>, SignError> {

@@ -1,5 +1,6 @@
 //! The session pool: long-lived sessions on the current connection, checked out by a
-//! request for one signature and returned after it.
+//! request for one private-key operation (a signature, an ECDH derivation) and returned
+//! after it.
 //!
 //! The signature is made on tokio's blocking pool, so that a caller's deadline holds
 //! even if the token never answers (see docs/architecture.md for the measurements).
@@ -8,9 +9,11 @@ use std::sync::Arc;
 
 use cryptoki::session::Session;
 
-use super::{Connection, Shared, SignError, Signed};
+use zeroize::Zeroizing;
+
+use super::{Connection, Shared, SignError, Signed, TokenKey};
 use crate::algorithm::Algorithm;
-use crate::token::{sign_digest, TokenError};
+use crate::token::{ecdh_derive, sign_digest, TokenError};
 
 /// A session and the connection it belongs to. The session is declared first so it is
 /// closed before the connection can be finalised.
@@ -19,32 +22,48 @@ pub(super) struct Held {
     conn: Arc<Connection>,
 }
 
-/// Signs `digest` with the key labelled `label`; on a lost session, opens a new one
-/// (logging in again if the token dropped the login) and tries once more before
-/// declaring the token down.
+/// Signs `digest` with the key labelled `label` (see [`with_key`] for the retry rules).
 pub(super) fn sign(
     shared: &Shared,
     label: &str,
     algorithm: Algorithm,
     digest: &[u8],
 ) -> Result<Signed, SignError> {
+    let (signature, key) = with_key(shared, label, |session, key| {
+        sign_digest(session, key.handle, algorithm, digest)
+    })?;
+    Ok(Signed { signature, key })
+}
+
+/// Z = ECDH(key labelled `label`, `point`) on the token (see [`with_key`]).
+pub(super) fn derive(
+    shared: &Shared,
+    label: &str,
+    point: &[u8],
+) -> Result<(Zeroizing<Vec<u8>>, Arc<TokenKey>), SignError> {
+    with_key(shared, label, |session, key| {
+        ecdh_derive(session, key.handle, point)
+    })
+}
+
+/// Runs `op` with the key labelled `label` on a pooled session; on a lost session,
+/// opens a new one (logging in again if the token dropped the login) and tries once
+/// more before declaring the token down. A stale key handle is looked up once again.
+fn with_key<T>(
+    shared: &Shared,
+    label: &str,
+    mut op: impl FnMut(&Session, &TokenKey) -> Result<T, TokenError>,
+) -> Result<(T, Arc<TokenKey>), SignError> {
     for attempt in 0..2 {
         let held = checkout(shared)?;
-        let key = held
-            .conn
-            .key(label)
-            .ok_or_else(|| SignError::KeyMissing(label.to_string()));
-        let key = match key {
-            Ok(key) => key,
-            Err(e) => {
-                checkin(shared, held);
-                return Err(e);
-            }
+        let Some(key) = held.conn.key(label) else {
+            checkin(shared, held);
+            return Err(SignError::KeyMissing(label.to_string()));
         };
-        match sign_digest(&held.session, key.handle, algorithm, digest) {
-            Ok(signature) => {
+        match op(&held.session, &key) {
+            Ok(value) => {
                 checkin(shared, held);
-                return Ok(Signed { signature, key });
+                return Ok((value, key));
             }
             Err(e) if attempt == 0 && e.is_stale_handle() => {
                 // The key was replaced on the token (import --replace) under the running
@@ -70,7 +89,7 @@ pub(super) fn sign(
                 let conn = held.conn.clone();
                 drop(held);
                 if attempt == 0 && recover_in_place(shared, &conn, &e) {
-                    tracing::warn!(error = %e, "signing session lost; retrying once on a new session");
+                    tracing::warn!(error = %e, "token session lost; retrying once on a new session");
                     continue;
                 }
                 shared.mark_down(conn.generation, &e);

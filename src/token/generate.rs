@@ -2,15 +2,13 @@
 //! key gets, the public half read back as a SubjectPublicKeyInfo, the CKA_SIGN switch
 //! for key-agreement keys, and an ECDH derivation for their proof.
 
-use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Public};
-use zeroize::Zeroizing;
 
 use super::error::TokenError;
 use crate::cert::{Curve, KeyKind};
@@ -207,46 +205,4 @@ pub fn disable_signing(session: &Session, key: ObjectHandle) -> Result<bool, Tok
         .into_iter()
         .any(|a| matches!(a, Attribute::Sign(true)));
     Ok(!sign)
-}
-
-/// ECDH on the token: C_DeriveKey with CKM_ECDH1_DERIVE and the NULL KDF (all SoftHSM
-/// 2.6.1 offers) into a session CKK_GENERIC_SECRET that is extractable and not sensitive,
-/// read once and destroyed. Returns Z, the shared x coordinate.
-///
-/// `peer_point` is the uncompressed point; the caller checks it is on the curve.
-pub fn ecdh_derive(
-    session: &Session,
-    key: ObjectHandle,
-    peer_point: &[u8],
-    field_bytes: usize,
-) -> Result<Zeroizing<Vec<u8>>, TokenError> {
-    let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
-    let template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::GENERIC_SECRET),
-        Attribute::Token(false),
-        Attribute::Sensitive(false),
-        Attribute::Extractable(true),
-        Attribute::ValueLen((field_bytes as u64).into()),
-    ];
-    let secret = session
-        .derive_key(&Mechanism::Ecdh1Derive(params), key, &template)
-        .map_err(TokenError::pkcs11("deriving an ECDH secret (C_DeriveKey)"))?;
-    let value = session
-        .get_attributes(secret, &[AttributeType::Value])
-        .map_err(TokenError::pkcs11("reading the derived ECDH secret"));
-    let destroyed = session
-        .destroy_object(secret)
-        .map_err(TokenError::pkcs11("destroying the derived ECDH secret"));
-    let z = value?
-        .into_iter()
-        .find_map(|a| match a {
-            Attribute::Value(v) => Some(Zeroizing::new(v)),
-            _ => None,
-        })
-        .ok_or_else(|| TokenError::GeneratedKey {
-            detail: "the derived ECDH secret has no CKA_VALUE".into(),
-        })?;
-    destroyed?;
-    Ok(z)
 }

@@ -1,10 +1,11 @@
 //! The PKCS#11 token: load a module, pick a token by label or URI, log in without ever
-//! retrying a PIN, create and find objects, and sign.
+//! retrying a PIN, create and find objects, sign, and derive an ECDH secret.
 //!
 //! Errors keep the PKCS#11 function and return value that failed, so the log can say
 //! `C_Login returned CKR_PIN_INCORRECT`, and the layers above decide what the operator or
 //! the caller is told.
 
+mod derive;
 mod error;
 mod generate;
 mod login;
@@ -15,9 +16,10 @@ mod sign;
 mod unwrap;
 mod uri;
 
+pub use derive::{check_derive_mechanism, ecdh_derive, P256_SECRET_LEN};
 pub use error::{ckr_name, TokenError};
 pub use generate::{
-    curve_params, disable_signing, ecdh_derive, generate_key_pair, identify, pair_gen_mechanism,
+    curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
     read_public_key, KeyUse,
 };
 pub use login::{login, PinFlags};

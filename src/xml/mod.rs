@@ -18,8 +18,14 @@
 //! The path: [`parse`] (refusals before and after libxml2 parses) → [`wss`] / [`saml`]
 //! (where the signature goes) → [`dsig`] (c14n, digests, SignedInfo, the closure, and a
 //! re-parse of the output to prove it canonicalises to what was signed).
+//!
+//! Decryption of WK's encrypted assertion: [`enc`] (read the EncryptedAssertion, safely
+//! parsed) → [`ecdh_es`] (point check, Z through a closure (the token), ConcatKDF, key
+//! unwrap, AES-GCM).
 
 pub mod dsig;
+pub mod ecdh_es;
+pub mod enc;
 pub mod error;
 pub mod parse;
 pub mod saml;

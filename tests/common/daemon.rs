@@ -558,3 +558,24 @@ pub fn raw_to_der(raw: &[u8]) -> Result<Vec<u8>> {
     )?;
     Ok(sig.to_der()?)
 }
+
+/// Like [`provision`], with extra `hsm-signer import` arguments for each key (e.g.
+/// `--allow-derive` for a WK decrypt key); `args[i]` goes with `keys[i]`.
+pub fn provision_with_args(
+    token: &TestToken,
+    keys: &[KeySetup],
+    args: &[&[&str]],
+) -> Result<Vec<Leaf>> {
+    let ca = Ca::sigillum()?;
+    let password = secret_file(token.dir.path(), "p12-password", "hasło")?;
+    let mut out = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let leaf = ca.leaf(key.spec)?;
+        let p12 = token.path(&format!("{}.p12", key.label));
+        write_p12(&p12, &leaf, &ca, key.label, "hasło")?;
+        let extra = args.get(i).copied().unwrap_or_default();
+        run_ok(import_cmd(token, &p12, &password).args(extra))?;
+        out.push(leaf);
+    }
+    Ok(out)
+}

@@ -1,0 +1,121 @@
+//! `POST /v1/keys/{name}/saml/decrypt`: opens WK's encrypted assertion with a decrypt
+//! key (ECDH-ES on the token, the rest in software, see [`crate::xml::ecdh_es`]).
+//!
+//! The checks before the token are those of the signing routes. Parsing, the point
+//! check, the derivation and the decryption run inside [`Audited::run`], on the blocking
+//! thread that holds the token session. The audit record holds the SHA-256 of the
+//! ciphertext; the plaintext (it carries the citizen's PESEL) goes to the caller only,
+//! never to the record or the log. The daemon does not verify WK's signature on the
+//! assertion: the caller must (docs/wk.md).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::audited::Audited;
+use super::error::ApiError;
+use super::peer::Peer;
+use super::state::AppState;
+use super::xml_routes::admit_and_read;
+use crate::config::Purpose;
+use crate::xml::{ecdh_es, enc, DEFAULT_MAX_DEPTH};
+
+/// What the audit record names as the algorithm of a decryption refused before the
+/// message's own algorithms are known.
+const AUDIT_ALGORITHM: &str = "ECDH-ES";
+
+/// The body of `POST /v1/keys/{name}/saml/decrypt`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecryptRequest {
+    xml: String,
+}
+
+/// The answer: the assertion exactly as WK encrypted it. No `Debug`: it holds a PESEL.
+#[derive(Serialize)]
+struct DecryptResponse {
+    assertion: String,
+    assertion_base64: String,
+    content_key_bits: usize,
+    key: String,
+}
+
+pub(super) async fn decrypt(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<Peer>,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    state.metrics.in_flight.inc();
+    let mut audited = Audited::begin("decrypt", peer.clone());
+    let result = decrypt_inner(&state, &peer, name, body, &mut audited).await;
+    let result = audited.finish(&state, result).await;
+    state.metrics.in_flight.dec();
+    match result {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn decrypt_inner(
+    state: &AppState,
+    peer: &Peer,
+    name: Result<Path<String>, PathRejection>,
+    body: Body,
+    audited: &mut Audited,
+) -> Result<DecryptResponse, ApiError> {
+    let (rule, bytes) = admit_and_read(state, peer, name, body, audited, Purpose::Decrypt).await?;
+    let request: DecryptRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!("the body is not a valid decrypt request: {e}"))
+    })?;
+    drop(bytes);
+    audited.seen.algorithm = AUDIT_ALGORITHM.into();
+    // Fast refusal while the token is down or the key is not loaded.
+    state.signer.key_for_signing(&rule.label)?;
+    let label = rule.label.clone();
+    let key_name = rule.name.clone();
+    let document = request.xml;
+    audited
+        .run(state, move |signer, seen| {
+            let encrypted = enc::read(document.as_bytes(), DEFAULT_MAX_DEPTH)
+                .map_err(|e| ApiError::decrypt(e.widen()))?;
+            drop(document);
+            seen.input_sha256 = hex::encode(encrypted.ciphertext_sha256());
+            seen.algorithm = encrypted.algorithm_name().into();
+            let mut cert_sha256 = None;
+            let decrypted = ecdh_es::decrypt(&encrypted, |point| {
+                let (z, key) = signer.derive_now(&label, point)?;
+                cert_sha256 = Some(key.cert_sha256.clone());
+                Ok(z)
+            })
+            .map_err(ApiError::decrypt)?;
+            seen.cert_sha256 = cert_sha256;
+            tracing::debug!(
+                key = %key_name,
+                ciphertext_bytes = encrypted.ciphertext.len(),
+                plaintext_bytes = decrypted.plaintext.len(),
+                content_key_bits = decrypted.content_key_bits,
+                "WK assertion decrypted"
+            );
+            let assertion = std::str::from_utf8(&decrypted.plaintext).map_err(|_| {
+                ApiError::unprocessable(
+                    "bad_encrypted_assertion",
+                    "bad encrypted assertion: the decrypted content is not UTF-8",
+                )
+            })?;
+            Ok(DecryptResponse {
+                assertion: assertion.to_owned(),
+                assertion_base64: base64::engine::general_purpose::STANDARD
+                    .encode(&*decrypted.plaintext),
+                content_key_bits: decrypted.content_key_bits,
+                key: key_name,
+            })
+        })
+        .await
+}
