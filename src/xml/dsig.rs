@@ -54,11 +54,7 @@ pub(crate) struct Signer {
 
 impl Signer {
     pub fn new(algorithm: Algorithm, cert_der: &[u8]) -> Result<Self, XmlError> {
-        let cert =
-            X509::from_der(cert_der).map_err(|_| XmlError::BadCertificate("unreadable".into()))?;
-        let key = cert
-            .public_key()
-            .map_err(|_| XmlError::BadCertificate("unsupported public key".into()))?;
+        let key = public_key_of(cert_der)?;
         let fits = match algorithm.scheme() {
             Scheme::RsaPkcs1 | Scheme::RsaPss => key.id() == Id::RSA,
             Scheme::Ecdsa => key.id() == Id::EC,
@@ -76,6 +72,36 @@ impl Signer {
     pub fn cert_base64(&self) -> String {
         B64.encode(&self.cert_der)
     }
+}
+
+/// The public key of the certificate `der`, from a small cache: OpenSSL 3 decodes a
+/// certificate's key through its provider decoders, which cost about a third of an XML
+/// signing request on the profile (`scripts/bench`), for a certificate that is the same
+/// on every request of a key. Keyed by the whole DER, so a renewed certificate is parsed
+/// afresh.
+fn public_key_of(der: &[u8]) -> Result<PKey<Public>, XmlError> {
+    use std::sync::Mutex;
+    /// Keys a daemon signs with at once, and then some.
+    const KEEP: usize = 16;
+    static CACHE: Mutex<Vec<(Vec<u8>, PKey<Public>)>> = Mutex::new(Vec::new());
+    if let Some((_, key)) = CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(cached, _)| cached.as_slice() == der)
+    {
+        return Ok(key.clone());
+    }
+    let cert = X509::from_der(der).map_err(|_| XmlError::BadCertificate("unreadable".into()))?;
+    let key = cert
+        .public_key()
+        .map_err(|_| XmlError::BadCertificate("unsupported public key".into()))?;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= KEEP {
+        cache.remove(0);
+    }
+    cache.push((der.to_vec(), key.clone()));
+    Ok(key)
 }
 
 /// The exclusive c14n (no comments, no inclusive prefixes) of `node` in its document.
