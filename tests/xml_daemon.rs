@@ -852,3 +852,67 @@ fn token_gone_gives_503_token_unavailable_and_xml_signing_resumes_when_it_is_bac
     );
     Ok(())
 }
+
+/// XML-DSig 1.1 wants ECDSA values as raw r‖s, each exactly 32 bytes for P-256. Some
+/// public clients drop a leading zero byte of r or s: 1 signature in 128 then fails.
+/// 1,200 AuthnRequests signed through the daemon (over one keep-alive connection) must all
+/// carry 64-byte values; those whose r or s starts with a zero byte are also checked with
+/// xmlsec1 against the certificate.
+#[test]
+fn ecdsa_values_keep_their_leading_zero_bytes() -> Result {
+    let s = setup("")?;
+    let script = r#"
+import base64, http.client, json, re, socket, sys
+class Unix(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.unix = path
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.unix)
+conn = Unix(sys.argv[1])
+request = open(sys.argv[2], encoding="utf-8").read()
+lengths, zeros = {}, []
+for n in range(int(sys.argv[3])):
+    body = json.dumps({"xml": request.replace("ID-6a7c8f2e", "ID-%08x" % n)})
+    conn.request("POST", "/v1/keys/wk/saml/sign", body, {"Content-Type": "application/json"})
+    answer = json.loads(conn.getresponse().read())
+    value = re.search(r"<ds:SignatureValue>([^<]*)</ds:SignatureValue>", answer["xml"]).group(1)
+    raw = base64.b64decode(value)
+    lengths[len(raw)] = lengths.get(len(raw), 0) + 1
+    if raw[0] == 0 or raw[32] == 0:
+        name = "%s/zero-%d.xml" % (sys.argv[4], n)
+        open(name, "wb").write(base64.b64decode(answer["xml_base64"]))
+        zeros.append(name)
+print(json.dumps({"lengths": lengths, "zeros": zeros}))
+"#;
+    let request = s.token.path("authn.xml");
+    std::fs::write(&request, WK_AUTHN_REQUEST)?;
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(&s.daemon.socket)
+            .arg(&request)
+            .arg("1200")
+            .arg(s.token.dir.path()),
+    )?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        report["lengths"],
+        serde_json::json!({"64": 1200}),
+        "{report}"
+    );
+    let zeros = report["zeros"].as_array().ok_or("zeros")?;
+    eprintln!(
+        "{} of 1200 ES256 values had r or s starting with a zero byte",
+        zeros.len()
+    );
+    // (1 - 2/256)^1200 < 0.0001: a run with none would mean the values were not random.
+    assert!(!zeros.is_empty(), "{report}");
+    for file in zeros {
+        let file = Path::new(file.as_str().ok_or("name")?);
+        let (ok, log) = xmlsec1(file, &s.ec_pem, &[("ID", format!("{SAMLP}:AuthnRequest"))])?;
+        assert!(ok, "{}: {log}", file.display());
+    }
+    Ok(())
+}
