@@ -275,3 +275,64 @@ fn a_token_that_stops_answering_gets_503_at_the_deadline() -> Result {
     daemon.stop()?;
     server.kill()
 }
+
+/// A daemon started before its network HSM is reachable (at boot, before the link is
+/// up) does not exit: it answers 503 with the reason, and signs as soon as the HSM is
+/// there, without a restart (which systemd would have given up on after 10 quick tries).
+#[test]
+fn a_daemon_started_before_its_hsm_serves_as_soon_as_the_hsm_is_up() -> Result {
+    if !std::path::Path::new(CLIENT_MODULE).exists() {
+        return Err(format!("{CLIENT_MODULE} missing: apt-get install p11-kit-modules").into());
+    }
+    let token = TestToken::new()?;
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let leaves = provision(&token, &keys)?;
+    let p11_socket = token.path("p11kit.sock");
+    let address = format!("unix:path={}", p11_socket.display());
+    let config = Daemon::config_text(&token, &keys, "request_timeout_ms = 2000").replace(
+        &format!("module = \"{MODULE}\""),
+        &format!("module = \"{CLIENT_MODULE}\""),
+    );
+    let config_path = token.path("remote.toml");
+    std::fs::write(&config_path, config)?;
+    // No p11-kit server yet.
+    let daemon =
+        Daemon::start_with_env(&token, config_path, &[("P11_KIT_SERVER_ADDRESS", &address)])?;
+    let body = common::daemon::sign_body("RS256", "data", b"<SignedInfo>at boot</SignedInfo>");
+    let started = Instant::now();
+    let (status, answer) = daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("token_unavailable")),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 503, "{health}");
+    assert!(
+        health["reasons"].to_string().contains("token unavailable"),
+        "{health}"
+    );
+    assert!(daemon.log_text().contains("not reachable at start"));
+    // The HSM comes up: signing starts by itself.
+    let _server = P11KitServer::start(&token, &p11_socket)?;
+    let up = Instant::now();
+    let mut answer = serde_json::Value::Null;
+    common::daemon::wait_until(Duration::from_secs(10), "the first signature", || {
+        let (status, got) = daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?;
+        answer = got;
+        Ok(status == 200)
+    })?;
+    eprintln!("signing started {:?} after the HSM came up", up.elapsed());
+    let signature = common::daemon::signature_of(&answer)?;
+    assert!(common::daemon::openssl_verify(
+        token.dir.path(),
+        &leaves[0].cert,
+        b"<SignedInfo>at boot</SignedInfo>",
+        &signature,
+        &["-sha256"]
+    )?);
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 200, "{health}");
+    Ok(())
+}

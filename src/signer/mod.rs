@@ -171,20 +171,34 @@ pub struct SignerSettings {
 }
 
 impl Signer {
-    /// Connects (one login attempt), loads the keys and starts the supervisor. Any
-    /// failure here is returned, so `serve` exits with it.
+    /// Connects (one login attempt), loads the keys and starts the supervisor. A refused
+    /// PIN, a missing key or a module that is not there is returned, so `serve` exits
+    /// with it. A token that cannot be reached yet (a network HSM whose link is not up at
+    /// boot) is not: the daemon starts with the token down, answers 503 with the reason,
+    /// and the supervisor connects as soon as it can.
     pub fn start(settings: SignerSettings) -> Result<Self, TokenError> {
-        let conn = Connection::connect(
+        let (conn, status) = match Connection::connect(
             &settings.module,
             &settings.selector,
             &settings.pin,
             &settings.wants,
             1,
             settings.counters.clone(),
-        )?;
+        ) {
+            Ok(conn) => (Some(Arc::new(conn)), Status::Up),
+            Err(e) if e.is_unreachable() => {
+                tracing::error!(error = %e, "the token is not reachable at start; answering 503 and connecting in the background");
+                let down = Status::Down {
+                    reason: e.to_string(),
+                    since: Some(Instant::now()),
+                };
+                (None, down)
+            }
+            Err(e) => return Err(e),
+        };
         let shared = Arc::new(Shared {
-            conn: RwLock::new(Some(Arc::new(conn))),
-            status: Mutex::new(Status::Up),
+            conn: RwLock::new(conn),
+            status: Mutex::new(status),
             wake: Condvar::new(),
             pin: settings.pin,
             module: settings.module,

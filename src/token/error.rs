@@ -146,6 +146,15 @@ impl TokenError {
         )
     }
 
+    /// True when the token cannot be reached now but may be later: its link or device is
+    /// down, the module loads but cannot initialise (a network HSM's client module with no
+    /// server yet), or no token matches yet. Not a wrong PIN, a missing key or a module
+    /// file that is not there.
+    pub fn is_unreachable(&self) -> bool {
+        self.is_connection_lost()
+            || matches!(self, TokenError::ModuleLoad { detail, .. } if detail.starts_with(INITIALIZE_FAILED))
+    }
+
     /// True when the token or its link is gone or the session was lost: worth reopening.
     pub fn is_connection_lost(&self) -> bool {
         matches!(
@@ -164,6 +173,9 @@ impl TokenError {
         ) || matches!(self, TokenError::TokenNotFound { .. })
     }
 }
+
+/// How a failed C_Initialize is described in [`TokenError::ModuleLoad`].
+pub const INITIALIZE_FAILED: &str = "C_Initialize failed";
 
 /// `CKR_PIN_INCORRECT` from cryptoki's `PinIncorrect`.
 pub fn ckr_name(rv: RvError) -> String {

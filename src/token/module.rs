@@ -54,7 +54,12 @@ impl Module {
         let ctx = Pkcs11::new(path).map_err(|e| load_err(e.to_string()))?;
         match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(load_err(format!("C_Initialize failed: {e}"))),
+            Err(e) => {
+                return Err(load_err(format!(
+                    "{}: {e}",
+                    super::error::INITIALIZE_FAILED
+                )))
+            }
         }
         Ok(Self {
             ctx,
