@@ -16,6 +16,9 @@ pub const P12_PASSWORD_ENV: &str = "HSM_SIGNER_P12_PASSWORD";
 /// The environment variable that may carry the token's user PIN.
 pub const PIN_ENV: &str = "HSM_SIGNER_PIN";
 
+/// The environment variable for the new PIN of `change-pin`.
+pub const NEW_PIN_ENV: &str = "HSM_SIGNER_NEW_PIN";
+
 /// Where one secret is to be read from, resolved from the command line before any work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {

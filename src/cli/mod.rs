@@ -132,6 +132,17 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Change the token's user PIN (one C_SetPIN, never retried), then prove the new PIN
+    /// with a login. The current PIN comes from the token flags' sources; the new one from
+    /// --new-pin-file, HSM_SIGNER_NEW_PIN, or a no-echo prompt asked twice.
+    ChangePin {
+        /// The token, and where the current PIN comes from.
+        #[command(flatten)]
+        token: TokenArgs,
+        /// File holding the new user PIN (mode 0600).
+        #[arg(long)]
+        new_pin_file: Option<PathBuf>,
+    },
 }
 
 /// `hsm-signer audit ...`.
@@ -427,6 +438,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::List { token, json } => list(token.resolve()?, json),
         Command::Verify { token, label, json } => verify(token.resolve()?, &label, json),
         Command::Remove { token, label, yes } => remove(token.resolve()?, &label, yes),
+        Command::ChangePin {
+            token,
+            new_pin_file,
+        } => change_pin(&token, new_pin_file.as_deref()),
         Command::Serve { config } => {
             crate::server::serve(&config)?;
             Ok(ExitCode::SUCCESS)
@@ -593,6 +608,46 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
         }
     };
     println!("{}", serde_json::to_string(&result)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hsm-signer change-pin`.
+fn change_pin(token: &TokenArgs, new_pin_file: Option<&std::path::Path>) -> Result<ExitCode> {
+    use secrecy::ExposeSecret;
+    let target = token.resolve()?;
+    let new_source = SecretSource::choose(
+        new_pin_file,
+        crate::secret::NEW_PIN_ENV,
+        "New user PIN: ",
+        "new token PIN",
+        "--new-pin-file",
+    )?;
+    let opened = crate::token::OpenToken::open(&target.module, &target.selector, true)?;
+    let old = target.pin.read("token PIN")?;
+    let new = new_source.read("new token PIN")?;
+    if matches!(new_source, SecretSource::Prompt(_)) {
+        let again = SecretSource::Prompt("New user PIN again: ".into()).read("new token PIN")?;
+        if again.expose_secret() != new.expose_secret() {
+            bail!("the two new PINs differ; nothing was changed");
+        }
+    }
+    if old.expose_secret() == new.expose_secret() {
+        bail!("the new PIN is the same as the current one; nothing was changed");
+    }
+    opened.change_pin(&old, &new, target.allow_final_try)?;
+    // Proof: the token takes the new PIN (one login; a failure here is reported, not
+    // retried).
+    opened
+        .login(&new, false)
+        .context("the PIN was changed, but a login with the new PIN failed")?;
+    println!(
+        "PIN changed on token \"{}\" (serial {}) and proven: a login with the new PIN succeeded.",
+        opened.info.label, opened.info.serial
+    );
+    println!(
+        "Now write the new PIN to the daemon's PIN file (e.g. /etc/hsm-signer/pin) and restart it \
+         (systemctl restart hsm-signer): a daemon that logs in again with the old PIN spends a try."
+    );
     Ok(ExitCode::SUCCESS)
 }
 

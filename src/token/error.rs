@@ -64,6 +64,18 @@ pub enum TokenError {
         /// The token label.
         token: String,
     },
+    /// A new PIN outside the token's length limits (checked before C_SetPIN).
+    #[error("the new PIN has {length} characters; token \"{token}\" takes {min} to {max}: nothing was changed")]
+    NewPinLength {
+        /// The token label.
+        token: String,
+        /// The new PIN's length in bytes.
+        length: usize,
+        /// The token's minimum.
+        min: usize,
+        /// The token's maximum.
+        max: usize,
+    },
     /// The token lacks a mechanism a key needs.
     #[error("token \"{token}\" does not offer {mechanism}, which {purpose} needs")]
     MechanismMissing {

@@ -90,3 +90,61 @@ pub fn login(
         ))(e)),
     }
 }
+
+/// Changes the user PIN from `old` to `new` with one C_SetPIN in a read-write session
+/// that is not logged in (PKCS#11 then changes the CKU_USER PIN after checking `old`):
+/// one attempt, never retried. The same guards as [`login`] come first: a locked token,
+/// or one on its final try without `allow_final_try`, is not touched. The new PIN's
+/// length is checked against the token's limits before the call.
+pub fn change_pin(
+    ctx: &Pkcs11,
+    slot: Slot,
+    token: &str,
+    session: &Session,
+    old: &SecretString,
+    new: &SecretString,
+    allow_final_try: bool,
+) -> Result<(), TokenError> {
+    use secrecy::ExposeSecret;
+    let before = PinFlags::read(ctx, slot).unwrap_or_default();
+    if before.locked {
+        return Err(TokenError::PinLocked {
+            token: token.into(),
+        });
+    }
+    if before.final_try && !allow_final_try {
+        return Err(TokenError::PinFinalTry {
+            token: token.into(),
+        });
+    }
+    let info = ctx
+        .get_token_info(slot)
+        .map_err(TokenError::pkcs11(format!(
+            "reading token \"{token}\"'s PIN limits"
+        )))?;
+    let length = new.expose_secret().len();
+    if length < info.min_pin_length() || length > info.max_pin_length() {
+        return Err(TokenError::NewPinLength {
+            token: token.into(),
+            length,
+            min: info.min_pin_length(),
+            max: info.max_pin_length(),
+        });
+    }
+    match session.set_pin(old, new) {
+        Ok(()) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(TokenError::PinIncorrect {
+            token: token.into(),
+            flags: PinFlags::read(ctx, slot).unwrap_or_default(),
+        }),
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(TokenError::PinLocked {
+            token: token.into(),
+        }),
+        Err(CkError::Pkcs11(RvError::PinLenRange, _)) => Err(TokenError::PinLength {
+            token: token.into(),
+        }),
+        Err(e) => Err(TokenError::pkcs11(format!(
+            "changing the user PIN of token \"{token}\" (C_SetPIN)"
+        ))(e)),
+    }
+}

@@ -22,7 +22,7 @@ pub use generate::{
     curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
     read_public_key, KeyUse,
 };
-pub use login::{login, PinFlags};
+pub use login::{change_pin, login, PinFlags};
 pub use module::{discover_modules, Module, TokenSummary};
 pub use objects::{
     cert_template, find_objects, private_key_template, public_key_template, read_key_attrs,

@@ -7,7 +7,7 @@ use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
 use super::error::TokenError;
-use super::login::login;
+use super::login::{change_pin, login};
 use super::module::{Module, TokenSummary};
 use super::uri::TokenSelector;
 
@@ -52,6 +52,24 @@ impl OpenToken {
             &self.info.label,
             &self.session,
             pin,
+            allow_final_try,
+        )
+    }
+
+    /// Changes the user PIN, once; see [`change_pin`]. Needs a read-write session.
+    pub fn change_pin(
+        &self,
+        old: &SecretString,
+        new: &SecretString,
+        allow_final_try: bool,
+    ) -> Result<(), TokenError> {
+        change_pin(
+            self.module.ctx(),
+            self.slot,
+            &self.info.label,
+            &self.session,
+            old,
+            new,
             allow_final_try,
         )
     }
