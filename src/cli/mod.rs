@@ -760,10 +760,17 @@ fn run_import_cert(args: ImportCertArgs) -> Result<ExitCode> {
     })
 }
 
+/// Lists the keys; exits 1 when one of them shows a problem (an unreadable entry, or a key
+/// that is readable, extractable or cannot do its job), so a cron job or a monitoring
+/// check notices.
 fn list(target: TokenTarget, json: bool) -> Result<ExitCode> {
     let token = target.open_logged_in(false)?;
     let keys = inventory::list(&token)?;
-    print(&keys, json, |keys| {
+    let troubled = keys.iter().any(|k| match k {
+        Listed::Key(r) => !crate::proof::problems(&r.attributes).is_empty(),
+        Listed::Problem { .. } => true,
+    });
+    let printed = print(&keys, json, |keys| {
         if keys.is_empty() {
             return format!("Token \"{}\" holds no private keys.\n", token.info.label);
         }
@@ -774,7 +781,12 @@ fn list(target: TokenTarget, json: bool) -> Result<ExitCode> {
             })
             .collect::<Vec<_>>()
             .join("\n")
-    })
+    })?;
+    if troubled {
+        eprintln!("hsm-signer: a key on the token shows a PROBLEM (above)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(printed)
 }
 
 fn verify(target: TokenTarget, label: &str, json: bool) -> Result<ExitCode> {
