@@ -172,6 +172,12 @@ fn start(token: &TestToken, pki: &Pki, extra_tls: &str) -> Result<(Daemon, u16)>
     let config = token.path("config.toml");
     std::fs::write(&config, text)?;
     let daemon = Daemon::start_with(token, config)?;
+    let port = tls_port(&daemon)?;
+    Ok((daemon, port))
+}
+
+/// The port the daemon's TLS listener took (`listen = "127.0.0.1:0"`), from its log.
+fn tls_port(daemon: &Daemon) -> Result<u16> {
     let mut port = None;
     wait_until(Duration::from_secs(5), "the TLS listener", || {
         port = daemon
@@ -183,7 +189,7 @@ fn start(token: &TestToken, pki: &Pki, extra_tls: &str) -> Result<(Daemon, u16)>
             .and_then(|p| p.parse::<u16>().ok());
         Ok(port.is_some())
     })?;
-    Ok((daemon, port.ok_or("no port")?))
+    Ok(port.ok_or("no port")?)
 }
 
 /// curl over mutual TLS as `client` (None: no client certificate).
@@ -714,18 +720,7 @@ fn the_commands_of_docs_remote_md_make_working_certificates_and_calls() -> Resul
     let config = token.path("config.toml");
     std::fs::write(&config, text)?;
     let daemon = Daemon::start_with(&token, config)?;
-    let mut port = None;
-    wait_until(Duration::from_secs(5), "the TLS listener", || {
-        port = daemon
-            .log_text()
-            .lines()
-            .find(|l| l.contains("TLS listener ready"))
-            .and_then(|l| l.split("address=127.0.0.1:").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse::<u16>().ok());
-        Ok(port.is_some())
-    })?;
-    let port = port.ok_or("no port")?;
+    let port = tls_port(&daemon)?;
     let out = run_doc_block(
         &token,
         &dir,

@@ -51,8 +51,10 @@ const CLAIMED: u8 = 1;
 const ABANDONED: u8 = 2;
 
 impl Audited {
-    /// A request of kind `op` (`sign`, `wss`, `saml`, …) from `peer`, starting now.
-    pub fn begin(op: &'static str, peer: Peer) -> Self {
+    /// A request of kind `op` (`sign`, `wss`, `saml`, …) from `peer`, starting now, and
+    /// counted in flight until [`Audited::answer`].
+    pub fn begin(op: &'static str, peer: Peer, state: &AppState) -> Self {
+        state.metrics.in_flight.inc();
         Self {
             op,
             peer,
@@ -156,6 +158,21 @@ impl Audited {
                 ))),
                 Err(refused) => Err(refused),
             },
+        }
+    }
+
+    /// [`Audited::finish`], then the HTTP answer: the JSON of `result`, or its error.
+    pub async fn answer<T: serde::Serialize>(
+        self,
+        state: &AppState,
+        result: Result<T, ApiError>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let result = self.finish(state, result).await;
+        state.metrics.in_flight.dec();
+        match result {
+            Ok(answer) => axum::Json(answer).into_response(),
+            Err(e) => e.into_response(),
         }
     }
 

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::response::Response;
+use axum::Extension;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -52,15 +52,9 @@ pub(super) async fn decrypt(
     name: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
-    state.metrics.in_flight.inc();
-    let mut audited = Audited::begin("decrypt", peer.clone());
+    let mut audited = Audited::begin("decrypt", peer.clone(), &state);
     let result = decrypt_inner(&state, &peer, name, body, &mut audited).await;
-    let result = audited.finish(&state, result).await;
-    state.metrics.in_flight.dec();
-    match result {
-        Ok(answer) => Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+    audited.answer(&state, result).await
 }
 
 async fn decrypt_inner(

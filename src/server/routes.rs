@@ -69,15 +69,9 @@ async fn sign(
     name: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
-    state.metrics.in_flight.inc();
-    let mut audited = Audited::begin("sign", peer.clone());
+    let mut audited = Audited::begin("sign", peer.clone(), &state);
     let result = sign_inner(&state, &peer, name, body, &mut audited).await;
-    let result = audited.finish(&state, result).await;
-    state.metrics.in_flight.dec();
-    match result {
-        Ok(answer) => Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+    audited.answer(&state, result).await
 }
 
 async fn sign_inner(

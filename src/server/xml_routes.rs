@@ -13,8 +13,8 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::response::Response;
+use axum::Extension;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -88,15 +88,9 @@ pub(super) async fn wss(
     name: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
-    state.metrics.in_flight.inc();
-    let mut audited = Audited::begin("wss", peer.clone());
+    let mut audited = Audited::begin("wss", peer.clone(), &state);
     let result = wss_inner(&state, &peer, name, body, &mut audited).await;
-    let result = audited.finish(&state, result).await;
-    state.metrics.in_flight.dec();
-    match result {
-        Ok(answer) => Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+    audited.answer(&state, result).await
 }
 
 pub(super) async fn saml(
@@ -105,15 +99,9 @@ pub(super) async fn saml(
     name: Result<Path<String>, PathRejection>,
     body: Body,
 ) -> Response {
-    state.metrics.in_flight.inc();
-    let mut audited = Audited::begin("saml", peer.clone());
+    let mut audited = Audited::begin("saml", peer.clone(), &state);
     let result = saml_inner(&state, &peer, name, body, &mut audited).await;
-    let result = audited.finish(&state, result).await;
-    state.metrics.in_flight.dec();
-    match result {
-        Ok(answer) => Json(answer).into_response(),
-        Err(e) => e.into_response(),
-    }
+    audited.answer(&state, result).await
 }
 
 /// Policy, key name, purpose, body: the `/sign` order up to the JSON parse.
