@@ -1,6 +1,7 @@
 //! The command line: clap's definitions (their `///` comments are the `--help` text),
 //! resolved into plain settings before any work, then handed to the library.
 
+mod assets;
 mod generate;
 mod token_args;
 
@@ -131,6 +132,12 @@ pub enum Command {
         /// Do not ask for confirmation (needed when not run in a terminal).
         #[arg(long)]
         yes: bool,
+    },
+    /// Write the man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    Assets {
+        /// The directory to write `man/` and `completions/` into.
+        dir: PathBuf,
     },
     /// Change the token's user PIN (one C_SetPIN, never retried), then prove the new PIN
     /// with a login. The current PIN comes from the token flags' sources; the new one from
@@ -442,6 +449,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             token,
             new_pin_file,
         } => change_pin(&token, new_pin_file.as_deref()),
+        Command::Assets { dir } => assets::write(&dir).map(|()| ExitCode::SUCCESS),
         Command::Serve { config } => {
             crate::server::serve(&config)?;
             Ok(ExitCode::SUCCESS)
