@@ -20,6 +20,7 @@ pub mod import;
 pub mod inventory;
 pub mod p12;
 pub mod proof;
+pub mod record;
 pub mod report;
 pub mod secret;
 pub mod server;

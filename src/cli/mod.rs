@@ -354,6 +354,10 @@ pub struct ImportArgs {
     /// plaintext private keys), or "auto" (create, and unwrap if the token refuses).
     #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
     method: MethodArg,
+    /// Also write a printable record of the import for the security register (Polish and
+    /// English, with lines to sign); refused before anything is done if the file exists.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -706,6 +710,15 @@ fn audit_verify(files: &[PathBuf], certificate: Option<&std::path::Path>) -> Res
 
 fn run_import(args: ImportArgs) -> Result<ExitCode> {
     let target = args.token.resolve()?;
+    if let Some(record) = &args.record {
+        crate::record::check_writable(record)?;
+    }
+    let p12_sha256 = args.record.as_ref().and_then(|_| {
+        std::fs::read(&args.p12)
+            .map(|bytes| hex::encode(openssl::sha::sha256(&bytes)))
+            .ok()
+    });
+    let p12_path = args.p12.clone();
     let password = SecretSource::choose(
         args.password_file.as_deref(),
         P12_PASSWORD_ENV,
@@ -734,6 +747,13 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         token.info.serial
     );
     let imported = import::store(&token, prepared)?;
+    if let Some(record) = &args.record {
+        let text = crate::record::import_record(&imported, &p12_path, p12_sha256.as_deref());
+        crate::record::write(record, &text).with_context(|| {
+            "the key was imported and proven, but the record could not be written; `hsm-signer list` prints the details again"
+        })?;
+        eprintln!("Record for the security register: {}", record.display());
+    }
     print(&imported, args.json, |i| {
         let how = match i.method {
             import::Method::Create => "the key was written with C_CreateObject",
