@@ -635,6 +635,8 @@ fn change_pin(token: &TokenArgs, new_pin_file: Option<&std::path::Path>) -> Resu
         "--new-pin-file",
     )?;
     let opened = crate::token::OpenToken::open(&target.module, &target.selector, true)?;
+    crate::token::softhsm::check_writer(&target.module, &opened.info.serial)
+        .map_err(anyhow::Error::msg)?;
     let old = target.pin.read("token PIN")?;
     let new = new_source.read("new token PIN")?;
     if matches!(new_source, SecretSource::Prompt(_)) {

@@ -101,6 +101,10 @@ impl TokenTarget {
     /// fail without it) and exactly once.
     pub fn open_logged_in(&self, rw: bool) -> Result<OpenToken> {
         let token = OpenToken::open(&self.module, &self.selector, rw)?;
+        if rw {
+            crate::token::softhsm::check_writer(&self.module, &token.info.serial)
+                .map_err(anyhow::Error::msg)?;
+        }
         let pin = self.pin.read("token PIN")?;
         token.login(&pin, self.allow_final_try)?;
         Ok(token)

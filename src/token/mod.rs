@@ -13,6 +13,7 @@ mod module;
 mod objects;
 mod open;
 mod sign;
+pub mod softhsm;
 mod unwrap;
 mod uri;
 

@@ -1,0 +1,58 @@
+//! SoftHSM2 keeps each token as files in a directory readable by the account that created
+//! it. A write (import, import-cert, generate, remove, change-pin) run as root on a token
+//! that belongs to the daemon's account leaves root-owned 0600 object files that the daemon
+//! then cannot read: it refuses to reload, and `list` shows a PROBLEM. This guard refuses
+//! such a write up front and names the account to run it as.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The directory of the token with this serial, from the `directories.tokendir` of the
+/// configuration SoftHSM reads (`SOFTHSM2_CONF`, else `/etc/softhsm/softhsm2.conf`).
+pub fn token_dir(serial: &str) -> Option<PathBuf> {
+    let conf = std::env::var_os("SOFTHSM2_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"));
+    let text = std::fs::read_to_string(conf).ok()?;
+    let tokens = text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "directories.tokendir").then(|| PathBuf::from(value.trim()))
+    })?;
+    std::fs::read_dir(tokens).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name().to_string_lossy().replace('-', "");
+        name.ends_with(serial).then(|| entry.path())
+    })
+}
+
+/// True when `module` is SoftHSM2's.
+pub fn is_softhsm(module: &Path) -> bool {
+    module
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("softhsm"))
+}
+
+/// `Err` with what to run instead when root is about to write to a SoftHSM token that
+/// another account owns.
+pub fn check_writer(module: &Path, serial: &str) -> Result<(), String> {
+    if !is_softhsm(module) || !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Some(dir) = token_dir(serial) else {
+        return Ok(());
+    };
+    let Ok(meta) = std::fs::metadata(&dir) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let owner = nix::unistd::User::from_uid(meta.uid().into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| meta.uid().to_string());
+    Err(format!(
+        "the SoftHSM token's directory {} belongs to {owner:?}; as root this command would leave files {owner} cannot read, and the daemon would stop finding its keys. Run it as that account instead: runuser -u {owner} -- env SOFTHSM2_CONF=\"$SOFTHSM2_CONF\" hsm-signer ... (runuser and sudo drop SOFTHSM2_CONF otherwise); nothing was changed",
+        dir.display()
+    ))
+}
