@@ -285,6 +285,13 @@ impl AuditLog {
     /// blocking thread.
     pub fn reopen(&self) {
         let mut writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // A reload that rotated nothing leaves the file as it is: reopening would read the
+        // whole log again to find its head.
+        let same = std::fs::metadata(&self.inner.path)
+            .is_ok_and(|m| writer.file.is_some() && (m.dev(), m.ino()) == writer.identity);
+        if same {
+            return;
+        }
         writer.file = None;
         writer.opened = Some("reopened on SIGHUP".into());
     }
@@ -560,14 +567,26 @@ fn chain_head(path: &Path) -> Result<(u64, String), AuditError> {
         }
         Ok(_) => {}
     }
-    let file = File::open(path).map_err(io)?;
-    let mut last = None;
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(io)?;
-        if !line.is_empty() {
-            last = Some(line);
-        }
+    // Only the end of the file is read: a year of audit lines is large, and the head is
+    // the last line. A record is far shorter than TAIL.
+    const TAIL: u64 = 64 * 1024;
+    let mut file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let start = size.saturating_sub(TAIL);
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).map_err(io)?;
+    let mut tail = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut tail).map_err(io)?;
+    let text = String::from_utf8_lossy(&tail);
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if start > 0 && !lines.is_empty() {
+        // The first piece may be the end of a line cut by the seek.
+        lines.remove(0);
     }
+    let last = lines
+        .into_iter()
+        .rev()
+        .find(|l| !l.is_empty())
+        .map(str::to_owned);
     let Some(last) = last else {
         return Ok((0, GENESIS.into()));
     };
@@ -711,4 +730,33 @@ pub fn verify(
         checkpoints: checked,
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_of_a_log_larger_than_the_tail_read_is_its_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (log, thread) = AuditLog::open(&path, OnFailure::Refuse).unwrap();
+        for n in 0..1500 {
+            let mut record = Record::system("sign", "ok");
+            record.key = format!("key-{n}");
+            log.record(record).unwrap();
+        }
+        let (seq, head) = log.head();
+        log.close();
+        thread.join().unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size > 2 * 64 * 1024, "{size} bytes: not past the tail read");
+        assert_eq!(chain_head(&path).unwrap(), (seq, head.clone()));
+        assert_eq!(seq, 1500);
+        let verified = verify(&[path], None).unwrap();
+        assert_eq!(
+            (verified.lines, verified.broken, verified.head),
+            (1500, None, head)
+        );
+    }
 }
