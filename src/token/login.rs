@@ -62,6 +62,16 @@ pub fn login(
     pin: &SecretString,
     allow_final_try: bool,
 ) -> Result<(), TokenError> {
+    guard(ctx, slot, token, allow_final_try)?;
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(e) => Err(pin_error(ctx, slot, token, e, "logging in to token")),
+    }
+}
+
+/// Refuses without trying when the token says the PIN is locked, or says the next wrong
+/// PIN locks it and `allow_final_try` is false.
+fn guard(ctx: &Pkcs11, slot: Slot, token: &str, allow_final_try: bool) -> Result<(), TokenError> {
     let before = PinFlags::read(ctx, slot).unwrap_or_default();
     if before.locked {
         return Err(TokenError::PinLocked {
@@ -73,21 +83,23 @@ pub fn login(
             token: token.into(),
         });
     }
-    match session.login(UserType::User, Some(pin)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(TokenError::PinIncorrect {
+    Ok(())
+}
+
+/// A failed C_Login or C_SetPIN, named: a wrong PIN with the flags the token now shows.
+fn pin_error(ctx: &Pkcs11, slot: Slot, token: &str, e: CkError, doing: &str) -> TokenError {
+    match e {
+        CkError::Pkcs11(RvError::PinIncorrect, _) => TokenError::PinIncorrect {
             token: token.into(),
             flags: PinFlags::read(ctx, slot).unwrap_or_default(),
-        }),
-        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(TokenError::PinLocked {
+        },
+        CkError::Pkcs11(RvError::PinLocked, _) => TokenError::PinLocked {
             token: token.into(),
-        }),
-        Err(CkError::Pkcs11(RvError::PinLenRange, _)) => Err(TokenError::PinLength {
+        },
+        CkError::Pkcs11(RvError::PinLenRange, _) => TokenError::PinLength {
             token: token.into(),
-        }),
-        Err(e) => Err(TokenError::pkcs11(format!(
-            "logging in to token \"{token}\""
-        ))(e)),
+        },
+        e => TokenError::pkcs11(format!("{doing} \"{token}\""))(e),
     }
 }
 
@@ -106,17 +118,7 @@ pub fn change_pin(
     allow_final_try: bool,
 ) -> Result<(), TokenError> {
     use secrecy::ExposeSecret;
-    let before = PinFlags::read(ctx, slot).unwrap_or_default();
-    if before.locked {
-        return Err(TokenError::PinLocked {
-            token: token.into(),
-        });
-    }
-    if before.final_try && !allow_final_try {
-        return Err(TokenError::PinFinalTry {
-            token: token.into(),
-        });
-    }
+    guard(ctx, slot, token, allow_final_try)?;
     let info = ctx
         .get_token_info(slot)
         .map_err(TokenError::pkcs11(format!(
@@ -131,20 +133,13 @@ pub fn change_pin(
             max: info.max_pin_length(),
         });
     }
-    match session.set_pin(old, new) {
-        Ok(()) => Ok(()),
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(TokenError::PinIncorrect {
-            token: token.into(),
-            flags: PinFlags::read(ctx, slot).unwrap_or_default(),
-        }),
-        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(TokenError::PinLocked {
-            token: token.into(),
-        }),
-        Err(CkError::Pkcs11(RvError::PinLenRange, _)) => Err(TokenError::PinLength {
-            token: token.into(),
-        }),
-        Err(e) => Err(TokenError::pkcs11(format!(
-            "changing the user PIN of token \"{token}\" (C_SetPIN)"
-        ))(e)),
-    }
+    session.set_pin(old, new).map_err(|e| {
+        pin_error(
+            ctx,
+            slot,
+            token,
+            e,
+            "changing the user PIN (C_SetPIN) of token",
+        )
+    })
 }
