@@ -152,11 +152,14 @@ fn two_daemons_share_one_network_hsm_and_each_survives_the_other() -> Result {
     }
     let server = P11KitServer::start(&hsm, &p11_socket)?;
     for (name, daemon) in [("A", &a), ("B", &b)] {
+        // Generous under a loaded CI machine: the point is that both come back by
+        // themselves, not how fast; the daemon's log explains a failure.
         wait_until(
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             &format!("daemon {name} to sign again"),
             || Ok(signs(daemon, &leaves[0])?.is_some()),
-        )?;
+        )
+        .map_err(|e| format!("{e}\n{}", daemon.log_text()))?;
     }
 
     // Daemon A dies: B keeps serving.
