@@ -24,6 +24,7 @@ use std::process::{Command, Output, Stdio};
 use base64::Engine;
 use common::daemon::{openssl_verify, provision, Daemon, KeySetup};
 use common::fixtures::{import_cmd, secret_file, write_p12, Ca, KeySpec, Leaf};
+use common::verifiers::{self, have_python, SAMLP, SOAP11, WSU};
 use common::*;
 use openssl::bn::BigNum;
 use openssl::ecdsa::EcdsaSig;
@@ -434,10 +435,6 @@ fn contrib_config_runs_the_daemon() -> Result {
 // The one-call examples: tpuserinfo (wss/sign) and wk_authn_request (saml/sign) in PHP,
 // Python and Java, each output checked by xmlsec1, zeep + signxml and the JDK.
 
-const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-const WSU: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
 const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
@@ -488,31 +485,6 @@ impl XmlSetup {
     }
 }
 
-/// True when zeep, signxml and xmlsec import, else a note on stderr.
-fn python_verifiers_installed() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import zeep, signxml, xmlsec"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: python3 with zeep, signxml and xmlsec is not installed; the Python verifiers do not run");
-    }
-    ok
-}
-
-/// Runs a verifier; whether it accepted, and all it printed (also echoed, for the log).
-fn verifier(cmd: &mut Command) -> Result<(bool, String)> {
-    let out = cmd.output()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    println!("$ {cmd:?}\n{text}");
-    Ok((out.status.success(), text))
-}
-
-fn verifiers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verifiers")
-}
-
 /// The value of the attribute `name` (e.g. `wsu:Id="`) on the first element after `after`.
 fn attribute_after(xml: &str, after: &str, name: &str) -> Result<String> {
     let rest = &xml[xml
@@ -539,7 +511,7 @@ fn assert_tpuserinfo_verifies(s: &XmlSetup, name: &str, signed: &str, timestamp:
     let cert = s.token.path("epuap.pem");
     let refs = if timestamp { 2 } else { 1 };
     let xmlsec1 = |file: &Path| {
-        verifier(
+        verifiers::run(
             Command::new("xmlsec1")
                 .args(["--verify", "--id-attr:Id"])
                 .arg(format!("{SOAP11}:Body"))
@@ -563,14 +535,14 @@ fn assert_tpuserinfo_verifies(s: &XmlSetup, name: &str, signed: &str, timestamp:
         )?;
         assert!(!xmlsec1(&tampered)?.0, "xmlsec1 accepted a changed Body");
     }
-    if python_verifiers_installed() {
+    if have_python() {
         let mut ids = vec![body_id.clone()];
         if timestamp {
             ids.push(attribute_after(signed, "Timestamp ", "wsu:Id=\"")?);
         }
-        let (ok, out) = verifier(
+        let (ok, out) = verifiers::run(
             Command::new("python3")
-                .arg(verifiers_dir().join("verify_xml.py"))
+                .arg(verifiers::dir().join("verify_xml.py"))
                 .arg("wss")
                 .arg(&file)
                 .arg(&cert)
@@ -589,9 +561,9 @@ fn assert_tpuserinfo_verifies(s: &XmlSetup, name: &str, signed: &str, timestamp:
         }
     }
     if installed("java", "-version")? {
-        let (ok, out) = verifier(
+        let (ok, out) = verifiers::run(
             Command::new("java")
-                .arg(verifiers_dir().join("VerifyXml.java"))
+                .arg(verifiers::dir().join("VerifyXml.java"))
                 .arg(&file)
                 .arg(&cert),
         )?;
@@ -631,7 +603,7 @@ fn assert_wk_authn_request_verifies(s: &XmlSetup, name: &str, xml: &str) -> Resu
     let file = s.write(&format!("{name}.signed.xml"), xml)?;
     let cert = s.token.path("wk.pem");
     let xmlsec1 = |file: &Path| {
-        verifier(
+        verifiers::run(
             Command::new("xmlsec1")
                 .args([
                     "--verify",
@@ -653,10 +625,10 @@ fn assert_wk_authn_request_verifies(s: &XmlSetup, name: &str, xml: &str) -> Resu
         )?;
         assert!(!xmlsec1(&tampered)?.0, "xmlsec1 accepted a changed ACS URL");
     }
-    if python_verifiers_installed() {
-        let (ok, out) = verifier(
+    if have_python() {
+        let (ok, out) = verifiers::run(
             Command::new("python3")
-                .arg(verifiers_dir().join("verify_xml.py"))
+                .arg(verifiers::dir().join("verify_xml.py"))
                 .args(["saml"])
                 .arg(&file)
                 .arg(&cert)
@@ -671,9 +643,9 @@ fn assert_wk_authn_request_verifies(s: &XmlSetup, name: &str, xml: &str) -> Resu
         );
     }
     if installed("java", "-version")? {
-        let (ok, out) = verifier(
+        let (ok, out) = verifiers::run(
             Command::new("java")
-                .arg(verifiers_dir().join("VerifyXml.java"))
+                .arg(verifiers::dir().join("VerifyXml.java"))
                 .arg(&file)
                 .arg(&cert),
         )?;

@@ -11,13 +11,9 @@ use std::process::Command;
 
 use common::daemon::{provision, Daemon, KeySetup};
 use common::fixtures::{KeySpec, Leaf};
+use common::verifiers::*;
 use common::*;
 
-const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
-const WSU: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 const AUTHN_ID: &str = "ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111";
 
 /// An unsigned TpUserInfo call as GSKO sends it: declaration, comments, indentation,
@@ -117,78 +113,6 @@ fn setup(server_extra: &str) -> Result<Setup> {
         rsa_pem,
         ec_pem,
     })
-}
-
-fn have(what: &str, probe: &mut Command) -> bool {
-    let ok = probe.output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is missing in CI: scripts/test installs it"
-        );
-        println!("SKIPPED {what}: not installed on this machine");
-    }
-    ok
-}
-
-fn have_xmlsec1() -> bool {
-    have("xmlsec1", Command::new("xmlsec1").arg("--version"))
-}
-
-fn have_python() -> bool {
-    have(
-        "python zeep + signxml + xmlsec",
-        Command::new("python3").args(["-c", "import zeep, signxml, xmlsec"]),
-    )
-}
-
-fn have_java() -> bool {
-    have("java (JDK)", Command::new("java").arg("-version"))
-}
-
-/// Runs a verifier; whether it accepted, and all it printed.
-fn run(cmd: &mut Command) -> Result<(bool, String)> {
-    let out = cmd.output()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    println!("$ {cmd:?}\n{text}");
-    Ok((out.status.success(), text))
-}
-
-fn verifiers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verifiers")
-}
-
-fn xmlsec1(xml: &Path, cert: &Path, id_attrs: &[(&str, String)]) -> Result<(bool, String)> {
-    let mut cmd = Command::new("xmlsec1");
-    cmd.arg("--verify");
-    for (attr, node) in id_attrs {
-        cmd.arg(format!("--id-attr:{attr}")).arg(node);
-    }
-    run(cmd.arg("--pubkey-cert-pem").arg(cert).arg(xml))
-}
-
-fn wss_id_attrs(soap_ns: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("Id", format!("{soap_ns}:Body")),
-        ("Id", format!("{WSU}:Timestamp")),
-    ]
-}
-
-fn python(mode: &str, xml: &Path, cert: &Path, ids: &[&str]) -> Result<(bool, String)> {
-    run(Command::new("python3")
-        .arg(verifiers().join("verify_xml.py"))
-        .arg(mode)
-        .arg(xml)
-        .arg(cert)
-        .args(ids))
-}
-
-fn java(xml: &Path, cert: &Path) -> Result<(bool, String)> {
-    run(Command::new("java")
-        .arg(verifiers().join("VerifyXml.java"))
-        .arg(xml)
-        .arg(cert))
 }
 
 /// The `wsu:Id` of the Timestamp in a signed envelope, if it has one.

@@ -3,8 +3,10 @@
 //! and signxml (tests/verifiers/verify_xml.py), and the JDK's javax.xml.crypto.dsig
 //! (tests/verifiers/VerifyXml.java). Each verifier must also say *what* it validated.
 
+mod common;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use common::verifiers::{self, *};
 
 use hsm_signer::algorithm::{Algorithm, Scheme};
 use hsm_signer::xml::{sign_saml, sign_wss, SamlOptions, SamlSigned, WssOptions, WssSigned};
@@ -122,54 +124,6 @@ const TP_USER_INFO: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 </soapenv:Envelope>
 "#;
 
-const SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-const SOAP12: &str = "http://www.w3.org/2003/05/soap-envelope";
-const WSU: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-const SAMLP: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
-
-/// Whether a verifier is installed. Absent: skip with a message, except in CI, where
-/// scripts/test installs them all and a missing one is a failure.
-fn available(what: &str, probe: &mut Command) -> bool {
-    let ok = probe.output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is missing in CI: scripts/test installs it"
-        );
-        println!("SKIPPED {what}: not installed on this machine");
-    }
-    ok
-}
-
-fn have_xmlsec1() -> bool {
-    available("xmlsec1", Command::new("xmlsec1").arg("--version"))
-}
-
-fn have_python_verifiers() -> bool {
-    available(
-        "python zeep + signxml + xmlsec",
-        Command::new("python3").args(["-c", "import zeep, signxml, xmlsec"]),
-    )
-}
-
-fn have_java() -> bool {
-    available("java (JDK)", Command::new("java").arg("-version"))
-}
-
-/// Runs a verifier; returns whether it accepted and everything it printed.
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().expect("verifier runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    println!("$ {cmd:?}\n{text}");
-    (out.status.success(), text)
-}
-
-fn verifiers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verifiers")
-}
-
 /// A signed document on disk with the certificate that should verify it.
 struct Written {
     _dir: TempDir,
@@ -190,31 +144,15 @@ fn write(xml: &str, key: &Key) -> Written {
 }
 
 fn xmlsec1(files: &Written, id_attrs: &[(&str, String)]) -> (bool, String) {
-    let mut cmd = Command::new("xmlsec1");
-    cmd.arg("--verify");
-    for (attr, node) in id_attrs {
-        cmd.arg(format!("--id-attr:{attr}")).arg(node);
-    }
-    cmd.arg("--pubkey-cert-pem")
-        .arg(&files.cert)
-        .arg(&files.xml);
-    run(&mut cmd)
+    verifiers::xmlsec1(&files.xml, &files.cert, id_attrs).expect("xmlsec1 runs")
 }
 
 fn java(files: &Written) -> (bool, String) {
-    run(Command::new("java")
-        .arg(verifiers_dir().join("VerifyXml.java"))
-        .arg(&files.xml)
-        .arg(&files.cert))
+    verifiers::java(&files.xml, &files.cert).expect("java runs")
 }
 
 fn python(mode: &str, files: &Written, ids: &[&str]) -> (bool, String) {
-    run(Command::new("python3")
-        .arg(verifiers_dir().join("verify_xml.py"))
-        .arg(mode)
-        .arg(&files.xml)
-        .arg(&files.cert)
-        .args(ids))
+    verifiers::python(mode, &files.xml, &files.cert, ids).expect("python3 runs")
 }
 
 /// Every verifier must accept `signed` and say it covers the Body (and the Timestamp).
@@ -226,7 +164,7 @@ fn assert_wss_verifies(signed: &WssSigned, key: &Key, soap_ns: &str) {
         assert!(ok, "xmlsec1 rejected:\n{out}");
         assert!(out.contains(&format!("SignedInfo References (ok/all): {refs}/{refs}")));
     }
-    if have_python_verifiers() {
+    if have_python() {
         let mut ids = vec![signed.body_id.as_str()];
         ids.extend(signed.timestamp_id.as_deref());
         let (ok, out) = python("wss", &files, &ids);
@@ -260,13 +198,6 @@ fn assert_wss_verifies(signed: &WssSigned, key: &Key, soap_ns: &str) {
     }
 }
 
-fn wss_id_attrs(soap_ns: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("Id", format!("{soap_ns}:Body")),
-        ("Id", format!("{WSU}:Timestamp")),
-    ]
-}
-
 /// Every verifier must accept `signed` and say it covers the element with `id`.
 fn assert_saml_verifies(signed: &SamlSigned, key: &Key, element: &str, id: &str) {
     assert_eq!(signed.reference_uri, format!("#{id}"));
@@ -276,7 +207,7 @@ fn assert_saml_verifies(signed: &SamlSigned, key: &Key, element: &str, id: &str)
         assert!(ok, "xmlsec1 rejected:\n{out}");
         assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
     }
-    if have_python_verifiers() {
+    if have_python() {
         let (ok, out) = python("saml", &files, &[id]);
         assert!(ok, "signxml rejected:\n{out}");
         let line = format!("signxml: OK reference #{id} -> {element} Issuer=");
@@ -430,7 +361,7 @@ fn wss_a_tampered_body_is_rejected() -> TestResult {
         assert!(!ok, "xmlsec1 accepted a tampered Body:\n{out}");
         assert!(out.contains("data and digest do not match"), "{out}");
     }
-    if have_python_verifiers() {
+    if have_python() {
         let mut ids = vec![signed.body_id.as_str()];
         ids.extend(signed.timestamp_id.as_deref());
         let (ok, out) = python("wss", &files, &ids);
@@ -555,7 +486,7 @@ fn saml_a_tampered_request_is_rejected() -> TestResult {
         assert!(!ok, "xmlsec1 accepted a tampered request:\n{out}");
         assert!(out.contains("data and digest do not match"), "{out}");
     }
-    if have_python_verifiers() {
+    if have_python() {
         let (ok, out) = python("saml", &files, &["ID-6a7c8f2e-54e1-4d59-bb7a-1b3e36a0c111"]);
         assert!(!ok);
         assert!(out.contains("signxml: REJECTED (InvalidDigest"), "{out}");
