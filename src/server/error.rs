@@ -208,6 +208,14 @@ impl From<SignError> for ApiError {
                     30,
                 )
             }
+            SignError::KeyFault { label, reason } => {
+                tracing::error!(%label, %reason, "refusing: this key is not usable; the other keys sign");
+                ApiError::unavailable(
+                    "key_unavailable",
+                    "this key is missing or broken on the token (the other keys still sign); an operator must check it with `hsm-signer verify`",
+                    5,
+                )
+            }
             SignError::ShuttingDown => ApiError::unavailable(
                 "shutting_down",
                 "the daemon is restarting; retry shortly",

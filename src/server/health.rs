@@ -157,7 +157,12 @@ async fn check(state: &AppState) -> Report {
                 .set(days);
         }
         match &key {
-            None => health.error = Some("key not loaded from the token".into()),
+            None => {
+                health.error = Some(match state.signer.key_problem(&rule.label) {
+                    Some(reason) => format!("key not usable: {reason}"),
+                    None => "key not loaded from the token".into(),
+                })
+            }
             Some(k) => match rule.purpose {
                 Purpose::Sign => sign_test(state, &rule, k, &mut health).await,
                 Purpose::Decrypt => derive_test(state, &rule, k, &mut health).await,

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::Session;
@@ -48,6 +49,29 @@ pub struct KeyWant {
     pub purpose: Purpose,
 }
 
+/// How often a request for a missing key may look for it on the token again.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A configured key that this connection cannot use right now.
+#[derive(Debug, Clone)]
+pub struct MissingKey {
+    /// Why, for the answer and health.
+    pub reason: String,
+    /// When it was last looked for.
+    checked: Instant,
+}
+
+/// How [`Connection::connect`] treats a configured key it cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Every key must be there (the daemon's first start: a wrong label is a
+    /// configuration error, reported before the daemon serves).
+    AllRequired,
+    /// A key that is missing or broken is recorded as missing, and the connection
+    /// comes up with the others (a reconnect: one key's fault stays that key's).
+    Tolerate,
+}
+
 /// A live, logged-in connection to the token.
 pub struct Connection {
     /// Counts connections; a pooled session belongs to one generation.
@@ -56,6 +80,10 @@ pub struct Connection {
     pub token_label: String,
     slot: Slot,
     keys: RwLock<Arc<HashMap<String, Arc<TokenKey>>>>,
+    /// Configured keys this connection could not use, and why: a key deleted or broken
+    /// under the running daemon. The other keys keep signing; a request for one of these
+    /// looks for it again at most once per [`RECHECK_EVERY`].
+    missing: Mutex<HashMap<String, MissingKey>>,
     anchor: Mutex<Session>,
     counters: super::TokenCounters,
     // Last: dropped after the sessions, so C_Finalize comes after C_CloseSession.
@@ -71,6 +99,7 @@ impl Connection {
         wants: &[KeyWant],
         generation: u64,
         counters: super::TokenCounters,
+        keys: Keys,
     ) -> Result<Self, TokenError> {
         let token = OpenToken::open(module, selector, false)?;
         counters.sessions_opened.inc();
@@ -88,11 +117,122 @@ impl Connection {
             token_label: info.label,
             slot,
             keys: RwLock::new(Arc::new(HashMap::new())),
+            missing: Mutex::new(HashMap::new()),
             anchor: Mutex::new(anchor),
             module,
         };
-        conn.load_keys(wants)?;
+        match keys {
+            Keys::AllRequired => conn.load_keys(wants)?,
+            Keys::Tolerate => {
+                for want in wants {
+                    match conn.load_keys(std::slice::from_ref(want)) {
+                        Ok(()) => {}
+                        Err(e) if e.is_key_fault() => {
+                            tracing::error!(label = %want.label, error = %e, "a configured key is not usable; the other keys sign");
+                            conn.mark_missing(&want.label, &e);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
         Ok(conn)
+    }
+
+    /// Records that the key labelled `label` cannot be used, and takes it out of the
+    /// table, so that requests for it get 503 `key_unavailable` at once.
+    pub fn mark_missing(&self, label: &str, why: &TokenError) {
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.contains_key(label) {
+                let mut table = (**keys).clone();
+                table.remove(label);
+                *keys = Arc::new(table);
+            }
+        }
+        if let Ok(mut missing) = self.missing.lock() {
+            missing.insert(
+                label.to_string(),
+                MissingKey {
+                    reason: why.to_string(),
+                    checked: Instant::now(),
+                },
+            );
+        }
+    }
+
+    /// Why the key labelled `label` is not usable, if this connection knows.
+    pub fn missing(&self, label: &str) -> Option<MissingKey> {
+        self.missing.lock().ok()?.get(label).cloned()
+    }
+
+    /// The key labelled `label`, or why it is not usable (`None`: not configured or
+    /// not loaded yet). No token call.
+    pub fn key_or_why(&self, label: &str) -> Result<Arc<TokenKey>, Option<String>> {
+        self.key(label)
+            .ok_or_else(|| self.missing(label).map(|m| m.reason))
+    }
+
+    /// Looks for the keys marked missing once more, those last looked for at least
+    /// [`RECHECK_EVERY`] ago (one may have been imported again meanwhile). Called by the
+    /// supervisor, so no request waits on these token calls. Returns the labels found.
+    pub fn recheck_missing(&self, wants: &[KeyWant]) -> Vec<String> {
+        let due: Vec<String> = match self.missing.lock() {
+            Ok(mut missing) => missing
+                .iter_mut()
+                .filter(|(_, m)| m.checked.elapsed() >= RECHECK_EVERY)
+                .map(|(label, m)| {
+                    m.checked = Instant::now();
+                    label.clone()
+                })
+                .collect(),
+            Err(_) => return Vec::new(),
+        };
+        let mut found = Vec::new();
+        for label in due {
+            if !wants.iter().any(|w| w.label == label) {
+                // No longer configured (a reload dropped it).
+                if let Ok(mut missing) = self.missing.lock() {
+                    missing.remove(&label);
+                }
+                continue;
+            }
+            match self.refresh_key(&label, wants) {
+                Ok(()) => {
+                    if let Ok(mut missing) = self.missing.lock() {
+                        missing.remove(&label);
+                    }
+                    tracing::warn!(label, "a key that was not usable is usable again");
+                    found.push(label);
+                }
+                Err(e) => self.mark_missing(&label, &e),
+            }
+        }
+        found
+    }
+
+    /// The token's own health, apart from any one key: the anchor session is alive, the
+    /// token answers C_GetTokenInfo, and it still shows objects. A token whose store went
+    /// away (a SoftHSM directory moved, a card pulled) fails it; a token where one key was
+    /// deleted or is broken passes.
+    pub fn probe(&self) -> Result<(), TokenError> {
+        let anchor = self.anchor.lock().map_err(|_| TokenError::BadObject {
+            label: String::new(),
+            token: self.token_label.clone(),
+            detail: "session lock poisoned".into(),
+        })?;
+        anchor
+            .get_session_info()
+            .map_err(TokenError::pkcs11("checking the daemon's session"))?;
+        self.module
+            .ctx()
+            .get_token_info(self.slot)
+            .map_err(TokenError::pkcs11("reading the token's information"))?;
+        if find_objects(&anchor, None, None, None)?.is_empty() {
+            return Err(TokenError::TokenEmpty {
+                token: self.token_label.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Opens a session for the pool. Login state is the token's, so it is logged in.

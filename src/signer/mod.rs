@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::algorithm::Algorithm;
 use crate::token::{TokenError, TokenSelector};
-pub use connection::{Connection, KeyWant, TokenKey};
+pub use connection::{Connection, KeyWant, Keys, TokenKey};
 
 /// Why a signature was not made.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,15 @@ pub enum SignError {
     /// The configured label is not on the token (it was removed, or not yet loaded).
     #[error("key \"{0}\" is not loaded from the token")]
     KeyMissing(String),
+    /// This key was deleted or broke under the running daemon; the token and the other
+    /// keys are fine.
+    #[error("key \"{label}\" is not usable right now: {reason}")]
+    KeyFault {
+        /// The key's label.
+        label: String,
+        /// What the token said.
+        reason: String,
+    },
     /// The token refused the operation for another reason.
     #[error(transparent)]
     Failed(TokenError),
@@ -77,6 +86,34 @@ pub enum Status {
     },
     /// Stopping.
     Stopping,
+}
+
+thread_local! {
+    /// The deadline of the request whose job runs on this thread (set by
+    /// [`Signer::run`]): how long a request that lost the token may wait for the
+    /// supervisor's reconnect before it answers 503.
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// How long a request that saw the connection go may wait for the reconnect, at most
+/// (and never past its own deadline): a token back within this is not an outage to the
+/// caller; one that is not gets 503 without making every request wait.
+const RECONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs `f` with `deadline` as this thread's request deadline.
+fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
+    DEADLINE.with(|d| d.set(Some(deadline)));
+    let out = f();
+    DEADLINE.with(|d| d.set(None));
+    out
+}
+
+/// Until when a request on this thread may wait for a reconnect.
+fn reconnect_deadline() -> Instant {
+    let cap = Instant::now() + RECONNECT_WAIT;
+    DEADLINE
+        .with(|d| d.get())
+        .map_or(cap, |deadline| deadline.min(cap))
 }
 
 /// Everything the pool, the supervisor and the handles share.
@@ -122,6 +159,30 @@ impl Shared {
                 since: Some(Instant::now()),
             };
             self.wake.notify_all();
+        }
+    }
+
+    /// Waits until a connection newer than `generation` is up, or `until`; true when one
+    /// is. The supervisor wakes waiters when it restores the connection.
+    fn wait_for_reconnect(&self, generation: u64, until: Instant) -> bool {
+        let mut status = self.status.lock().expect("status lock");
+        loop {
+            match &*status {
+                Status::Up if self.current_generation().is_some_and(|g| g > generation) => {
+                    return true
+                }
+                Status::Stopping | Status::PinProblem { .. } => return false,
+                _ => {}
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            status = self
+                .wake
+                .wait_timeout(status, until - now)
+                .expect("status lock")
+                .0;
         }
     }
 
@@ -184,6 +245,7 @@ impl Signer {
             &settings.wants,
             1,
             settings.counters.clone(),
+            Keys::AllRequired,
         ) {
             Ok(conn) => (Some(Arc::new(conn)), Status::Up),
             Err(e) if e.is_unreachable() => {
@@ -264,8 +326,9 @@ impl Signer {
         // even when the token never answers (a hung network HSM): the caller gets 503,
         // and the session's permit stays taken until the call returns, if ever.
         let me = self.clone();
+        let deadline = Instant::now() + timeout.saturating_sub(started.elapsed());
         let call = tokio::task::spawn_blocking(move || {
-            let result = job(&me);
+            let result = with_deadline(deadline, || job(&me));
             drop(permit);
             result
         });
@@ -310,8 +373,21 @@ impl Signer {
     pub fn key_for_signing(&self, label: &str) -> Result<Arc<TokenKey>, SignError> {
         self.shared
             .connection()?
-            .key(label)
-            .ok_or_else(|| SignError::KeyMissing(label.to_string()))
+            .key_or_why(label)
+            .map_err(|why| match why {
+                Some(reason) => SignError::KeyFault {
+                    label: label.to_string(),
+                    reason,
+                },
+                None => SignError::KeyMissing(label.to_string()),
+            })
+    }
+
+    /// Why the key labelled `label` is not usable now, when the connection knows (it was
+    /// deleted or broke under the running daemon). No token call.
+    pub fn key_problem(&self, label: &str) -> Option<String> {
+        let conn = self.shared.conn.read().ok()?.clone()?;
+        conn.missing(label).map(|m| m.reason)
     }
 
     /// The key labelled `label` as currently loaded.

@@ -46,62 +46,104 @@ pub(super) fn derive(
     })
 }
 
-/// Runs `op` with the key labelled `label` on a pooled session; on a lost session,
-/// opens a new one (logging in again if the token dropped the login) and tries once
-/// more before declaring the token down. A stale key handle is looked up once again.
+/// Runs `op` with the key labelled `label` on a pooled session, and decides whose fault
+/// a failure is:
+/// - a lost session is reopened (logging in again if the token dropped the login) and
+///   the operation tried once more;
+/// - a stale key handle is looked up again and tried once more;
+/// - a key that is gone or broken while the token itself passes [`Connection::probe`]
+///   is that key's fault: it is marked missing (503 `key_unavailable` for it alone) and
+///   the other keys go on signing;
+/// - anything that takes the token down wakes the supervisor, and this request waits
+///   (briefly, within its deadline) for the reconnect and is tried once on the new
+///   connection: signing is safe to repeat.
 fn with_key<T>(
     shared: &Shared,
     label: &str,
     mut op: impl FnMut(&Session, &TokenKey) -> Result<T, TokenError>,
 ) -> Result<(T, Arc<TokenKey>), SignError> {
-    for attempt in 0..2 {
+    let mut reconnected = false;
+    for attempt in 0..3 {
+        let retry = attempt == 0 || (attempt == 1 && reconnected);
         let held = checkout(shared)?;
-        let Some(key) = held.conn.key(label) else {
-            checkin(shared, held);
-            return Err(SignError::KeyMissing(label.to_string()));
+        let wants = || shared.wants.lock().expect("wants lock").clone();
+        let key = match held.conn.key_or_why(label) {
+            Ok(key) => key,
+            Err(reason) => {
+                checkin(shared, held);
+                return Err(match reason {
+                    Some(reason) => SignError::KeyFault {
+                        label: label.to_string(),
+                        reason,
+                    },
+                    None => SignError::KeyMissing(label.to_string()),
+                });
+            }
         };
-        match op(&held.session, &key) {
+        let error = match op(&held.session, &key) {
             Ok(value) => {
                 checkin(shared, held);
                 return Ok((value, key));
             }
-            Err(e) if attempt == 0 && e.is_stale_handle() => {
-                // The key was replaced on the token (import --replace) under the running
-                // daemon, or the token's objects went away: find this key again and try
-                // once more. A key that is gone takes the connection down, so that the
-                // supervisor reconnects until it is back (a restored SoftHSM token
-                // directory, say, is only seen after C_Finalize and C_Initialize).
-                tracing::warn!(error = %e, label, "key handle no longer valid; finding the key again");
-                let wants = shared.wants.lock().expect("wants lock").clone();
-                let refreshed = held.conn.refresh_key(label, &wants);
-                let generation = held.conn.generation;
-                checkin(shared, held);
-                match refreshed {
-                    Ok(()) => continue,
-                    Err(e @ TokenError::KeyNotFound { .. }) => {
-                        shared.mark_down(generation, &e);
-                        return Err(SignError::Unavailable(e.to_string()));
+            Err(e) => e,
+        };
+        let conn = held.conn.clone();
+        if error.is_connection_lost() && !error.is_general_error() {
+            // The session or the link: recover in place, or reconnect.
+            drop(held);
+            if retry && !reconnected && recover_in_place(shared, &conn, &error) {
+                tracing::warn!(%error, "token session lost; retrying once on a new session");
+                continue;
+            }
+        } else if error.is_stale_handle() || error.is_general_error() {
+            // The key, or the token? A stale handle means the key object changed (import
+            // --replace under the daemon) or the token's objects went away;
+            // CKR_GENERAL_ERROR from one key's operation may be either.
+            checkin(shared, held);
+            if conn.probe().is_ok() {
+                let again = conn.refresh_key(label, &wants());
+                match again {
+                    Ok(()) if retry && error.is_stale_handle() => {
+                        tracing::warn!(%error, label, "key handle no longer valid; found the key again");
+                        continue;
                     }
-                    Err(other) => return Err(SignError::Failed(other)),
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, label, "the key is not usable; the token and the other keys are");
+                        conn.mark_missing(label, &e);
+                        return Err(SignError::KeyFault {
+                            label: label.to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
                 }
-            }
-            Err(e) if e.is_connection_lost() => {
-                let conn = held.conn.clone();
-                drop(held);
-                if attempt == 0 && recover_in_place(shared, &conn, &e) {
-                    tracing::warn!(error = %e, "token session lost; retrying once on a new session");
-                    continue;
+                if error.is_general_error() {
+                    // Found again, and the token is well: this key fails on its own.
+                    tracing::error!(%error, label, "the token fails this key's operation; the other keys sign");
+                    conn.mark_missing(label, &error);
+                    return Err(SignError::KeyFault {
+                        label: label.to_string(),
+                        reason: error.to_string(),
+                    });
                 }
-                shared.mark_down(conn.generation, &e);
-                return Err(SignError::Unavailable(e.to_string()));
+                return Err(SignError::Failed(error));
             }
-            Err(e) => {
-                checkin(shared, held);
-                return Err(SignError::Failed(e));
-            }
+        } else {
+            checkin(shared, held);
+            return Err(SignError::Failed(error));
         }
+        // The token is down: hand over to the supervisor, and wait for its reconnect.
+        shared.mark_down(conn.generation, &error);
+        let generation = conn.generation;
+        drop(conn);
+        if !reconnected && shared.wait_for_reconnect(generation, super::reconnect_deadline()) {
+            tracing::warn!(%error, "token connection restored; trying once more on it");
+            reconnected = true;
+            continue;
+        }
+        return Err(SignError::Unavailable(error.to_string()));
     }
-    Err(SignError::Unavailable("the token failed twice".into()))
+    Err(SignError::Unavailable("the token failed again".into()))
 }
 
 /// A session of the current connection: a pooled one, or a new one.

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Connection, Shared, Status};
+use super::connection::RECHECK_EVERY;
+use super::{Connection, Keys, Shared, Status};
 use crate::token::TokenError;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -26,16 +27,37 @@ pub(super) fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Sleeps until the token is down; false when stopping.
+/// Sleeps until the token is down; false when stopping. While the token is up, looks
+/// every [`RECHECK_EVERY`] for keys that were missing or broken (one key's fault does
+/// not take the token down; see `pool::with_key`).
 fn wait_for_trouble(shared: &Shared) -> bool {
     let mut status = shared.status.lock().expect("status lock");
     loop {
         match &*status {
             Status::Down { .. } => return true,
             Status::Stopping | Status::PinProblem { .. } => return false,
-            Status::Up => status = shared.wake.wait(status).expect("status lock"),
+            Status::Up => {
+                let (guard, waited) = shared
+                    .wake
+                    .wait_timeout(status, RECHECK_EVERY)
+                    .expect("status lock");
+                status = guard;
+                if waited.timed_out() && *status == Status::Up {
+                    drop(status);
+                    recheck_missing_keys(shared);
+                    status = shared.status.lock().expect("status lock");
+                }
+            }
         }
     }
+}
+
+fn recheck_missing_keys(shared: &Shared) {
+    let Some(conn) = shared.conn.read().ok().and_then(|c| c.clone()) else {
+        return;
+    };
+    let wants = shared.wants.lock().expect("wants lock").clone();
+    conn.recheck_missing(&wants);
 }
 
 /// Takes the connection away, closes the pooled sessions, waits (bounded) for requests
@@ -77,10 +99,14 @@ fn reconnect(shared: &Shared, generation: u64) -> bool {
             &wants,
             generation,
             shared.counters.clone(),
+            Keys::Tolerate,
         ) {
             Ok(conn) => {
                 *shared.conn.write().expect("connection lock") = Some(Arc::new(conn));
                 *shared.status.lock().expect("status lock") = Status::Up;
+                // Requests that saw the connection go wait for this (see
+                // `Shared::wait_for_reconnect`).
+                shared.wake.notify_all();
                 tracing::warn!(
                     after_ms = started.elapsed().as_millis() as u64,
                     "token connection restored"

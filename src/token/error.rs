@@ -118,6 +118,12 @@ pub enum TokenError {
         /// What is wrong.
         detail: String,
     },
+    /// The token answers but shows no objects any more: its store went away under us.
+    #[error("token \"{token}\" answers but shows no objects any more (its store was removed or replaced)")]
+    TokenEmpty {
+        /// The token label.
+        token: String,
+    },
     /// Any other PKCS#11 failure.
     #[error("{doing}: {}", describe(.cause))]
     Pkcs11 {
@@ -182,7 +188,27 @@ impl TokenError {
                     | RvError::SlotIdInvalid
                     | RvError::GeneralError
             )
-        ) || matches!(self, TokenError::TokenNotFound { .. })
+        ) || matches!(
+            self,
+            TokenError::TokenNotFound { .. } | TokenError::TokenEmpty { .. }
+        )
+    }
+
+    /// CKR_GENERAL_ERROR: the token's "something failed", which may be one key's fault
+    /// (kryoptic answers a deleted key's C_SignInit so) or the whole token's.
+    pub fn is_general_error(&self) -> bool {
+        matches!(self.rv(), Some(RvError::GeneralError))
+    }
+
+    /// True when the fault belongs to one key (not found, no certificate, unusable
+    /// object), not to the token: the other keys can go on signing.
+    pub fn is_key_fault(&self) -> bool {
+        matches!(
+            self,
+            TokenError::KeyNotFound { .. }
+                | TokenError::CertificateMissing { .. }
+                | TokenError::BadObject { .. }
+        )
     }
 }
 

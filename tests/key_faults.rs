@@ -1,0 +1,178 @@
+//! One key's fault stays that key's fault, and a lost connection that comes straight back
+//! costs the caller nothing:
+//! - a key deleted from the token under a running daemon gets 503 `key_unavailable` for
+//!   that key alone, while the other key keeps signing, the token stays up in health, and
+//!   the key signs again once it is imported again;
+//! - a "network HSM" (p11-kit server) restarted under the daemon: the first request after
+//!   it is back is signed on the new connection instead of failing with 503.
+
+mod common;
+use std::time::{Duration, Instant};
+
+use common::daemon::*;
+use common::fixtures::KeySpec;
+use common::p11kit::{P11KitServer, CLIENT_MODULE};
+use common::*;
+
+const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+const WK: KeySetup = KeySetup {
+    name: "wk",
+    label: "wk-sign",
+    spec: KeySpec::P256,
+    algorithms: &["ES256"],
+    extra: "",
+};
+
+/// Signs `data` with key `name`; the status, and the JSON answer.
+fn sign(daemon: &Daemon, name: &str, alg: &str, data: &str) -> Result<(u16, serde_json::Value)> {
+    daemon.json(
+        "POST",
+        &format!("/v1/keys/{name}/sign"),
+        Some(&sign_body(alg, "data", data.as_bytes())),
+    )
+}
+
+fn verified(
+    token: &TestToken,
+    leaf: &common::fixtures::Leaf,
+    data: &str,
+    answer: &serde_json::Value,
+    der: bool,
+) -> Result<bool> {
+    let mut signature = signature_of(answer)?;
+    if der {
+        signature = raw_to_der(&signature)?;
+    }
+    openssl_verify(
+        token.dir.path(),
+        &leaf.cert,
+        data.as_bytes(),
+        &signature,
+        &["-sha256"],
+    )
+}
+
+#[test]
+fn a_deleted_key_is_refused_alone_and_signs_again_once_it_is_back() -> Result {
+    let token = TestToken::new()?;
+    let leaves = provision(&token, &[EPUAP, WK])?;
+    let daemon = Daemon::start(&token, &[EPUAP, WK], "")?;
+    let (status, answer) = sign(&daemon, "wk", "ES256", "<a/>")?;
+    assert_eq!(status, 200, "{answer}");
+
+    // Another process (pkcs11-tool, not this project's code) deletes the WK key.
+    run_ok(token.pkcs11_tool().args([
+        "--delete-object",
+        "--type",
+        "privkey",
+        "--label",
+        WK.label,
+    ]))?;
+
+    for n in 0..3 {
+        let (status, answer) = sign(&daemon, "wk", "ES256", &format!("<b n=\"{n}\"/>"))?;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (503, Some("key_unavailable")),
+            "request {n} for the deleted key: {answer}"
+        );
+        let data = format!("<c n=\"{n}\"/>");
+        let (status, answer) = sign(&daemon, "epuap", "RS256", &data)?;
+        assert_eq!(
+            status, 200,
+            "the intact key while the other is gone: {answer}"
+        );
+        assert!(verified(&token, &leaves[0], &data, &answer, false)?);
+    }
+    // Health reports are reused for up to a second; the next one names the key.
+    let mut health = serde_json::Value::Null;
+    wait_until(
+        Duration::from_secs(3),
+        "health to name the deleted key",
+        || {
+            let (status, report) = daemon.json("GET", "/v1/health", None)?;
+            health = report;
+            Ok(status == 503)
+        },
+    )?;
+    assert_eq!(health["token_state"]["state"], "up", "{health}");
+    let text = health.to_string();
+    assert!(text.contains("key not usable"), "{health}");
+    assert!(
+        !text.contains("token unavailable"),
+        "one key's fault took the token down: {health}"
+    );
+    assert!(
+        daemon
+            .log_text()
+            .contains("the key is not usable; the token and the other keys are"),
+        "{}",
+        daemon.log_text()
+    );
+
+    // Put a WK key back under the same label (a new key and certificate): the supervisor
+    // finds it again without a restart or a reload.
+    let back = provision_with_args(&token, &[WK], &[&["--replace"]])?;
+    let since = Instant::now();
+    wait_until(
+        Duration::from_secs(5),
+        "the re-imported key to sign",
+        || Ok(sign(&daemon, "wk", "ES256", "<d/>")?.0 == 200),
+    )?;
+    eprintln!(
+        "re-imported key signing again {:?} after the import",
+        since.elapsed()
+    );
+    let (status, answer) = sign(&daemon, "wk", "ES256", "<e/>")?;
+    assert_eq!(status, 200, "{answer}");
+    assert!(verified(&token, &back[0], "<e/>", &answer, true)?);
+    wait_until(Duration::from_secs(3), "health to be 200 again", || {
+        Ok(daemon.json("GET", "/v1/health", None)?.0 == 200)
+    })?;
+    daemon.stop()?;
+    Ok(())
+}
+
+#[test]
+fn the_first_request_after_a_quick_reconnect_is_signed_not_refused() -> Result {
+    let hsm = TestToken::new()?;
+    let leaves = provision(&hsm, &[EPUAP])?;
+    let p11_socket = hsm.path("p11kit.sock");
+    let server = P11KitServer::start(&hsm, &p11_socket)?;
+    let config = Daemon::config_text(&hsm, &[EPUAP], "request_timeout_ms = 3000").replace(
+        &format!("module = \"{MODULE}\""),
+        &format!("module = \"{CLIENT_MODULE}\""),
+    );
+    let path = hsm.path("config.toml");
+    std::fs::write(&path, config)?;
+    let address = format!("unix:path={}", p11_socket.display());
+    let daemon = Daemon::start_with_env(&hsm, path, &[("P11_KIT_SERVER_ADDRESS", &address)])?;
+    let (status, answer) = sign(&daemon, "epuap", "RS256", "<before/>")?;
+    assert_eq!(status, 200, "{answer}");
+
+    // The HSM link drops and is back at once, with no request in between: the daemon's
+    // pooled sessions all belong to the lost connection.
+    server.kill()?;
+    let _server = P11KitServer::start(&hsm, &p11_socket)?;
+
+    let started = Instant::now();
+    let (status, answer) = sign(&daemon, "epuap", "RS256", "<after/>")?;
+    let took = started.elapsed();
+    assert_eq!(
+        status,
+        200,
+        "the first request after the reconnect: {answer}\n{}",
+        daemon.log_text()
+    );
+    assert!(verified(&hsm, &leaves[0], "<after/>", &answer, false)?);
+    let log = daemon.log_text();
+    assert!(
+        log.contains("token connection restored; trying once more on it"),
+        "{log}"
+    );
+    eprintln!("the first request after the HSM came back was signed in {took:?}");
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 200, "{health}");
+    daemon.stop()?;
+    Ok(())
+}
