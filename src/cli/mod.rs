@@ -3,6 +3,7 @@
 
 mod assets;
 mod generate;
+mod pin;
 mod token_args;
 
 use std::io::IsTerminal;
@@ -139,17 +140,15 @@ pub enum Command {
         /// The directory to write `man/` and `completions/` into.
         dir: PathBuf,
     },
-    /// Change the token's user PIN (one C_SetPIN, never retried), then prove the new PIN
-    /// with a login. The current PIN comes from the token flags' sources; the new one from
-    /// --new-pin-file, HSM_SIGNER_NEW_PIN, or a no-echo prompt asked twice.
-    ChangePin {
-        /// The token, and where the current PIN comes from.
-        #[command(flatten)]
-        token: TokenArgs,
-        /// File holding the new user PIN (mode 0600).
-        #[arg(long)]
-        new_pin_file: Option<PathBuf>,
+    /// Change the user PIN or the SO PIN, or unlock a locked user PIN with the SO PIN.
+    Pin {
+        /// What to do.
+        #[command(subcommand)]
+        command: pin::PinCommand,
     },
+    /// The old name of `pin change`, kept so that scripts keep working.
+    #[command(hide = true)]
+    ChangePin(pin::PinChangeArgs),
 }
 
 /// `hsm-signer audit ...`.
@@ -435,6 +434,9 @@ pub fn is_pin_refusal(err: &anyhow::Error) -> bool {
             crate::token::TokenError::PinIncorrect { .. }
                 | crate::token::TokenError::PinLocked { .. }
                 | crate::token::TokenError::PinFinalTry { .. }
+                | crate::token::TokenError::SoPinIncorrect { .. }
+                | crate::token::TokenError::SoPinLocked { .. }
+                | crate::token::TokenError::SoPinFinalTry { .. }
         )
     )
 }
@@ -449,10 +451,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::List { token, json } => list(token.resolve()?, json),
         Command::Verify { token, label, json } => verify(token.resolve()?, &label, json),
         Command::Remove { token, label, yes } => remove(token.resolve()?, &label, yes),
-        Command::ChangePin {
-            token,
-            new_pin_file,
-        } => change_pin(&token, new_pin_file.as_deref()),
+        Command::Pin { command } => pin::run(command),
+        Command::ChangePin(args) => pin::change(&args),
         Command::Assets { dir } => assets::write(&dir).map(|()| ExitCode::SUCCESS),
         Command::Serve { config } => {
             crate::server::serve(&config)?;
@@ -620,48 +620,6 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
         }
     };
     println!("{}", serde_json::to_string(&result)?);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `hsm-signer change-pin`.
-fn change_pin(token: &TokenArgs, new_pin_file: Option<&std::path::Path>) -> Result<ExitCode> {
-    use secrecy::ExposeSecret;
-    let target = token.resolve()?;
-    let new_source = SecretSource::choose(
-        new_pin_file,
-        crate::secret::NEW_PIN_ENV,
-        "New user PIN: ",
-        "new token PIN",
-        "--new-pin-file",
-    )?;
-    let opened = crate::token::OpenToken::open(&target.module, &target.selector, true)?;
-    crate::token::softhsm::check_writer(&target.module, &opened.info.serial)
-        .map_err(anyhow::Error::msg)?;
-    let old = target.pin.read("token PIN")?;
-    let new = new_source.read("new token PIN")?;
-    if matches!(new_source, SecretSource::Prompt(_)) {
-        let again = SecretSource::Prompt("New user PIN again: ".into()).read("new token PIN")?;
-        if again.expose_secret() != new.expose_secret() {
-            bail!("the two new PINs differ; nothing was changed");
-        }
-    }
-    if old.expose_secret() == new.expose_secret() {
-        bail!("the new PIN is the same as the current one; nothing was changed");
-    }
-    opened.change_pin(&old, &new, target.allow_final_try)?;
-    // Proof: the token takes the new PIN (one login; a failure here is reported, not
-    // retried).
-    opened
-        .login(&new, false)
-        .context("the PIN was changed, but a login with the new PIN failed")?;
-    println!(
-        "PIN changed on token \"{}\" (serial {}) and proven: a login with the new PIN succeeded.",
-        opened.info.label, opened.info.serial
-    );
-    println!(
-        "Now write the new PIN to the daemon's PIN file (e.g. /etc/hsm-signer/pin) and restart it \
-         (systemctl restart hsm-signer): a daemon that logs in again with the old PIN spends a try."
-    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -60,6 +60,21 @@ pub struct TokenTarget {
 }
 
 impl TokenArgs {
+    /// The module and token, without the PIN.
+    pub fn select(&self) -> &TokenSelectArgs {
+        &self.select
+    }
+
+    /// `--pin-file`, as given.
+    pub fn pin_file(&self) -> Option<&Path> {
+        self.pin_file.as_deref()
+    }
+
+    /// `--pin-final-try`.
+    pub fn pin_final_try(&self) -> bool {
+        self.pin_final_try
+    }
+
     /// Resolves module, selector and PIN source.
     pub fn resolve(&self) -> Result<TokenTarget> {
         let (module, selector) = self.select.resolve()?;
