@@ -125,8 +125,11 @@ fn directives(line: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A `<!-- doc-test: KEY=VALUE -->`: its line, the number of blocks before it, key, value.
+type Mark = (usize, usize, String, String);
+
 /// The fenced blocks of a Markdown text and the directives between them, in order.
-fn parse(text: &str) -> (Vec<Block>, Vec<(usize, usize, String, String)>) {
+fn parse(text: &str) -> (Vec<Block>, Vec<Mark>) {
     let mut blocks = Vec::new();
     let mut marks = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
@@ -142,17 +145,23 @@ fn parse(text: &str) -> (Vec<Block>, Vec<(usize, usize, String, String)>) {
             i += 1;
             while i < lines.len() && !lines[i].trim_start().starts_with("```") {
                 let l = lines[i];
-                body.push(l.get(indent.min(l.len() - l.trim_start().len())..).unwrap_or(l).to_string());
+                body.push(
+                    l.get(indent.min(l.len() - l.trim_start().len())..)
+                        .unwrap_or(l)
+                        .to_string(),
+                );
                 i += 1;
             }
-            let delegated = last_comment
-                .take()
-                .and_then(|c| c.strip_prefix("<!-- run: ")?.strip_suffix(" -->").map(str::to_string));
+            let delegated = last_comment.take().and_then(|c| {
+                c.strip_prefix("<!-- run: ")?
+                    .strip_suffix(" -->")
+                    .map(str::to_string)
+            });
             blocks.push(Block {
                 line: start,
                 info: info.trim().to_string(),
                 body,
-            delegated,
+                delegated,
             });
             i += 1;
             continue;
@@ -353,7 +362,10 @@ fn run_doc(doc: &str, steps: &[Step]) -> Result<Vec<String>> {
         .env_clear()
         .env(
             "PATH",
-            format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
+            format!(
+                "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                bin.display()
+            ),
         )
         .env("HOME", &home)
         .env("LANG", "C.UTF-8")
@@ -387,9 +399,7 @@ fn run_doc(doc: &str, steps: &[Step]) -> Result<Vec<String>> {
             continue;
         };
         if status != 0 {
-            problems.push(format!(
-                "{doc}:{line}: `{cmd}` exited {status}:\n{output}"
-            ));
+            problems.push(format!("{doc}:{line}: `{cmd}` exited {status}:\n{output}"));
             continue;
         }
         if let Some(expected) = expected {
@@ -598,7 +608,11 @@ fn read_doc(path: &Path) -> Result<(Vec<Step>, Vec<String>)> {
                             .body
                             .iter()
                             .map(|l| {
-                                let line = if continued { l.clone() } else { format!("$ {l}") };
+                                let line = if continued {
+                                    l.clone()
+                                } else {
+                                    format!("$ {l}")
+                                };
                                 continued = l.ends_with('\\');
                                 line
                             })
@@ -681,7 +695,10 @@ fn every_console_block_in_the_docs_runs_as_shown() -> Result {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a doc's thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a doc's thread panicked".into()))
+            })
             .collect()
     });
     let mut problems = Vec::new();
@@ -709,6 +726,13 @@ fn placeholders_match_what_varies_and_nothing_else() {
         hsm_signer_invocations("runuser -u hsm-signer -- hsm-signer check --token GSKO; echo $?"),
         vec![vec!["check".to_string(), "--token".into(), "GSKO".into()]]
     );
-    assert!(parse_check(&["check".into(), "--token".into(), "G".into(), "--pin-file".into(), "p".into()]).is_err());
+    assert!(parse_check(&[
+        "check".into(),
+        "--token".into(),
+        "G".into(),
+        "--pin-file".into(),
+        "p".into()
+    ])
+    .is_err());
     assert!(parse_check(&["list".into(), "--module".into(), "m".into()]).is_ok());
 }
