@@ -228,6 +228,24 @@ impl Prepared {
 /// password, the certificate file, the label and the ID.
 pub fn prepare(request: ImportRequest, password: &SecretString) -> Result<Prepared, ImportError> {
     let material = p12::open_file(&request.p12, password)?;
+    prepare_material(request, material)
+}
+
+/// [`prepare`] for a `.p12` already read into memory (from standard input); `request.p12`
+/// only names it in messages.
+pub fn prepare_bytes(
+    request: ImportRequest,
+    bytes: &[u8],
+    password: &SecretString,
+) -> Result<Prepared, ImportError> {
+    let material = p12::open(bytes, password, &request.p12.display().to_string())?;
+    prepare_material(request, material)
+}
+
+fn prepare_material(
+    request: ImportRequest,
+    material: KeyMaterial,
+) -> Result<Prepared, ImportError> {
     let cert = pick_certificate(&request, &material)?;
     let cert_der = CertDer::of(&cert)?;
     let label = request

@@ -1,7 +1,9 @@
-//! The printable record of an import, for the municipality's security register: what was
-//! imported, where, when and by whom, the key's protection as read back from the token, and
-//! lines for the security officer's and a witness's signatures. Polish first, English
-//! beside it. It holds no secret: the `.p12` is named by its path and SHA-256 only.
+//! The printable records for the municipality's security register: of an import
+//! ("protokół przeniesienia klucza") and of a later check in front of an auditor
+//! ("protokół sprawdzenia klucza"). Each says what, where, when and by whom, the key's
+//! protection as read back from the token, the proof, and has lines for the security
+//! officer's and a witness's signatures; Polish first, English beside it. No secret is in
+//! it: the `.p12` is named by its path, size and SHA-256 only.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,6 +12,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::import::Imported;
+use crate::report::KeyReport;
 
 /// Refuses a record path that already exists or whose directory does not, before anything
 /// is done.
@@ -33,40 +36,92 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The record's text.
-pub fn import_record(imported: &Imported, p12: &Path, p12_sha256: Option<&str>) -> String {
+/// The size and SHA-256 of a `.p12`, so that every copy of it can be found later with
+/// `find / -xdev -type f -size <size>c -exec sha256sum {} +`.
+#[derive(Debug, Clone)]
+pub struct FileDigest {
+    /// Size in bytes.
+    pub size: usize,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+impl FileDigest {
+    /// Of these bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self {
+            size: bytes.len(),
+            sha256: hex::encode(openssl::sha::sha256(bytes)),
+        }
+    }
+}
+
+fn field(pl: &str, en: &str, value: &str) -> String {
+    format!("{:<44}{value}\n", format!("{pl} / {en}:"))
+}
+
+/// Date, host and operator: the login user behind sudo or runuser where the kernel or
+/// sudo tell it, and the uid the command ran as.
+fn header(title: &str) -> String {
     let when = crate::audit::now_rfc3339();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "?".into());
     let uid = nix::unistd::getuid();
-    let login = std::env::var("SUDO_USER")
+    let name_of = |uid: nix::unistd::Uid| {
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| format!("uid {uid}"))
+    };
+    // /proc/self/loginuid survives sudo, su and runuser; 4294967295 means "not set".
+    let login = std::fs::read_to_string("/proc/self/loginuid")
         .ok()
-        .or_else(|| {
-            nix::unistd::User::from_uid(uid)
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-        .unwrap_or_else(|| "?".into());
-    let mut out = String::new();
-    out.push_str("PROTOKÓŁ PRZENIESIENIA KLUCZA DO TOKENA / KEY IMPORT RECORD\n");
-    out.push_str(&format!("hsm-signer {}\n\n", env!("CARGO_PKG_VERSION")));
-    let field =
-        |pl: &str, en: &str, value: &str| format!("{:<44}{value}\n", format!("{pl} / {en}:"));
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .filter(|&id| id != u32::MAX)
+        .map(|id| name_of(nix::unistd::Uid::from_raw(id)))
+        .or_else(|| std::env::var("SUDO_USER").ok())
+        .unwrap_or_else(|| name_of(uid));
+    let mut out = format!("{title}\nhsm-signer {}\n\n", env!("CARGO_PKG_VERSION"));
     out.push_str(&field("Data i godzina (UTC)", "Date and time", &when));
     out.push_str(&field("Serwer", "Host", &host));
     out.push_str(&field(
         "Wykonał",
         "Performed by",
-        &format!("{login} (uid {uid})"),
+        &format!(
+            "{login} (polecenie jako / ran as {}, uid {uid})",
+            name_of(uid)
+        ),
     ));
+    out
+}
+
+const SIGNATURES: &str = "\
+Inspektor bezpieczeństwa / Security officer:  ______________________________\n\n\
+Podpis / Signature:                           ______________________________\n\n\
+Świadek / Witness:                            ______________________________\n\n\
+Podpis / Signature:                           ______________________________\n";
+
+/// The import record's text.
+pub fn import_record(imported: &Imported, p12: &Path, p12_digest: Option<&FileDigest>) -> String {
+    let mut out = header("PROTOKÓŁ PRZENIESIENIA KLUCZA DO TOKENA / KEY IMPORT RECORD");
     out.push_str(&field("Plik .p12", ".p12 file", &p12.display().to_string()));
-    out.push_str(&field(
-        "SHA-256 pliku .p12",
-        ".p12 SHA-256",
-        p12_sha256.unwrap_or("(not readable)"),
-    ));
+    match p12_digest {
+        Some(d) => {
+            out.push_str(&field(
+                "Rozmiar pliku .p12",
+                ".p12 size",
+                &format!("{} B", d.size),
+            ));
+            out.push_str(&field("SHA-256 pliku .p12", ".p12 SHA-256", &d.sha256));
+        }
+        None => out.push_str(&field(
+            "SHA-256 pliku .p12",
+            ".p12 SHA-256",
+            "(not readable)",
+        )),
+    }
     out.push_str(&field(
         "Sposób zapisu klucza",
         "Method",
@@ -75,23 +130,42 @@ pub fn import_record(imported: &Imported, p12: &Path, p12_sha256: Option<&str>) 
     out.push('\n');
     out.push_str(&imported.report.to_text());
     out.push_str(
-        "\nKlucz prywatny zapisano w tokenie jako nieodczytywalny (sensitive, not extractable);\n\
+        "\nKlucz prywatny zapisano w tokenie jako klucz nieeksportowalny z atrybutem sensitive;\n\
          powyższy dowód to podpis złożony w tokenie i sprawdzony certyfikatem.\n\
          The private key is stored on the token as sensitive and not extractable; the proof\n\
-         above is a signature made on the token and verified against the certificate.\n\n\
-         Plik .p12 i jego hasło należy teraz zniszczyć (docs/pl/import.md).\n\
+         above is a signature made on the token and verified against the certificate.\n\n",
+    );
+    if let Some(d) = p12_digest {
+        out.push_str(&format!(
+            "Pozostałe kopie pliku .p12 znajdzie / Other copies of the .p12 are found by:\n  \
+             find / -xdev -type f -size {}c -exec sha256sum {{}} + | grep {}\n\n",
+            d.size, d.sha256
+        ));
+    }
+    out.push_str(
+        "Plik .p12 i jego hasło należy teraz zniszczyć (docs/pl/import.md).\n\
          The .p12 file and its password are now to be destroyed (docs/import.md).\n\n",
     );
-    out.push_str(
-        "Inspektor bezpieczeństwa / Security officer:  ______________________________\n\n",
-    );
-    out.push_str(
-        "Podpis / Signature:                           ______________________________\n\n",
-    );
-    out.push_str(
-        "Świadek / Witness:                            ______________________________\n\n",
-    );
-    out.push_str("Podpis / Signature:                           ______________________________\n");
+    out.push_str(SIGNATURES);
+    out
+}
+
+/// The record of a later check (`verify --record`), e.g. in front of an auditor.
+pub fn verify_record(report: &KeyReport) -> String {
+    let mut out = header("PROTOKÓŁ SPRAWDZENIA KLUCZA W TOKENIE / KEY VERIFICATION RECORD");
+    out.push('\n');
+    out.push_str(&report.to_text());
+    let protected = crate::proof::problems(&report.attributes).is_empty();
+    out.push_str(if protected {
+        "\nKlucz jest w tokenie jako klucz nieeksportowalny z atrybutem sensitive (odczytano z tokena);\n\
+         powyższy dowód to podpis złożony teraz w tokenie i sprawdzony certyfikatem.\n\
+         The key is on the token, sensitive and not extractable (read back from the token); the\n\
+         proof above is a signature made on the token now and verified against the certificate.\n\n"
+    } else {
+        "\nUWAGA: ochrona klucza odczytana z tokena jest NIEPRAWIDŁOWA (patrz Protection powyżej).\n\
+         WARNING: the key's protection read back from the token is WRONG (see Protection above).\n\n"
+    });
+    out.push_str(SIGNATURES);
     out
 }
 

@@ -16,8 +16,11 @@ pub const P12_PASSWORD_ENV: &str = "HSM_SIGNER_P12_PASSWORD";
 /// The environment variable that may carry the token's user PIN.
 pub const PIN_ENV: &str = "HSM_SIGNER_PIN";
 
-/// The environment variable for the new PIN of `change-pin`.
+/// The environment variable for the new PIN of `pin change` and `pin unlock`.
 pub const NEW_PIN_ENV: &str = "HSM_SIGNER_NEW_PIN";
+
+/// The environment variable that may carry the token's SO PIN (`pin unlock`, `pin change --so`).
+pub const SO_PIN_ENV: &str = "HSM_SIGNER_SO_PIN";
 
 /// Where one secret is to be read from, resolved from the command line before any work.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,3 +56,100 @@ fn import_writes_a_record_for_the_security_register_and_never_overwrites_one() -
     );
     Ok(())
 }
+
+#[test]
+fn the_import_record_gives_the_p12_size_to_find_its_copies() -> Result {
+    let token = TestToken::new()?;
+    let ca = Ca::sigillum()?;
+    let leaf = ca.leaf(KeySpec::Rsa(2048))?;
+    let p12 = token.path("epuap.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-epuap", POLISH_PASSWORD)?;
+    let password = secret_file(token.dir.path(), "p12-password", POLISH_PASSWORD)?;
+    let record = token.path("protokol.txt");
+    run_ok(
+        import_cmd(&token, &p12, &password)
+            .arg("--record")
+            .arg(&record),
+    )?;
+    let text = std::fs::read_to_string(&record)?;
+    let size = std::fs::metadata(&p12)?.len();
+    let sha = hex::encode(openssl::sha::sha256(&std::fs::read(&p12)?));
+    let find = format!("find / -xdev -type f -size {size}c -exec sha256sum {{}} + | grep {sha}");
+    assert!(text.contains(&find), "no {find:?} in:\n{text}");
+    // The printed find command does find the file (run here on the test's directory).
+    let out = run_ok(
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(find.replace(
+                "find / -xdev",
+                &format!("find {} -xdev", token.dir.path().display()),
+            )),
+    )?;
+    assert!(
+        String::from_utf8(out.stdout)?.contains("epuap.p12"),
+        "the record's find command misses the file"
+    );
+    Ok(())
+}
+
+#[test]
+fn verify_writes_a_record_for_an_auditor_with_the_protection_read_back() -> Result {
+    let token = TestToken::new()?;
+    let ca = Ca::sigillum()?;
+    let leaf = ca.leaf(KeySpec::Rsa(2048))?;
+    let p12 = token.path("epuap.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-epuap", POLISH_PASSWORD)?;
+    let password = secret_file(token.dir.path(), "p12-password", POLISH_PASSWORD)?;
+    run_ok(&mut import_cmd(&token, &p12, &password))?;
+    let record = token.path("protokol-sprawdzenia.txt");
+    let out = run_ok(
+        token
+            .on_token("verify")
+            .args(["--label", "gsko-epuap", "--record"])
+            .arg(&record),
+    )?;
+    assert!(String::from_utf8(out.stdout)?.starts_with("Key works."));
+    let text = std::fs::read_to_string(&record)?;
+    let pl = text
+        .find("Klucz jest w tokenie")
+        .ok_or("no Polish statement")?;
+    let en = text.find("The key is on the token").ok_or("no English")?;
+    assert!(pl < en, "Polish comes first:\n{text}");
+    for expected in [
+        "PROTOKÓŁ SPRAWDZENIA KLUCZA W TOKENIE / KEY VERIFICATION RECORD",
+        "Wykonał / Performed by:",
+        &format!("Token:        {} (serial {})", token.label, token.serial),
+        "Label:        gsko-epuap",
+        "Protection:   sensitive=yes, extractable=no, private=yes, private value readable=no",
+        "Proof:        RS256 signature on a fresh random challenge verified against the certificate",
+        &leaf.sha256_hex()?,
+        "Świadek / Witness:",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains(".p12"),
+        "a p12 section in a verify record:\n{text}"
+    );
+    assert!(!text.contains(PIN), "a secret in the record");
+    // Never overwritten: a second verify naming it is refused, the file unchanged.
+    let err = run_fails(
+        token
+            .on_token("verify")
+            .args(["--label", "gsko-epuap", "--record"])
+            .arg(&record),
+    )?;
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(&record)?, text);
+    // A key that is not there: no record is left behind.
+    let missing = token.path("brak.txt");
+    let err = run_fails(
+        token
+            .on_token("verify")
+            .args(["--label", "nope", "--record"])
+            .arg(&missing),
+    )?;
+    assert!(err.contains("no private key labelled \"nope\""), "{err}");
+    assert!(!missing.exists());
+    Ok(())
+}

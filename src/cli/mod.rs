@@ -3,6 +3,7 @@
 
 mod assets;
 mod generate;
+mod pin;
 mod token_args;
 
 use std::io::IsTerminal;
@@ -75,6 +76,10 @@ pub enum Command {
         /// CKA_LABEL of the key.
         #[arg(long)]
         label: String,
+        /// Also write a printable record of this check (Polish and English, with lines to
+        /// sign), e.g. for an auditor; refused before anything is done if the file exists.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -139,17 +144,15 @@ pub enum Command {
         /// The directory to write `man/` and `completions/` into.
         dir: PathBuf,
     },
-    /// Change the token's user PIN (one C_SetPIN, never retried), then prove the new PIN
-    /// with a login. The current PIN comes from the token flags' sources; the new one from
-    /// --new-pin-file, HSM_SIGNER_NEW_PIN, or a no-echo prompt asked twice.
-    ChangePin {
-        /// The token, and where the current PIN comes from.
-        #[command(flatten)]
-        token: TokenArgs,
-        /// File holding the new user PIN (mode 0600).
-        #[arg(long)]
-        new_pin_file: Option<PathBuf>,
+    /// Change the user PIN or the SO PIN, or unlock a locked user PIN with the SO PIN.
+    Pin {
+        /// What to do.
+        #[command(subcommand)]
+        command: pin::PinCommand,
     },
+    /// The old name of `pin change`, kept so that scripts keep working.
+    #[command(hide = true)]
+    ChangePin(pin::PinChangeArgs),
 }
 
 /// `hsm-signer audit ...`.
@@ -325,7 +328,8 @@ pub enum XmlProfileArg {
 pub struct ImportArgs {
     #[command(flatten)]
     token: TokenArgs,
-    /// The .p12 / .pfx file from Sigillum.
+    /// The .p12 / .pfx file from Sigillum; "-" reads it from standard input (the
+    /// password and PIN must then come from files or the environment).
     #[arg(long)]
     p12: PathBuf,
     /// File holding the .p12 password (else HSM_SIGNER_P12_PASSWORD, else a prompt).
@@ -435,6 +439,9 @@ pub fn is_pin_refusal(err: &anyhow::Error) -> bool {
             crate::token::TokenError::PinIncorrect { .. }
                 | crate::token::TokenError::PinLocked { .. }
                 | crate::token::TokenError::PinFinalTry { .. }
+                | crate::token::TokenError::SoPinIncorrect { .. }
+                | crate::token::TokenError::SoPinLocked { .. }
+                | crate::token::TokenError::SoPinFinalTry { .. }
         )
     )
 }
@@ -447,12 +454,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Generate(args) => generate::run(args),
         Command::ImportCert(args) => run_import_cert(args),
         Command::List { token, json } => list(token.resolve()?, json),
-        Command::Verify { token, label, json } => verify(token.resolve()?, &label, json),
-        Command::Remove { token, label, yes } => remove(token.resolve()?, &label, yes),
-        Command::ChangePin {
+        Command::Verify {
             token,
-            new_pin_file,
-        } => change_pin(&token, new_pin_file.as_deref()),
+            label,
+            record,
+            json,
+        } => verify(token.resolve()?, &label, record.as_deref(), json),
+        Command::Remove { token, label, yes } => remove(token.resolve()?, &label, yes),
+        Command::Pin { command } => pin::run(command),
+        Command::ChangePin(args) => pin::change(&args),
         Command::Assets { dir } => assets::write(&dir).map(|()| ExitCode::SUCCESS),
         Command::Serve { config } => {
             crate::server::serve(&config)?;
@@ -623,48 +633,6 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hsm-signer change-pin`.
-fn change_pin(token: &TokenArgs, new_pin_file: Option<&std::path::Path>) -> Result<ExitCode> {
-    use secrecy::ExposeSecret;
-    let target = token.resolve()?;
-    let new_source = SecretSource::choose(
-        new_pin_file,
-        crate::secret::NEW_PIN_ENV,
-        "New user PIN: ",
-        "new token PIN",
-        "--new-pin-file",
-    )?;
-    let opened = crate::token::OpenToken::open(&target.module, &target.selector, true)?;
-    crate::token::softhsm::check_writer(&target.module, &opened.info.serial)
-        .map_err(anyhow::Error::msg)?;
-    let old = target.pin.read("token PIN")?;
-    let new = new_source.read("new token PIN")?;
-    if matches!(new_source, SecretSource::Prompt(_)) {
-        let again = SecretSource::Prompt("New user PIN again: ".into()).read("new token PIN")?;
-        if again.expose_secret() != new.expose_secret() {
-            bail!("the two new PINs differ; nothing was changed");
-        }
-    }
-    if old.expose_secret() == new.expose_secret() {
-        bail!("the new PIN is the same as the current one; nothing was changed");
-    }
-    opened.change_pin(&old, &new, target.allow_final_try)?;
-    // Proof: the token takes the new PIN (one login; a failure here is reported, not
-    // retried).
-    opened
-        .login(&new, false)
-        .context("the PIN was changed, but a login with the new PIN failed")?;
-    println!(
-        "PIN changed on token \"{}\" (serial {}) and proven: a login with the new PIN succeeded.",
-        opened.info.label, opened.info.serial
-    );
-    println!(
-        "Now write the new PIN to the daemon's PIN file (e.g. /etc/hsm-signer/pin) and restart it \
-         (systemctl restart hsm-signer): a daemon that logs in again with the old PIN spends a try."
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 fn audit_verify(files: &[PathBuf], certificate: Option<&std::path::Path>) -> Result<ExitCode> {
     let checker = match certificate {
         None => None,
@@ -711,16 +679,30 @@ fn audit_verify(files: &[PathBuf], certificate: Option<&std::path::Path>) -> Res
 }
 
 fn run_import(args: ImportArgs) -> Result<ExitCode> {
+    let from_stdin = args.p12.as_os_str() == "-";
+    if from_stdin {
+        stdin_p12_preconditions(&args)?;
+    }
     let target = args.token.resolve()?;
     if let Some(record) = &args.record {
         crate::record::check_writable(record)?;
     }
-    let p12_sha256 = args.record.as_ref().and_then(|_| {
-        std::fs::read(&args.p12)
-            .map(|bytes| hex::encode(openssl::sha::sha256(&bytes)))
+    let stdin_bytes = if from_stdin {
+        Some(read_p12_from_stdin()?)
+    } else {
+        None
+    };
+    let p12_name = if from_stdin {
+        PathBuf::from("standard input")
+    } else {
+        args.p12.clone()
+    };
+    let p12_digest = args.record.as_ref().and_then(|_| match &stdin_bytes {
+        Some(bytes) => Some(crate::record::FileDigest::of(bytes)),
+        None => std::fs::read(&args.p12)
             .ok()
+            .map(|bytes| crate::record::FileDigest::of(&bytes)),
     });
-    let p12_path = args.p12.clone();
     let password = SecretSource::choose(
         args.password_file.as_deref(),
         P12_PASSWORD_ENV,
@@ -730,7 +712,7 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
     )?
     .read(".p12 password")?;
     let request = ImportRequest {
-        p12: args.p12,
+        p12: p12_name.clone(),
         cert: args.cert,
         label: args.label,
         id: args.id.map(|id| id.0),
@@ -739,8 +721,12 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         method: args.method.into(),
     };
     // Everything that needs only the file is checked before the token is touched.
-    let prepared = import::prepare(request, &password)?;
+    let prepared = match &stdin_bytes {
+        Some(bytes) => import::prepare_bytes(request, bytes, &password)?,
+        None => import::prepare(request, &password)?,
+    };
     drop(password);
+    drop(stdin_bytes);
     let token = target.open_logged_in(true)?;
     eprintln!(
         "Importing \"{}\" into token \"{}\" (serial {})...",
@@ -750,7 +736,7 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
     );
     let imported = import::store(&token, prepared)?;
     if let Some(record) = &args.record {
-        let text = crate::record::import_record(&imported, &p12_path, p12_sha256.as_deref());
+        let text = crate::record::import_record(&imported, &p12_name, p12_digest.as_ref());
         crate::record::write(record, &text).with_context(|| {
             "the key was imported and proven, but the record could not be written; `hsm-signer list` prints the details again"
         })?;
@@ -767,6 +753,40 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
             i.report.to_text()
         )
     })
+}
+
+/// `--p12 -` takes standard input for the file, so no secret can be asked there: the
+/// password and the PIN must come from files or the environment.
+fn stdin_p12_preconditions(args: &ImportArgs) -> Result<()> {
+    if std::io::stdin().is_terminal() {
+        bail!("--p12 - reads the .p12 from standard input, but standard input is a terminal: redirect the file (--p12 - < FILE) or pipe it in");
+    }
+    if args.password_file.is_none() && std::env::var_os(P12_PASSWORD_ENV).is_none() {
+        bail!("--p12 - reads the .p12 from standard input, so the .p12 password cannot be asked there: pass --password-file FILE or set {P12_PASSWORD_ENV}");
+    }
+    if !args.token.has_pin_source() {
+        bail!("--p12 - reads the .p12 from standard input, so the token PIN cannot be asked there: pass --pin-file FILE, put pin-source in the pkcs11: URI, or set {}", crate::secret::PIN_ENV);
+    }
+    Ok(())
+}
+
+/// Reads the whole `.p12` from standard input (at most 1 MiB: Sigillum's files are a few
+/// kB), into memory that is wiped when dropped.
+fn read_p12_from_stdin() -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    const LIMIT: u64 = 1 << 20;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::io::stdin(), LIMIT + 1),
+        &mut bytes,
+    )
+    .context("reading the .p12 from standard input")?;
+    if bytes.is_empty() {
+        bail!("--p12 -: standard input is empty; redirect the .p12 file (--p12 - < FILE)");
+    }
+    if bytes.len() as u64 > LIMIT {
+        bail!("--p12 -: standard input holds more than 1 MiB, which is no .p12 from Sigillum (a few kB); check what is piped in");
+    }
+    Ok(bytes)
 }
 
 fn run_import_cert(args: ImportCertArgs) -> Result<ExitCode> {
@@ -819,9 +839,21 @@ fn list(target: TokenTarget, json: bool) -> Result<ExitCode> {
     Ok(printed)
 }
 
-fn verify(target: TokenTarget, label: &str, json: bool) -> Result<ExitCode> {
+fn verify(
+    target: TokenTarget,
+    label: &str,
+    record: Option<&std::path::Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    if let Some(record) = record {
+        crate::record::check_writable(record)?;
+    }
     let token = target.open_logged_in(false)?;
     let report = inventory::verify(&token, label)?;
+    if let Some(record) = record {
+        crate::record::write(record, &crate::record::verify_record(&report))?;
+        eprintln!("Record for the security register: {}", record.display());
+    }
     print(&report, json, |r| format!("Key works.\n{}", r.to_text()))
 }
 

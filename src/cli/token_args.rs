@@ -60,6 +60,29 @@ pub struct TokenTarget {
 }
 
 impl TokenArgs {
+    /// The module and token, without the PIN.
+    pub fn select(&self) -> &TokenSelectArgs {
+        &self.select
+    }
+
+    /// `--pin-file`, as given.
+    pub fn pin_file(&self) -> Option<&Path> {
+        self.pin_file.as_deref()
+    }
+
+    /// True when the PIN comes from somewhere other than a prompt: `--pin-file`, the
+    /// URI's pin-source, or HSM_SIGNER_PIN.
+    pub fn has_pin_source(&self) -> bool {
+        self.pin_file.is_some()
+            || self.select.token.contains("pin-source=")
+            || std::env::var_os(PIN_ENV).is_some()
+    }
+
+    /// `--pin-final-try`.
+    pub fn pin_final_try(&self) -> bool {
+        self.pin_final_try
+    }
+
     /// Resolves module, selector and PIN source.
     pub fn resolve(&self) -> Result<TokenTarget> {
         let (module, selector) = self.select.resolve()?;

@@ -47,7 +47,7 @@ pub enum TokenError {
         flags: PinFlags,
     },
     /// The user PIN is locked.
-    #[error("the user PIN of token \"{token}\" is locked: nothing can log in until the security officer unlocks it (with the SO PIN, using the token vendor's tool)")]
+    #[error("the user PIN of token \"{token}\" is locked: nothing can log in until the security officer unlocks it with the SO PIN (`hsm-signer pin unlock`, or the token vendor's tool)")]
     PinLocked {
         /// The token label.
         token: String,
@@ -55,6 +55,26 @@ pub enum TokenError {
     /// The token says the next wrong PIN locks it, and the caller did not accept the risk.
     #[error("token \"{token}\" reports that the next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY); not logging in. If you are sure of the PIN, re-run with --pin-final-try")]
     PinFinalTry {
+        /// The token label.
+        token: String,
+    },
+    /// C_Login as security officer said the SO PIN is wrong. Never retried.
+    #[error("wrong SO PIN for token \"{token}\" (C_Login as SO returned CKR_PIN_INCORRECT); not retried, because a card whose SO PIN (PUK) locks cannot be unlocked at all. SO PIN status now: {flags}")]
+    SoPinIncorrect {
+        /// The token label.
+        token: String,
+        /// The SO-PIN flags read right after the failure.
+        flags: PinFlags,
+    },
+    /// The SO PIN is locked.
+    #[error("the SO PIN of token \"{token}\" is locked: the token can no longer be unlocked; only re-initialising it (which destroys its keys) or the vendor can help")]
+    SoPinLocked {
+        /// The token label.
+        token: String,
+    },
+    /// The token says the next wrong SO PIN locks it.
+    #[error("token \"{token}\" reports that the next wrong SO PIN locks it (CKF_SO_PIN_FINAL_TRY); not logging in. If you are sure of the SO PIN, re-run with --pin-final-try")]
+    SoPinFinalTry {
         /// The token label.
         token: String,
     },

@@ -13,6 +13,7 @@ mod module;
 mod objects;
 mod open;
 mod sign;
+mod so_pin;
 pub mod softhsm;
 mod unwrap;
 mod uri;
@@ -31,6 +32,7 @@ pub use objects::{
 };
 pub use open::OpenToken;
 pub use sign::{check_mechanisms, sign_digest};
+pub use so_pin::{change_so_pin, check_new_pin_length, so_login, so_pin_flags, unlock_user_pin};
 pub use unwrap::{
     check_unwrap_mechanisms, refuses_plaintext_keys, unwrap_private_key, unwrapped_key_template,
     UnwrapError,

@@ -7,8 +7,9 @@ use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
 use super::error::TokenError;
-use super::login::{change_pin, login};
+use super::login::{change_pin, login, PinFlags};
 use super::module::{Module, TokenSummary};
+use super::so_pin::{change_so_pin, so_pin_flags, unlock_user_pin};
 use super::uri::TokenSelector;
 
 /// A module, the selected token and an open session on it.
@@ -64,6 +65,52 @@ impl OpenToken {
         allow_final_try: bool,
     ) -> Result<(), TokenError> {
         change_pin(
+            self.module.ctx(),
+            self.slot,
+            &self.info.label,
+            &self.session,
+            old,
+            new,
+            allow_final_try,
+        )
+    }
+
+    /// The user-PIN and SO-PIN flags the token reports now.
+    pub fn pin_flags(&self) -> (PinFlags, PinFlags) {
+        let ctx = self.module.ctx();
+        (
+            PinFlags::read(ctx, self.slot).unwrap_or_default(),
+            so_pin_flags(ctx, self.slot).unwrap_or_default(),
+        )
+    }
+
+    /// Sets a new user PIN with the SO PIN (C_InitPIN), once; see [`unlock_user_pin`].
+    /// Needs a read-write session.
+    pub fn unlock_user_pin(
+        &self,
+        so_pin: &SecretString,
+        new: &SecretString,
+        allow_final_try: bool,
+    ) -> Result<(), TokenError> {
+        unlock_user_pin(
+            self.module.ctx(),
+            self.slot,
+            &self.info.label,
+            &self.session,
+            so_pin,
+            new,
+            allow_final_try,
+        )
+    }
+
+    /// Changes the SO PIN, once; see [`change_so_pin`]. Needs a read-write session.
+    pub fn change_so_pin(
+        &self,
+        old: &SecretString,
+        new: &SecretString,
+        allow_final_try: bool,
+    ) -> Result<(), TokenError> {
+        change_so_pin(
             self.module.ctx(),
             self.slot,
             &self.info.label,

@@ -1,5 +1,5 @@
 //! SoftHSM2 keeps each token as files in a directory readable by the account that created
-//! it. A write (import, import-cert, generate, remove, change-pin) run as root on a token
+//! it. A write (import, import-cert, generate, remove, pin change/unlock) run as root on a token
 //! that belongs to the daemon's account leaves root-owned 0600 object files that the daemon
 //! then cannot read: it refuses to reload, and `list` shows a PROBLEM. This guard refuses
 //! such a write up front and names the account to run it as.
