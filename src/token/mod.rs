@@ -12,6 +12,7 @@ mod login;
 mod module;
 mod objects;
 mod open;
+mod raw;
 mod sign;
 pub mod softhsm;
 mod unwrap;
@@ -33,6 +34,6 @@ pub use open::OpenToken;
 pub use sign::{check_mechanisms, sign_digest};
 pub use unwrap::{
     check_unwrap_mechanisms, refuses_plaintext_keys, unwrap_private_key, unwrapped_key_template,
-    UnwrapError,
+    KeyWrap, UnwrapError,
 };
 pub use uri::{TokenSelector, UriError};
