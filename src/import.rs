@@ -308,7 +308,7 @@ pub fn store(token: &OpenToken, prepared: Prepared) -> Result<Imported, ImportEr
     }
     if prepared.request.method == MethodChoice::Unwrap {
         // Before anything is created, so a missing mechanism leaves nothing to undo.
-        check_unwrap_mechanisms(token.module.ctx(), token.slot, &token.info.label)?;
+        check_unwrap_mechanisms(&token.module, token.slot, &token.info.label)?;
     }
     let temp_label = format!("{}.importing-{}", prepared.label, random_suffix());
     let mut created = Created::default();
@@ -446,7 +446,6 @@ fn put_private_key(
                     token.info.label,
                     e.rv().map(ckr_name).unwrap_or_default()
                 );
-                check_unwrap_mechanisms(token.module.ctx(), token.slot, &token.info.label)?;
                 Ok((unwrap_key(token, p, label)?, Method::Unwrap))
             }
             Err(e) => Err(e),
@@ -469,8 +468,10 @@ fn create_key(session: &Session, p: &Prepared, label: &str) -> Result<ObjectHand
         .map_err(TokenError::pkcs11("creating the private key on the token"))?)
 }
 
-/// The wrapped import: the key leaves this process only encrypted.
+/// The wrapped import: the key leaves this process only encrypted. Checks the token's
+/// mechanisms first, which also picks the RFC 5649 code it offers.
 fn unwrap_key(token: &OpenToken, p: &Prepared, label: &str) -> Result<ObjectHandle, ImportError> {
+    let wrap = check_unwrap_mechanisms(&token.module, token.slot, &token.info.label)?;
     let template = unwrapped_key_template(
         p.material.kind,
         &p.cert_der,
@@ -479,7 +480,9 @@ fn unwrap_key(token: &OpenToken, p: &Prepared, label: &str) -> Result<ObjectHand
         p.request.allow_derive,
     );
     Ok(unwrap_private_key(
+        &token.module,
         &token.session,
+        wrap,
         &p.material.key,
         &template,
     )?)

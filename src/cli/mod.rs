@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use crate::import::{self, ImportRequest};
 use crate::inventory::{self, Listed};
 use crate::secret::{SecretSource, P12_PASSWORD_ENV};
-use crate::token::{discover_modules, Module};
+use crate::token::{discover_modules, probe_module};
 pub use generate::GenerateArgs;
 pub use token_args::{TokenArgs, TokenSelectArgs, TokenTarget};
 
@@ -899,12 +899,14 @@ fn tokens(module: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     };
     let mut found = Vec::new();
     for path in modules {
-        let entry = match Module::open(&path).and_then(|m| m.tokens()) {
-            Ok(tokens) => {
-                serde_json::json!({"module": path, "tokens": tokens.into_iter().map(|(_, t)| t).collect::<Vec<_>>()})
-            }
+        let probe = probe_module(&path);
+        let mut entry = match probe.result {
+            Ok(tokens) => serde_json::json!({"module": path, "tokens": tokens}),
             Err(e) => serde_json::json!({"module": path, "error": e.to_string()}),
         };
+        if !probe.chatter.is_empty() {
+            entry["module_stderr_lines"] = probe.chatter.len().into();
+        }
         found.push(entry);
     }
     print(&found, json, |found| {
@@ -915,6 +917,11 @@ fn tokens(module: Option<PathBuf>, json: bool) -> Result<ExitCode> {
                 text.push_str(&format!(
                     "  cannot use it: {}\n",
                     err.lines().next().unwrap_or(err)
+                ));
+            }
+            if let Some(lines) = m["module_stderr_lines"].as_u64() {
+                text.push_str(&format!(
+                    "  (the module printed {lines} line(s) of its own diagnostics; -v shows them)\n"
                 ));
             }
             for t in m["tokens"].as_array().into_iter().flatten() {

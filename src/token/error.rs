@@ -10,7 +10,8 @@ use super::module::TokenSummary;
 /// Why a token operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The module file does not exist or does not load.
+    /// The module file does not exist or does not load: the only error that lists the
+    /// modules found on this system, since the path itself may be what is wrong.
     #[error("cannot load the PKCS#11 module {path}: {detail}\n{}", found_list(.found))]
     ModuleLoad {
         /// The path given.
@@ -20,8 +21,18 @@ pub enum TokenError {
         /// Modules found on this system, to suggest.
         found: Vec<PathBuf>,
     },
+    /// The module loaded but C_Initialize failed: its configuration or its device.
+    #[error("the PKCS#11 module {path} loaded but did not initialise: {}. {hint}", describe(.cause))]
+    ModuleInit {
+        /// The path given.
+        path: PathBuf,
+        /// cryptoki's error, with the CKR_ code.
+        cause: CkError,
+        /// What this module reads, to check ([`super::ModuleFamily::setup_hint`]).
+        hint: &'static str,
+    },
     /// No token matches the selector.
-    #[error("no token matches {selector} in {module}\n{}", tokens_list(.seen))]
+    #[error("no token matches {selector} in {module}\n{}", tokens_list(.seen, .hint))]
     TokenNotFound {
         /// The selector as given.
         selector: String,
@@ -29,9 +40,11 @@ pub enum TokenError {
         module: PathBuf,
         /// The tokens the module shows.
         seen: Vec<TokenSummary>,
+        /// What this module reads, to check when it shows no token.
+        hint: &'static str,
     },
     /// More than one token matches.
-    #[error("{selector} matches {} tokens; select one by serial (pkcs11:serial=...)\n{}", .matches.len(), tokens_list(.matches))]
+    #[error("{selector} matches {} tokens; select one by serial (pkcs11:serial=...)\n{}", .matches.len(), tokens_list(.matches, ""))]
     TokenAmbiguous {
         /// The selector as given.
         selector: String,
@@ -189,8 +202,7 @@ impl TokenError {
     /// server yet), or no token matches yet. Not a wrong PIN, a missing key or a module
     /// file that is not there.
     pub fn is_unreachable(&self) -> bool {
-        self.is_connection_lost()
-            || matches!(self, TokenError::ModuleLoad { detail, .. } if detail.starts_with(INITIALIZE_FAILED))
+        self.is_connection_lost() || matches!(self, TokenError::ModuleInit { .. })
     }
 
     /// True when the token or its link is gone or the session was lost: worth reopening.
@@ -232,9 +244,6 @@ impl TokenError {
     }
 }
 
-/// How a failed C_Initialize is described in [`TokenError::ModuleLoad`].
-pub const INITIALIZE_FAILED: &str = "C_Initialize failed";
-
 /// `CKR_PIN_INCORRECT` from cryptoki's `PinIncorrect`.
 pub fn ckr_name(rv: RvError) -> String {
     let camel = format!("{rv:?}");
@@ -248,11 +257,22 @@ pub fn ckr_name(rv: RvError) -> String {
     out
 }
 
-fn describe(err: &CkError) -> String {
+/// A cryptoki error as "C_Initialize returned CKR_GENERAL_ERROR": the function as
+/// PKCS#11 names it and the CKR_ name of the value, never cryptoki's paragraph from the
+/// spec, which names neither.
+pub fn describe(err: &CkError) -> String {
     match err {
-        CkError::Pkcs11(rv, function) => format!("{function} returned {}", ckr_name(*rv)),
+        CkError::Pkcs11(rv, function) => {
+            format!("{} returned {}", c_name(*function), ckr_name(*rv))
+        }
         other => other.to_string(),
     }
+}
+
+/// `C_GetInterface` from cryptoki's `Function::GetInterface` (whose Display is
+/// "Function::GetInterface").
+fn c_name(function: cryptoki::context::Function) -> String {
+    format!("C_{function:?}")
 }
 
 fn found_list(found: &[PathBuf]) -> String {
@@ -266,9 +286,9 @@ fn found_list(found: &[PathBuf]) -> String {
     text
 }
 
-fn tokens_list(seen: &[TokenSummary]) -> String {
+fn tokens_list(seen: &[TokenSummary], hint: &str) -> String {
     if seen.is_empty() {
-        return "The module shows no token: is the card in the reader / the HSM reachable / the SoftHSM token initialised (SOFTHSM2_CONF)?".into();
+        return format!("The module shows no token. {hint}");
     }
     let mut text = String::from("Tokens seen:");
     for t in seen {
@@ -292,5 +312,14 @@ mod tests {
             "CKR_USER_ALREADY_LOGGED_IN"
         );
         assert_eq!(ckr_name(RvError::DeviceError), "CKR_DEVICE_ERROR");
+    }
+
+    #[test]
+    fn errors_name_the_c_function_and_the_ckr_code() {
+        use cryptoki::context::Function;
+        let err = CkError::Pkcs11(RvError::GeneralError, Function::Initialize);
+        assert_eq!(describe(&err), "C_Initialize returned CKR_GENERAL_ERROR");
+        let err = CkError::Pkcs11(RvError::DeviceError, Function::GetInterface);
+        assert_eq!(describe(&err), "C_GetInterface returned CKR_DEVICE_ERROR");
     }
 }

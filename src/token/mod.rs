@@ -7,11 +7,14 @@
 
 mod derive;
 mod error;
+mod family;
 mod generate;
 mod login;
 mod module;
 mod objects;
 mod open;
+mod probe;
+mod raw;
 mod sign;
 mod so_pin;
 pub mod softhsm;
@@ -19,7 +22,8 @@ mod unwrap;
 mod uri;
 
 pub use derive::{check_derive_mechanism, ecdh_derive, P256_SECRET_LEN};
-pub use error::{ckr_name, TokenError};
+pub use error::{ckr_name, describe, TokenError};
+pub use family::ModuleFamily;
 pub use generate::{
     curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
     read_public_key, KeyUse,
@@ -31,10 +35,11 @@ pub use objects::{
     relabel, CertCategory, KeyAttrs, SensitiveTemplate, StoredKey,
 };
 pub use open::OpenToken;
+pub use probe::{probe as probe_module, Probe};
 pub use sign::{check_mechanisms, sign_digest};
 pub use so_pin::{change_so_pin, check_new_pin_length, so_login, so_pin_flags, unlock_user_pin};
 pub use unwrap::{
     check_unwrap_mechanisms, refuses_plaintext_keys, unwrap_private_key, unwrapped_key_template,
-    UnwrapError,
+    KeyWrap, UnwrapError,
 };
 pub use uri::{TokenSelector, UriError};

@@ -7,7 +7,8 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::slot::Slot;
 use serde::Serialize;
 
-use super::error::TokenError;
+use super::error::{describe, TokenError};
+use super::family::ModuleFamily;
 use super::uri::TokenSelector;
 
 /// What the module says about one token.
@@ -31,6 +32,7 @@ pub struct TokenSummary {
 pub struct Module {
     ctx: Pkcs11,
     path: PathBuf,
+    family: ModuleFamily,
 }
 
 impl std::fmt::Debug for Module {
@@ -51,20 +53,31 @@ impl Module {
         if !path.is_file() {
             return Err(load_err("no such file".into()));
         }
-        let ctx = Pkcs11::new(path).map_err(|e| load_err(e.to_string()))?;
+        let ctx = Pkcs11::new(path).map_err(|e| load_err(describe(&e)))?;
         match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => {
-                return Err(load_err(format!(
-                    "{}: {e}",
-                    super::error::INITIALIZE_FAILED
-                )))
+            Err(cause) => {
+                return Err(TokenError::ModuleInit {
+                    path: path.to_path_buf(),
+                    cause,
+                    hint: ModuleFamily::detect(path, None).setup_hint(),
+                })
             }
         }
+        let manufacturer = ctx
+            .get_library_info()
+            .map(|info| info.manufacturer_id().trim_end().to_string())
+            .ok();
         Ok(Self {
+            family: ModuleFamily::detect(path, manufacturer.as_deref()),
             ctx,
             path: path.to_path_buf(),
         })
+    }
+
+    /// Which implementation this is, for messages.
+    pub fn family(&self) -> ModuleFamily {
+        self.family
     }
 
     /// The cryptoki context.
@@ -119,6 +132,7 @@ impl Module {
                 selector: selector.to_string(),
                 module: self.path.clone(),
                 seen: all.into_iter().map(|(_, t)| t).collect(),
+                hint: self.family.setup_hint(),
             }),
             _ => Err(TokenError::TokenAmbiguous {
                 selector: selector.to_string(),
@@ -141,8 +155,11 @@ const MODULE_DIRS: &[&str] = &[
     "/opt",
 ];
 
-/// PKCS#11 modules present on this machine, to suggest when a path is wrong: the usual
-/// directories plus whatever p11-kit's module configs name.
+/// PKCS#11 modules present on this machine, to suggest when a path is wrong and for
+/// `hsm-signer tokens`: the usual directories plus whatever p11-kit's module configs
+/// name, less OpenSC's pkcs11-spy. The spy is no token: it wraps the module PKCS11SPY
+/// names, logging every call with its arguments (an imported key's private components
+/// too), and without PKCS11SPY it only prints an error.
 pub fn discover_modules() -> Vec<PathBuf> {
     let mut found = Vec::new();
     for dir in MODULE_DIRS {
@@ -157,9 +174,16 @@ pub fn discover_modules() -> Vec<PathBuf> {
         }
     }
     found.extend(p11kit_modules());
+    found.retain(|path| !is_spy(path));
     found.sort();
     found.dedup();
     found
+}
+
+/// OpenSC's pkcs11-spy (pkcs11-spy.so, and p11-kit's config for it).
+fn is_spy(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("pkcs11-spy"))
 }
 
 fn looks_like_module(path: &Path) -> bool {

@@ -9,14 +9,16 @@
 //!    wraps the PKCS#8 DER of the key with a fresh random AES-256 key (AES key wrap with
 //!    padding, RFC 5649) and encrypts that AES key with RSA-OAEP to the transport key;
 //! 3. C_UnwrapKey(CKM_RSA_PKCS_OAEP) turns the encrypted AES key into a session AES key on
-//!    the token, and C_UnwrapKey(CKM_AES_KEY_WRAP_PAD) turns the wrapped PKCS#8 into the
-//!    final private key, with the template the caller gives.
+//!    the token, and C_UnwrapKey with RFC 5649 turns the wrapped PKCS#8 into the final
+//!    private key, with the template the caller gives. RFC 5649 has two mechanism codes:
+//!    CKM_AES_KEY_WRAP_PAD (0x210A, PKCS#11 2.40, SoftHSM) and CKM_AES_KEY_WRAP_KWP
+//!    (0x210B, PKCS#11 3.0, kryoptic); the first is used when offered, else the second,
+//!    through [`super::raw`] since cryptoki does not know it.
 //!
 //! The transport key pair and the AES key are session objects, destroyed when this module
 //! is done with them, whether the unwrap worked or not. The PKCS#8 bytes, the AES key and
 //! both wrapped blobs live in `Zeroizing` buffers.
 
-use cryptoki::context::Pkcs11;
 use cryptoki::error::RvError;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -34,6 +36,8 @@ use openssl::rsa::{Padding, Rsa};
 use zeroize::Zeroizing;
 
 use super::error::TokenError;
+use super::module::Module;
+use super::raw::{self, RawModule};
 use crate::cert::{CertDer, KeyKind};
 
 /// Bits of the session transport key. It carries a 256-bit AES key that protects keys of
@@ -41,8 +45,8 @@ use crate::cert::{CertDer, KeyKind};
 /// 128-bit strength (NIST SP 800-57 part 1, table 2), RSA-2048 at 112.
 const TRANSPORT_BITS: u64 = 3072;
 
-/// The mechanisms a wrapped import needs, and what each is for.
-const NEEDED: [(MechanismType, &str); 3] = [
+/// The mechanisms a wrapped import needs besides RFC 5649 key wrap, and what each is for.
+const NEEDED: [(MechanismType, &str); 2] = [
     (
         MechanismType::RSA_PKCS_KEY_PAIR_GEN,
         "generating the session transport key pair",
@@ -51,11 +55,47 @@ const NEEDED: [(MechanismType, &str); 3] = [
         MechanismType::RSA_PKCS_OAEP,
         "unwrapping the AES transport key (C_UnwrapKey)",
     ),
-    (
-        MechanismType::AES_KEY_WRAP_PAD,
-        "unwrapping the private key (C_UnwrapKey, RFC 5649)",
-    ),
 ];
+
+/// Which code the token offers RFC 5649 (AES key wrap with padding) under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWrap {
+    /// CKM_AES_KEY_WRAP_PAD, 0x210A (PKCS#11 2.40; SoftHSM 2.6.1), through cryptoki.
+    Pad,
+    /// CKM_AES_KEY_WRAP_KWP, 0x210B (PKCS#11 3.0; kryoptic), through [`super::raw`].
+    Kwp,
+}
+
+impl KeyWrap {
+    /// The mechanism code.
+    pub fn code(self) -> u64 {
+        match self {
+            KeyWrap::Pad => raw::CKM_AES_KEY_WRAP_PAD,
+            KeyWrap::Kwp => raw::CKM_AES_KEY_WRAP_KWP,
+        }
+    }
+
+    /// The mechanism's name, as PKCS#11 spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyWrap::Pad => "CKM_AES_KEY_WRAP_PAD",
+            KeyWrap::Kwp => "CKM_AES_KEY_WRAP_KWP",
+        }
+    }
+
+    /// The preferred of the RFC 5649 codes in `offered`: 0x210A, else 0x210B.
+    pub fn choose(offered: &[u64]) -> Option<KeyWrap> {
+        [KeyWrap::Pad, KeyWrap::Kwp]
+            .into_iter()
+            .find(|w| offered.contains(&w.code()))
+    }
+}
+
+impl std::fmt::Display for KeyWrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (0x{:04X})", self.name(), self.code())
+    }
+}
 
 /// Why a wrapped import failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,34 +121,52 @@ fn software(doing: &'static str) -> impl FnOnce(ErrorStack) -> UnwrapError {
 }
 
 /// Checks, from C_GetMechanismList and C_GetMechanismInfo, that the token offers every
-/// mechanism a wrapped import needs, naming the first one missing.
-pub fn check_unwrap_mechanisms(ctx: &Pkcs11, slot: Slot, token: &str) -> Result<(), TokenError> {
-    let offered = ctx
-        .get_mechanism_list(slot)
-        .map_err(TokenError::pkcs11(format!(
-            "reading the mechanism list of token \"{token}\""
-        )))?;
+/// mechanism a wrapped import needs, naming the first one missing, and returns the RFC
+/// 5649 code to unwrap with. The list is read raw ([`super::raw`]) because cryptoki
+/// drops the codes it does not know, 0x210B among them.
+pub fn check_unwrap_mechanisms(
+    module: &Module,
+    slot: Slot,
+    token: &str,
+) -> Result<KeyWrap, TokenError> {
+    let doing_list = || format!("reading the mechanism list of token \"{token}\"");
+    let raw = RawModule::open(module.path()).map_err(TokenError::pkcs11(doing_list()))?;
+    let offered = raw
+        .mechanism_list(slot)
+        .map_err(TokenError::pkcs11(doing_list()))?;
+    let missing = |mechanism: String, purpose: &str| TokenError::MechanismMissing {
+        token: token.into(),
+        mechanism,
+        purpose: format!("wrapped import ({purpose})"),
+    };
+    let can_unwrap = |code: u64, name: &str| -> Result<bool, TokenError> {
+        let flags = raw
+            .mechanism_flags(slot, code)
+            .map_err(TokenError::pkcs11(format!("reading what {name} can do")))?;
+        Ok(flags & raw::CKF_UNWRAP != 0)
+    };
     for (mechanism, purpose) in NEEDED {
-        let missing = |detail: &str| TokenError::MechanismMissing {
-            token: token.into(),
-            mechanism: format!("{mechanism}{detail}"),
-            purpose: format!("wrapped import ({purpose})"),
-        };
         if !offered.contains(&mechanism) {
-            return Err(missing(""));
+            return Err(missing(mechanism.to_string(), purpose));
         }
-        if mechanism != MechanismType::RSA_PKCS_KEY_PAIR_GEN {
-            let info = ctx
-                .get_mechanism_info(slot, mechanism)
-                .map_err(TokenError::pkcs11(format!(
-                    "reading what {mechanism} can do"
-                )))?;
-            if !info.unwrap() {
-                return Err(missing(" with CKF_UNWRAP"));
-            }
+        if mechanism != MechanismType::RSA_PKCS_KEY_PAIR_GEN
+            && !can_unwrap(*mechanism, &mechanism.to_string())?
+        {
+            return Err(missing(format!("{mechanism} with CKF_UNWRAP"), purpose));
         }
     }
-    Ok(())
+    let purpose = "unwrapping the private key (C_UnwrapKey, RFC 5649)";
+    let wrap = KeyWrap::choose(&offered).ok_or_else(|| {
+        missing(
+            "CKM_AES_KEY_WRAP_PAD (0x210A) or CKM_AES_KEY_WRAP_KWP (0x210B)".into(),
+            purpose,
+        )
+    })?;
+    if !can_unwrap(wrap.code(), wrap.name())? {
+        return Err(missing(format!("{wrap} with CKF_UNWRAP"), purpose));
+    }
+    tracing::debug!(mechanism = %wrap, "wrapped import: RFC 5649 key wrap");
+    Ok(wrap)
 }
 
 /// Session objects that are destroyed when this goes out of scope.
@@ -152,9 +210,12 @@ pub fn unwrapped_key_template(
 }
 
 /// Puts `key` on the token through C_UnwrapKey, with `template` (see
-/// [`unwrapped_key_template`]). Returns the new key's handle.
+/// [`unwrapped_key_template`]) and `wrap`, the RFC 5649 code that
+/// [`check_unwrap_mechanisms`] chose for `module`. Returns the new key's handle.
 pub fn unwrap_private_key(
+    module: &Module,
     session: &Session,
+    wrap: KeyWrap,
     key: &PKeyRef<Private>,
     template: &[Attribute],
 ) -> Result<ObjectHandle, UnwrapError> {
@@ -178,11 +239,16 @@ pub fn unwrap_private_key(
     drop(aes_key);
     temporary.handles.push(kek);
 
-    let key = session
-        .unwrap_key(&Mechanism::AesKeyWrapPad, kek, &wrapped_key, template)
-        .map_err(TokenError::pkcs11(
-            "unwrapping the private key into the token (CKM_AES_KEY_WRAP_PAD)",
-        ))?;
+    let doing = format!(
+        "unwrapping the private key into the token ({})",
+        wrap.name()
+    );
+    let key = match wrap {
+        KeyWrap::Pad => session.unwrap_key(&Mechanism::AesKeyWrapPad, kek, &wrapped_key, template),
+        KeyWrap::Kwp => RawModule::open(module.path())
+            .and_then(|raw| raw.unwrap_key(session, wrap.code(), kek, &wrapped_key, template)),
+    }
+    .map_err(TokenError::pkcs11(doing))?;
     Ok(key)
 }
 
@@ -396,6 +462,14 @@ mod tests {
         ctx.cipher_update_vec(&wrapped, &mut out).unwrap();
         ctx.cipher_final_vec(&mut out).unwrap();
         assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn key_wrap_prefers_the_2_40_code_and_falls_back_to_kwp() {
+        assert_eq!(KeyWrap::choose(&[0x210B, 0x210A]), Some(KeyWrap::Pad));
+        assert_eq!(KeyWrap::choose(&[0x1, 0x210B]), Some(KeyWrap::Kwp));
+        assert_eq!(KeyWrap::choose(&[0x1, 0x2109]), None);
+        assert_eq!(KeyWrap::Kwp.to_string(), "CKM_AES_KEY_WRAP_KWP (0x210B)");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use openssl::x509::X509;
 
 use super::fixtures::{import_cmd, secret_file, write_p12, Ca, KeySpec, Leaf};
-use super::{run_ok, Result, TestToken, MODULE};
+use super::{run_ok, Result, TestToken};
 
 /// One key to put on the token and configure.
 pub struct KeySetup {
@@ -67,7 +67,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Writes a configuration for `keys` on `token` (plus `server_extra` lines under
+    /// Writes a configuration for `keys` on `token` (its module, whatever its family) (plus `server_extra` lines under
     /// `[server]`) and starts the daemon, waiting until the socket answers.
     pub fn start(token: &TestToken, keys: &[KeySetup], server_extra: &str) -> Result<Self> {
         let config = Self::write_config(token, keys, server_extra)?;
@@ -77,7 +77,8 @@ impl Daemon {
     /// The configuration text `start` would write.
     pub fn config_text(token: &TestToken, keys: &[KeySetup], server_extra: &str) -> String {
         let mut text = format!(
-            "[token]\nmodule = \"{MODULE}\"\ntoken = \"{}\"\npin_file = \"{}\"\nsessions = 2\n\n[server]\nsocket = \"{}\"\nsocket_mode = \"0660\"\n{server_extra}\n\n[audit]\nfile = \"{}\"\n\n[health]\ninterval_seconds = 1\n",
+            "[token]\nmodule = \"{}\"\ntoken = \"{}\"\npin_file = \"{}\"\nsessions = 2\n\n[server]\nsocket = \"{}\"\nsocket_mode = \"0660\"\n{server_extra}\n\n[audit]\nfile = \"{}\"\n\n[health]\ninterval_seconds = 1\n",
+            token.module.display(),
             token.label,
             token.pin_file.display(),
             token.path("hsm-signer.sock").display(),

@@ -491,8 +491,15 @@ pub fn sign_with_pkcs11_tool_and_verify(token: &TestToken, label: &str, cert: &X
     std::fs::write(&other, "<ds:SignedInfo>something else</ds:SignedInfo>")?;
     std::fs::write(&public, cert.public_key()?.public_key_to_pem()?)?;
     let is_ec = cert.public_key()?.ec_key().is_ok();
+    // pkcs11-tool's --sign takes the first private key when given only a label (OpenSC
+    // 0.23), so name the key by its CKA_ID as well.
+    let id = p11_objects(token)?
+        .into_iter()
+        .find(|o| o.is("Private Key") && o.label() == Some(label))
+        .and_then(|o| o.id().map(str::to_string))
+        .ok_or_else(|| format!("no private key labelled {label:?} on the token"))?;
     let mut sign = token.pkcs11_tool();
-    sign.args(["--sign", "--label", label, "--output-file"])
+    sign.args(["--sign", "--label", label, "--id", &id, "--output-file"])
         .arg(&sig);
     if is_ec {
         let digest = dir.path().join("digest");

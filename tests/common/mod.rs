@@ -1,5 +1,11 @@
-//! Test support: a freshly initialised SoftHSM2 token for every test, and helpers to run
-//! the real `hsm-signer` binary against it.
+//! Test support: a freshly initialised token for every test, and helpers to run the real
+//! `hsm-signer` binary against it.
+//!
+//! Tokens come in families ([`Family`]): SoftHSM2 (the default, [`TestToken::new`]),
+//! kryoptic ([`kryoptic`]) and tpm2-pkcs11 on swtpm ([`tpm`]). Each token carries its
+//! module and the environment that module needs, and every helper here (`hsm_signer`,
+//! `on_token`, `pkcs11_tool`, the daemon and p11-kit helpers) uses them, so one test body
+//! runs on any family: see [`on_families!`].
 //!
 //! SoftHSM reads `SOFTHSM2_CONF` once per process, at C_Initialize. Every test process
 //! therefore gets its own token directory (set before the first C_Initialize), and every
@@ -10,9 +16,25 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod daemon;
+pub mod families;
 pub mod fixtures;
+pub mod kryoptic;
 pub mod p11kit;
+pub mod tpm;
 pub mod verifiers;
+
+pub use families::Family;
+
+/// What a family's `create` hands back: the module, the environment it needs, and what
+/// must live as long as the token.
+pub struct Backend {
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// Environment variables the module reads (KRYOPTIC_CONF, TPM2_PKCS11_*).
+    pub env: Vec<(String, String)>,
+    /// Dropped with the token: temporary directories, processes to stop.
+    pub guard: Option<Box<dyn std::any::Any + Send>>,
+}
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -66,9 +88,17 @@ fn shared() -> &'static Mutex<Shared> {
     })
 }
 
-/// A freshly initialised SoftHSM2 token of this test's own.
+/// A freshly initialised token of this test's own.
 pub struct TestToken {
-    /// The softhsm2.conf that finds it.
+    /// Which kind of token.
+    pub family: Family,
+    /// Its PKCS#11 module.
+    pub module: PathBuf,
+    /// The environment the module needs (SOFTHSM2_CONF, KRYOPTIC_CONF, TPM2_PKCS11_*),
+    /// set on every command run against the token.
+    pub env: Vec<(String, String)>,
+    /// The module's configuration file: softhsm2.conf for SoftHSM, the KRYOPTIC_CONF
+    /// toml for kryoptic, empty for families without one.
     pub conf: PathBuf,
     /// Its label (unique).
     pub label: String,
@@ -78,6 +108,10 @@ pub struct TestToken {
     pub dir: tempfile::TempDir,
     /// A file holding [`PIN`], mode 0600.
     pub pin_file: PathBuf,
+    /// Whatever must live as long as the token (a process to stop, a directory to
+    /// remove); dropped after everything else. In a Mutex so that the token can be
+    /// shared between threads, as some tests do.
+    pub guard: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 impl TestToken {
@@ -154,12 +188,62 @@ impl TestToken {
         let pin_file = dir.path().join("pin");
         write_secret(&pin_file, PIN)?;
         Ok(Self {
+            family: Family::SoftHsm,
+            module: PathBuf::from(MODULE),
+            env: vec![("SOFTHSM2_CONF".into(), shared.conf.display().to_string())],
             conf: shared.conf.clone(),
             label,
             serial,
             dir,
             pin_file,
+            guard: Mutex::new(None),
         })
+    }
+
+    /// A fresh token of `family`, with user PIN [`PIN`] and SO PIN [`SO_PIN`]. SoftHSM
+    /// is [`TestToken::new`]; the others come from their backend's `create`.
+    pub fn of(family: Family) -> Result<Self> {
+        if family == Family::SoftHsm {
+            return Self::new();
+        }
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let label = format!(
+            "{}{}-{}",
+            family.short(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let backend = match family {
+            Family::SoftHsm => unreachable!("handled above"),
+            Family::Kryoptic => kryoptic::create(&label, SO_PIN, PIN)?,
+            Family::Tpm => tpm::create(&label, SO_PIN, PIN)?,
+        };
+        let conf = backend
+            .env
+            .iter()
+            .find(|(k, _)| k == "KRYOPTIC_CONF" || k == "SOFTHSM2_CONF")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_default();
+        let serial = families::serial_of(&backend, &label)?;
+        let dir = tempfile::tempdir()?;
+        let pin_file = dir.path().join("pin");
+        write_secret(&pin_file, PIN)?;
+        Ok(Self {
+            family,
+            module: backend.module,
+            env: backend.env,
+            conf,
+            label,
+            serial,
+            dir,
+            pin_file,
+            guard: Mutex::new(backend.guard),
+        })
+    }
+
+    /// The module's path as text, for configuration files and arguments.
+    pub fn module_str(&self) -> String {
+        self.module.display().to_string()
     }
 
     /// A path in this test's directory.
@@ -167,10 +251,10 @@ impl TestToken {
         self.dir.path().join(name)
     }
 
-    /// `hsm-signer` with this token's SoftHSM config, and a clean secret environment.
+    /// `hsm-signer` with this token's module environment, and a clean secret environment.
     pub fn hsm_signer(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hsm-signer"));
-        cmd.env("SOFTHSM2_CONF", &self.conf)
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("HSM_SIGNER_PIN")
             .env_remove("HSM_SIGNER_P12_PASSWORD")
             .env_remove("HSM_SIGNER_MODULE")
@@ -184,7 +268,9 @@ impl TestToken {
     pub fn on_token(&self, subcommand: &str) -> Command {
         let mut cmd = self.hsm_signer();
         cmd.arg(subcommand)
-            .args(["--module", MODULE, "--token", &self.label, "--pin-file"])
+            .arg("--module")
+            .arg(&self.module)
+            .args(["--token", &self.label, "--pin-file"])
             .arg(&self.pin_file);
         cmd
     }
@@ -192,15 +278,10 @@ impl TestToken {
     /// `pkcs11-tool` (OpenSC, a tool this project did not write) logged in to this token.
     pub fn pkcs11_tool(&self) -> Command {
         let mut cmd = Command::new("pkcs11-tool");
-        cmd.env("SOFTHSM2_CONF", &self.conf).args([
-            "--module",
-            MODULE,
-            "--token-label",
-            &self.label,
-            "--login",
-            "--pin",
-            PIN,
-        ]);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("--module")
+            .arg(&self.module)
+            .args(["--token-label", &self.label, "--login", "--pin", PIN]);
         cmd
     }
 
@@ -273,11 +354,19 @@ pub fn run_fails(cmd: &mut Command) -> Result<String> {
 
 impl TestToken {
     /// Runs `f` with a read-only session on this token, logged in as the user, through
-    /// this test process's own cryptoki context rather than the binary's code.
+    /// this test process's own cryptoki context rather than the binary's code. SoftHSM
+    /// only: the context is the process's one SoftHSM context.
     pub fn with_session<T>(
         &self,
         f: impl FnOnce(&cryptoki::session::Session) -> Result<T>,
     ) -> Result<T> {
+        if self.family != Family::SoftHsm {
+            return Err(format!(
+                "with_session works on SoftHSM test tokens only, not on {}: use pkcs11_tool() or hsm_signer() instead",
+                self.family
+            )
+            .into());
+        }
         let shared = shared().lock().map_err(|_| "token helper poisoned")?;
         let ctx = &shared.ctx;
         let slot = ctx

@@ -1,11 +1,12 @@
-//! `p11-kit server` as a stand-in for a network HSM: the token is served over a Unix
-//! socket to daemons that load p11-kit's client module.
+//! `p11-kit server` as a stand-in for a network HSM: the token (of any family: its own
+//! module and environment) is served over a Unix socket to daemons that load p11-kit's
+//! client module.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{run_ok, Result, TestToken, MODULE};
+use super::{run_ok, Result, TestToken};
 
 /// p11-kit's client module, which forwards PKCS#11 calls to `P11_KIT_SERVER_ADDRESS`.
 pub const CLIENT_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
@@ -19,14 +20,12 @@ impl P11KitServer {
     pub fn start(token: &TestToken, socket: &std::path::Path) -> Result<Self> {
         let _ = std::fs::remove_file(socket);
         let child = Command::new("p11-kit")
-            .env("SOFTHSM2_CONF", &token.conf)
+            .envs(token.env.iter().map(|(k, v)| (k, v)))
             .args(["server", "-f", "-n"])
             .arg(socket)
-            .args([
-                "--provider",
-                MODULE,
-                &format!("pkcs11:token={}", token.label),
-            ])
+            .arg("--provider")
+            .arg(&token.module)
+            .arg(format!("pkcs11:token={}", token.label))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
