@@ -483,3 +483,57 @@ on_families!(
     module_environment_is_the_tokens_own,
     [softhsm, kryoptic, tpm]
 );
+
+/// One key's fault stays that key's: the P-256 key is deleted under the running daemon by
+/// another process (pkcs11-tool); requests for it get 503 `key_unavailable`, while the
+/// RSA key keeps signing and the token stays up. kryoptic answers the deleted key's
+/// C_SignInit with CKR_GENERAL_ERROR, SoftHSM with CKR_KEY_HANDLE_INVALID: both end here.
+fn one_key_fault_leaves_the_others_signing(family: Family) -> Result {
+    let token = TestToken::of(family)?;
+    let keys = [RSA, P256];
+    let certs = provision_for_signing(&token, &keys)?;
+    let daemon = Daemon::start(&token, &keys, "")?;
+    let sign = |name: &str, alg: &str, data: &[u8]| {
+        daemon.json(
+            "POST",
+            &format!("/v1/keys/{name}/sign"),
+            Some(&sign_body(alg, "data", data)),
+        )
+    };
+    let (status, answer) = sign("wk", "ES256", SIGNED_INFO)?;
+    assert_eq!(status, 200, "{family}: {answer}");
+    run_ok(token.pkcs11_tool().args([
+        "--delete-object",
+        "--type",
+        "privkey",
+        "--label",
+        P256.label,
+    ]))?;
+    for n in 0..3 {
+        let (status, answer) = sign("wk", "ES256", SIGNED_INFO)?;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (503, Some("key_unavailable")),
+            "{family}: request {n} for the deleted key: {answer}\n{}",
+            daemon.log_text()
+        );
+        let data = format!("<SignedInfo n=\"{n}\"/>");
+        let (status, answer) = sign("epuap", "RS256", data.as_bytes())?;
+        assert_eq!(status, 200, "{family}: the intact key: {answer}");
+        assert!(openssl_verify(
+            token.dir.path(),
+            &certs[0],
+            data.as_bytes(),
+            &signature_of(&answer)?,
+            &["-sha256"],
+        )?);
+    }
+    let (_, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(health["token_state"]["state"], "up", "{family}: {health}");
+    daemon.stop()?;
+    Ok(())
+}
+on_families!(
+    one_key_fault_leaves_the_others_signing,
+    [softhsm, kryoptic, tpm]
+);
