@@ -7,6 +7,7 @@
 
 mod derive;
 mod error;
+mod family;
 mod generate;
 mod login;
 mod module;
@@ -19,8 +20,9 @@ mod uri;
 
 pub use derive::{check_derive_mechanism, ecdh_derive, P256_SECRET_LEN};
 pub use error::{ckr_name, TokenError};
+pub use family::Family;
 pub use generate::{
-    curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
+    clear_decrypt, curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
     read_public_key, KeyUse,
 };
 pub use login::{change_pin, login, PinFlags};

