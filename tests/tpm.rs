@@ -176,3 +176,79 @@ fn keys_generated_on_the_tpm_list_verify_check_and_sign_through_the_daemon() -> 
     assert!(daemon.stop()?.success());
     Ok(())
 }
+
+#[test]
+fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() -> Result {
+    let Some(mut token) = TpmToken::new()? else {
+        return Ok(());
+    };
+    let cert = generate(&token, "gsko-epuap", "rsa-2048")?;
+    let daemon = start_daemon(&token, &[("epuap", "gsko-epuap", "RS256")], "")?;
+    let data = b"before the outage";
+    let (status, _) = sign(&daemon, "epuap", "RS256", data)?;
+    assert_eq!(status, 200);
+
+    token.rig()?.stop()?;
+    let stopped = Instant::now();
+    wait_until(Duration::from_secs(15), "health to report the TPM down", || {
+        let (status, body) = daemon.json("GET", "/v1/health", None)?;
+        Ok(status == 503 && body.to_string().contains("token"))
+    })?;
+    let (status, answer) = sign(&daemon, "epuap", "RS256", b"during the outage")?;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&answer));
+    eprintln!("reported down {:?} after the TPM stopped", stopped.elapsed());
+
+    token.rig()?.start()?;
+    let restarted = Instant::now();
+    let data = b"after the outage";
+    let mut signature = Vec::new();
+    wait_until(Duration::from_secs(30), "signing to come back", || {
+        let (status, answer) = sign(&daemon, "epuap", "RS256", data)?;
+        signature = answer;
+        Ok(status == 200)
+    })
+    .map_err(|e| format!("{e}; daemon log:\n{}", daemon.log_text()))?;
+    eprintln!("signing again {:?} after the TPM came back", restarted.elapsed());
+    assert!(openssl_verify(token.dir.path(), &cert, data, &signature, &["-sha256"])?);
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 200, "{health}");
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn a_tpm_in_dictionary_attack_lockout_is_named_with_its_cure() -> Result {
+    let Some(mut token) = TpmToken::new()? else {
+        return Ok(());
+    };
+    generate(&token, "gsko-epuap", "rsa-2048")?;
+    // Three wrong PINs from another program (swtpm's default TPM2_PT_MAX_AUTH_FAIL is 3).
+    for _ in 0..3 {
+        let out = token
+            .tool("pkcs11-tool")
+            .args(["--module", &token.module(), "--token-label", &token.label])
+            .args(["--login", "--pin", "0000", "--list-objects"])
+            .output()?;
+        assert!(!out.status.success());
+    }
+    assert!(
+        token.rig()?.lockout_state()?.contains("inLockout:                 1"),
+        "the TPM should be in lockout now"
+    );
+    let out = token.on_token("list").output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("dictionary-attack lockout"), "{stderr}");
+    assert!(stderr.contains("CKR_PIN_LOCKED"), "{stderr}");
+    assert!(
+        stderr.contains("tpm2_dictionarylockout --clear-lockout"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("with the SO PIN"), "{stderr}");
+
+    // The cure the message names works, and the right PIN logs in again.
+    token.rig()?.clear_lockout()?;
+    let out = run_ok(&mut token.on_token("list"))?;
+    assert!(String::from_utf8(out.stdout)?.contains("Label:        gsko-epuap"));
+    Ok(())
+}
