@@ -190,13 +190,20 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
 
     token.rig()?.stop()?;
     let stopped = Instant::now();
-    wait_until(Duration::from_secs(15), "health to report the TPM down", || {
-        let (status, body) = daemon.json("GET", "/v1/health", None)?;
-        Ok(status == 503 && body.to_string().contains("token"))
-    })?;
+    wait_until(
+        Duration::from_secs(15),
+        "health to report the TPM down",
+        || {
+            let (status, body) = daemon.json("GET", "/v1/health", None)?;
+            Ok(status == 503 && body.to_string().contains("token"))
+        },
+    )?;
     let (status, answer) = sign(&daemon, "epuap", "RS256", b"during the outage")?;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&answer));
-    eprintln!("reported down {:?} after the TPM stopped", stopped.elapsed());
+    eprintln!(
+        "reported down {:?} after the TPM stopped",
+        stopped.elapsed()
+    );
 
     token.rig()?.start()?;
     let restarted = Instant::now();
@@ -208,8 +215,17 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
         Ok(status == 200)
     })
     .map_err(|e| format!("{e}; daemon log:\n{}", daemon.log_text()))?;
-    eprintln!("signing again {:?} after the TPM came back", restarted.elapsed());
-    assert!(openssl_verify(token.dir.path(), &cert, data, &signature, &["-sha256"])?);
+    eprintln!(
+        "signing again {:?} after the TPM came back",
+        restarted.elapsed()
+    );
+    assert!(openssl_verify(
+        token.dir.path(),
+        &cert,
+        data,
+        &signature,
+        &["-sha256"]
+    )?);
     let (status, health) = daemon.json("GET", "/v1/health", None)?;
     assert_eq!(status, 200, "{health}");
     assert!(daemon.stop()?.success());
@@ -232,7 +248,10 @@ fn a_tpm_in_dictionary_attack_lockout_is_named_with_its_cure() -> Result {
         assert!(!out.status.success());
     }
     assert!(
-        token.rig()?.lockout_state()?.contains("inLockout:                 1"),
+        token
+            .rig()?
+            .lockout_state()?
+            .contains("inLockout:                 1"),
         "the TPM should be in lockout now"
     );
     let out = token.on_token("list").output()?;

@@ -263,7 +263,10 @@ mod tests {
         }
         .to_string();
         assert!(tpm.contains("dictionary-attack lockout"), "{tpm}");
-        assert!(tpm.contains("tpm2_dictionarylockout --clear-lockout"), "{tpm}");
+        assert!(
+            tpm.contains("tpm2_dictionarylockout --clear-lockout"),
+            "{tpm}"
+        );
         assert!(tpm.contains("CKR_PIN_LOCKED"), "{tpm}");
         assert!(!tpm.contains("unlocks it (with the SO PIN"), "{tpm}");
         let card = TokenError::PinLocked {

@@ -2,6 +2,7 @@
 //! differently enough to need its own handling or its own advice.
 
 use cryptoki::context::Pkcs11;
+use cryptoki::slot::Slot;
 
 /// The implementations hsm-signer knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,20 @@ impl Family {
     pub fn is_tpm(self) -> bool {
         self == Family::Tpm2Pkcs11
     }
+}
+
+/// Whether any mechanism of the token has CKF_UNWRAP, so that some wrapped import could
+/// work at all. A token whose list or flags cannot be read counts as offering one: this
+/// answer is used only to say "no way in through PKCS#11", which must be sure.
+pub fn offers_any_unwrap(ctx: &Pkcs11, slot: Slot) -> bool {
+    let Ok(mechanisms) = ctx.get_mechanism_list(slot) else {
+        return true;
+    };
+    mechanisms.into_iter().any(|m| {
+        ctx.get_mechanism_info(slot, m)
+            .map(|info| info.unwrap())
+            .unwrap_or(true)
+    })
 }
 
 #[cfg(test)]

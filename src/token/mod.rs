@@ -20,7 +20,7 @@ mod uri;
 
 pub use derive::{check_derive_mechanism, ecdh_derive, P256_SECRET_LEN};
 pub use error::{ckr_name, TokenError};
-pub use family::Family;
+pub use family::{offers_any_unwrap, Family};
 pub use generate::{
     clear_decrypt, curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
     read_public_key, KeyUse,
