@@ -271,3 +271,226 @@ fn a_tpm_in_dictionary_attack_lockout_is_named_with_its_cure() -> Result {
     assert!(String::from_utf8(out.stdout)?.contains("Label:        gsko-epuap"));
     Ok(())
 }
+
+/// The objects on the token as pkcs11-tool lists them (header, label and ID lines).
+fn objects(token: &TpmToken) -> Result<Vec<String>> {
+    let out = run_ok(token.pkcs11_tool().arg("--list-objects"))?;
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)?
+        .lines()
+        .filter(|l| l.contains("Object;") || l.contains("label:") || l.contains("ID:"))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
+/// docs/tpm.md's way in for a `.p12` key: decrypted only into a pipe, re-encrypted
+/// under a one-time transport password in a private directory, `tpm2_ptool import`ed,
+/// and shredded.
+fn tpm2_ptool_import(
+    token: &TpmToken,
+    p12: &std::path::Path,
+    password: &std::path::Path,
+    label: &str,
+    algorithm: &str,
+) -> Result {
+    let script = r#"set -eu
+umask 077
+work=$(mktemp -d)
+trap 'shred -u "$work"/* 2>/dev/null || true; rmdir "$work"' EXIT
+openssl rand -hex 32 | tr -d '\n' > "$work/transport"
+openssl pkcs12 -legacy -in "$P12" -nocerts -nodes -passin "file:$P12_PASSWORD" |
+    openssl pkey -aes256 -passout "file:$work/transport" -out "$work/key.pem"
+tpm2_ptool import --label "$TOKEN" --key-label "$KEY_LABEL" --algorithm "$ALGORITHM" \
+    --privkey "$work/key.pem" --passin "file:$work/transport" --userpin "$(cat "$PIN_FILE")" >/dev/null
+"#;
+    run_ok(
+        token
+            .tool("bash")
+            .args(["-c", script])
+            .env("P12", p12)
+            .env("P12_PASSWORD", password)
+            .env("TOKEN", &token.label)
+            .env("KEY_LABEL", label)
+            .env("ALGORITHM", algorithm)
+            .env("PIN_FILE", &token.pin_file),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn a_p12_import_is_refused_with_the_tpm_path_then_tpm2_ptool_import_and_import_cert_work() -> Result
+{
+    use common::fixtures::{secret_file, write_p12, Ca, KeySpec};
+    let Some(token) = TpmToken::new()? else {
+        return Ok(());
+    };
+    let ca = Ca::sigillum()?;
+    let leaf = ca.leaf(KeySpec::Rsa(2048))?;
+    let p12 = token.path("epuap.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-epuap", "hasło")?;
+    let password = secret_file(token.dir.path(), "p12-password", "hasło")?;
+    let before = objects(&token)?;
+    for method in ["auto", "create", "unwrap"] {
+        let err = run_fails(
+            token
+                .on_token("import")
+                .arg("--p12")
+                .arg(&p12)
+                .arg("--password-file")
+                .arg(&password)
+                .args(["--method", method]),
+        )?;
+        assert!(
+            err.contains("takes no private key through PKCS#11"),
+            "{method}: {err}"
+        );
+        assert!(err.contains("it is a TPM (tpm2-pkcs11)"), "{method}: {err}");
+        assert!(
+            err.contains("Nothing was written to the token"),
+            "{method}: {err}"
+        );
+        assert!(err.contains("tpm2_ptool import"), "{method}: {err}");
+        assert!(err.contains("hsm-signer import-cert"), "{method}: {err}");
+        assert!(err.contains("hsm-signer generate"), "{method}: {err}");
+        // Not the unwrap mechanism message that told the operator nothing.
+        assert!(!err.contains("CKM_RSA_PKCS_OAEP"), "{method}: {err}");
+        assert_eq!(objects(&token)?, before, "{method} left something behind");
+    }
+
+    tpm2_ptool_import(&token, &p12, &password, "gsko-epuap", "rsa")?;
+    let cert = token.path("epuap.pem");
+    std::fs::write(&cert, leaf.cert.to_pem()?)?;
+    let out = run_ok(
+        token
+            .on_token("import-cert")
+            .args(["--label", "gsko-epuap", "--cert"])
+            .arg(&cert),
+    )?;
+    let text = String::from_utf8(out.stdout)?;
+    assert!(
+        text.starts_with("Certificate added beside the key (it had none) and proven."),
+        "{text}"
+    );
+    assert!(
+        text.contains("CKA_EXTRACTABLE was true on the key; set to false now"),
+        "{text}"
+    );
+    assert!(text.contains("extractable=no"), "{text}");
+    assert!(!text.contains("failed its proof"), "{text}");
+    let out = run_ok(token.on_token("verify").args(["--label", "gsko-epuap"]))?;
+    assert!(String::from_utf8(out.stdout)?.starts_with("Key works."));
+
+    // The same certificate again: nothing added, nothing to clear.
+    let out = run_ok(
+        token
+            .on_token("import-cert")
+            .args(["--label", "gsko-epuap", "--cert"])
+            .arg(&cert),
+    )?;
+    let text = String::from_utf8(out.stdout)?;
+    assert!(
+        text.starts_with("The token already holds this certificate; nothing added."),
+        "{text}"
+    );
+    assert!(!text.contains("CKA_EXTRACTABLE was true"), "{text}");
+
+    let daemon = start_daemon(&token, &[("epuap", "gsko-epuap", "RS256")], "")?;
+    let data = b"imported with tpm2_ptool";
+    let (status, signature) = sign(&daemon, "epuap", "RS256", data)?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&signature));
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaf.cert,
+        data,
+        &signature,
+        &["-sha256"]
+    )?);
+    let (_, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(
+        health["keys"][0]["protection"]["extractable"], false,
+        "{health}"
+    );
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn an_extractable_key_is_served_with_a_warning_or_refused_when_configured() -> Result {
+    use common::fixtures::{secret_file, write_p12, Ca, KeySpec};
+    let Some(token) = TpmToken::new()? else {
+        return Ok(());
+    };
+    let ca = Ca::sigillum()?;
+    let leaf = ca.leaf(KeySpec::P256)?;
+    let p12 = token.path("wk.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-wk", "hasło")?;
+    let password = secret_file(token.dir.path(), "p12-password", "hasło")?;
+    tpm2_ptool_import(&token, &p12, &password, "gsko-wk", "ecc")?;
+    // The certificate put beside it by tpm2_ptool, so the key stays extractable.
+    let cert = token.path("wk.pem");
+    std::fs::write(&cert, leaf.cert.to_pem()?)?;
+    run_ok(
+        token
+            .tool("tpm2_ptool")
+            .args(["addcert", "--label", &token.label, "--key-label", "gsko-wk"])
+            .arg(&cert),
+    )?;
+    let err = run_fails(token.on_token("verify").args(["--label", "gsko-wk"]))?;
+    assert!(err.contains("CKA_EXTRACTABLE is true"), "{err}");
+
+    let keys = [("wk", "gsko-wk", "ES256")];
+    let config = token.path("refusing.toml");
+    std::fs::write(
+        &config,
+        config_text(&token, &keys, "refuse_extractable_keys = true"),
+    )?;
+    let out = token
+        .hsm_signer()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("refuse_extractable_keys = true"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("key \"wk\" (label \"gsko-wk\"): CKA_EXTRACTABLE is true"),
+        "{stderr}"
+    );
+    assert!(!token.path("hsm-signer.sock").exists());
+
+    let daemon = start_daemon(&token, &keys, "")?;
+    assert!(
+        daemon.log_text().contains("CKA_EXTRACTABLE is true"),
+        "{}",
+        daemon.log_text()
+    );
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["status"], "warning", "{health}");
+    assert_eq!(
+        health["keys"][0]["protection"]["extractable"], true,
+        "{health}"
+    );
+    assert!(
+        health["reasons"]
+            .to_string()
+            .contains("CKA_EXTRACTABLE is true"),
+        "{health}"
+    );
+    let data = b"served with a warning";
+    let (status, signature) = sign(&daemon, "wk", "ES256", data)?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&signature));
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaf.cert,
+        data,
+        &signature,
+        &["-sha256"]
+    )?);
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
