@@ -219,6 +219,13 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
         "signing again {:?} after the TPM came back",
         restarted.elapsed()
     );
+    // The TPM got no orderly shutdown: it may count that towards its lockout.
+    let state = token.rig()?.lockout_state()?;
+    let counters: Vec<&str> = state
+        .lines()
+        .filter(|l| l.contains("LOCKOUT_COUNTER") || l.contains("inLockout"))
+        .collect();
+    eprintln!("after one unclean restart: {}", counters.join("; "));
     assert!(openssl_verify(
         token.dir.path(),
         &cert,
@@ -491,6 +498,56 @@ fn an_extractable_key_is_served_with_a_warning_or_refused_when_configured() -> R
         &signature,
         &["-sha256"]
     )?);
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+#[test]
+fn unclean_tpm_restarts_under_the_daemon_end_in_the_lockout_which_health_names() -> Result {
+    let Some(mut token) = TpmToken::new()? else {
+        return Ok(());
+    };
+    generate(&token, "gsko-epuap", "rsa-2048")?;
+    let keys = [("epuap", "gsko-epuap", "RS256")];
+    let daemon = start_daemon(&token, &keys, "")?;
+    // Each restart without an orderly TPM shutdown adds one to the TPM's lockout counter
+    // (swtpm allows 3); the daemon's next login after the third meets the lockout.
+    let mut health = serde_json::Value::Null;
+    for restart in 1..=3 {
+        token.rig()?.stop()?;
+        wait_until(
+            Duration::from_secs(15),
+            "the daemon to see the TPM gone",
+            || Ok(daemon.json("GET", "/v1/health", None)?.0 == 503),
+        )?;
+        token.rig()?.start()?;
+        wait_until(
+            Duration::from_secs(30),
+            "the daemon to log in again",
+            || {
+                let (status, body) = daemon.json("GET", "/v1/health", None)?;
+                health = body;
+                Ok(status == 200 || health["token_state"]["state"] == "pin_problem")
+            },
+        )
+        .map_err(|e| format!("restart {restart}: {e}; {health}"))?;
+        if restart < 3 {
+            assert_eq!(health["token_state"]["state"], "up", "{health}");
+        }
+    }
+    assert_eq!(health["token_state"]["state"], "pin_problem", "{health}");
+    let reason = health["token_state"]["reason"].to_string();
+    assert!(reason.contains("dictionary-attack lockout"), "{reason}");
+    assert!(
+        reason.contains("tpm2_dictionarylockout --clear-lockout"),
+        "{reason}"
+    );
+    drop(daemon);
+
+    token.rig()?.clear_lockout()?;
+    let daemon = start_daemon(&token, &keys, "")?;
+    let (status, _) = sign(&daemon, "epuap", "RS256", b"after the lockout was cleared")?;
+    assert_eq!(status, 200);
     assert!(daemon.stop()?.success());
     Ok(())
 }
