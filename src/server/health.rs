@@ -248,22 +248,26 @@ async fn check(state: &AppState) -> Report {
     }
 }
 
-/// The configured keys' protection: as read at start or reload, or read now if it could
-/// not be then (the token was down) and the token is up now.
+/// The configured keys' protection: as read at start or reload, or read now for keys it
+/// could not be read for then (the token was down, the key not there yet) if the token
+/// is up now.
 async fn protections(state: &AppState, token_state: &Status) -> Option<Arc<Protections>> {
-    if let Some(found) = state.protections() {
-        return Some(found);
-    }
-    if *token_state != Status::Up {
-        return None;
-    }
-    let settings = state.settings();
     let labels: Vec<String> = state
         .policy()
         .all()
         .iter()
         .map(|r| r.label.to_string())
         .collect();
+    let known = state.protections();
+    if let Some(found) = &known {
+        if labels.iter().all(|l| found.contains_key(l)) {
+            return known;
+        }
+    }
+    if *token_state != Status::Up {
+        return known;
+    }
+    let settings = state.settings();
     let read = tokio::task::spawn_blocking(move || {
         super::protection::inspect(&settings.module, &settings.selector, &labels)
     });
@@ -274,9 +278,9 @@ async fn protections(state: &AppState, token_state: &Status) -> Option<Arc<Prote
         }
         Ok(Ok(Err(e))) => {
             tracing::debug!(error = %e, "cannot read the keys' CKA_EXTRACTABLE yet");
-            None
+            known
         }
-        _ => None,
+        _ => known,
     }
 }
 
