@@ -120,6 +120,10 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// A TCP listener with mutual TLS for GSKO nodes on other hosts; none by default.
     pub tls: Option<TlsConfig>,
+    /// Refuse to start (or reload) while a configured key could leave the token
+    /// (CKA_EXTRACTABLE true or CKA_SENSITIVE false). Default false: such a key is
+    /// served, with a warning at start and in health.
+    pub refuse_extractable_keys: bool,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +143,7 @@ impl Default for ServerConfig {
             write_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
             tls: None,
+            refuse_extractable_keys: false,
         }
     }
 }

@@ -27,9 +27,9 @@ use crate::algorithm::Algorithm;
 use crate::cert::{CertDer, CertError, CertInfo, Curve, KeyKind};
 use crate::import::random_suffix;
 use crate::token::{
-    cert_template, check_mechanisms, disable_signing, find_objects, generate_key_pair, identify,
-    pair_gen_mechanism, read_key_attrs, read_public_key, relabel, CertCategory, KeyAttrs, KeyUse,
-    OpenToken, TokenError,
+    cert_template, check_mechanisms, clear_decrypt, disable_signing, find_objects,
+    generate_key_pair, identify, pair_gen_mechanism, read_key_attrs, read_public_key, relabel,
+    CertCategory, KeyAttrs, KeyUse, ModuleFamily, OpenToken, TokenError,
 };
 pub use proof::GenProof;
 use proof::{attribute_problems, prove_ecdh, prove_signature};
@@ -108,6 +108,9 @@ pub struct Generated {
     /// A decryption key that can still sign, because the token refused to clear CKA_SIGN
     /// and `--allow-dual-use` accepted that.
     pub dual_use: bool,
+    /// The key can decrypt as well (CKA_DECRYPT true): tpm2-pkcs11 makes every TPM key
+    /// so and refuses to clear it. hsm-signer never asks the key to decrypt.
+    pub can_decrypt: bool,
     /// The proof.
     pub proof: GenProof,
 }
@@ -299,6 +302,7 @@ pub fn generate(token: &OpenToken, request: &GenerateRequest) -> Result<Generate
         certificate: staged.cert.as_ref().map(|c| CertInfo::of(c)).transpose()?,
         attributes: read_key_attrs(session, staged.private, request.kind)?,
         dual_use: staged.dual_use,
+        can_decrypt: staged.can_decrypt,
         proof: staged.proof,
     })
 }
@@ -343,6 +347,7 @@ struct Staged {
     subject: String,
     cert: Option<openssl::x509::X509>,
     dual_use: bool,
+    can_decrypt: bool,
     proof: GenProof,
 }
 
@@ -356,8 +361,10 @@ fn stage(
 ) -> Result<Staged, GenerateError> {
     let session = &token.session;
     let key_use = request.purpose.key_use();
-    let (public, private) = generate_key_pair(session, request.kind, key_use, temp_label)?;
+    let family = ModuleFamily::of(token.module.ctx());
+    let (public, private) = generate_key_pair(session, family, request.kind, key_use, temp_label)?;
     created.extend([public, private]);
+    let can_decrypt = family.is_tpm() && clear_decrypt(session, private)?;
     let public_key = read_public_key(session, public, request.kind)?;
     let spki = public_key
         .public_key_to_der()
@@ -432,6 +439,7 @@ fn stage(
         subject: subject_line(&request.subject),
         cert,
         dual_use,
+        can_decrypt,
         proof,
     })
 }
@@ -528,6 +536,9 @@ impl Generated {
         let _ = writeln!(out, "ID:           {}", self.id);
         let _ = writeln!(out, "Key:          {}", self.key);
         let purpose = match (self.purpose, self.dual_use) {
+            (Purpose::Sign, _) if self.can_decrypt => {
+                "sign (CKA_SIGN; no CKA_DERIVE); CKA_DECRYPT is true too, because tpm2-pkcs11 makes every TPM key so and keeps it: hsm-signer never asks the key to decrypt"
+            }
             (Purpose::Sign, _) => "sign (CKA_SIGN; no CKA_DERIVE, no decryption)",
             (Purpose::Decrypt, false) => {
                 "decrypt (ECDH: CKA_DERIVE; CKA_SIGN cleared after the key signed its own CSR/certificate)"

@@ -29,9 +29,10 @@ use crate::p12::{self, KeyMaterial, P12Error};
 use crate::proof::{prove, Proof};
 use crate::report::KeyReport;
 use crate::token::{
-    cert_template, check_unwrap_mechanisms, ckr_name, find_objects, private_key_template,
-    public_key_template, refuses_plaintext_keys, relabel, unwrap_private_key,
-    unwrapped_key_template, CertCategory, OpenToken, StoredKey, TokenError, UnwrapError,
+    cert_template, check_unwrap_mechanisms, ckr_name, find_objects, offers_any_unwrap,
+    private_key_template, public_key_template, refuses_plaintext_keys, relabel, unwrap_private_key,
+    unwrapped_key_template, CertCategory, ModuleFamily, OpenToken, StoredKey, TokenError,
+    UnwrapError,
 };
 
 /// How the private key was put on the token.
@@ -173,12 +174,34 @@ pub enum ImportError {
         /// The token.
         token: String,
     },
+    /// The token takes no private key through PKCS#11: it refuses C_CreateObject of one
+    /// and no mechanism can unwrap one. Nothing was written.
+    #[error("token \"{token}\" takes no private key through PKCS#11: {refusal}, and none of its mechanisms can unwrap a key (no CKF_UNWRAP), so neither --method create nor --method unwrap can work. Nothing was written to the token. {path}")]
+    NoKeyImport {
+        /// The token.
+        token: String,
+        /// How it refused.
+        refusal: String,
+        /// What to do instead, for this token's family.
+        path: &'static str,
+    },
     /// The wrapped import failed.
     #[error("wrapped import: {0}")]
     Unwrap(#[from] UnwrapError),
     /// The new key did not prove itself; everything created was removed.
     #[error("the key was stored but failed its proof ({why}); every object created was removed, the token is as it was")]
     ProofFailed {
+        /// What failed.
+        why: String,
+    },
+    /// `import-cert`: the key on the token did not prove itself against the new
+    /// certificate; the certificate was not kept.
+    #[error("the key \"{label}\" on token \"{token}\" failed its proof with the new certificate ({why}); the certificate was not kept and the token is as it was")]
+    CertProofFailed {
+        /// The key's label.
+        label: String,
+        /// The token.
+        token: String,
         /// What failed.
         why: String,
     },
@@ -308,7 +331,9 @@ pub fn store(token: &OpenToken, prepared: Prepared) -> Result<Imported, ImportEr
     }
     if prepared.request.method == MethodChoice::Unwrap {
         // Before anything is created, so a missing mechanism leaves nothing to undo.
-        check_unwrap_mechanisms(&token.module, token.slot, &token.info.label)?;
+        if let Err(e) = check_unwrap_mechanisms(&token.module, token.slot, &token.info.label) {
+            return Err(no_key_import(token, None).unwrap_or(e.into()));
+        }
     }
     let temp_label = format!("{}.importing-{}", prepared.label, random_suffix());
     let mut created = Created::default();
@@ -436,11 +461,20 @@ fn put_private_key(
     label: &str,
 ) -> Result<(ObjectHandle, Method), ImportError> {
     match p.request.method {
-        MethodChoice::Create => Ok((create_key(&token.session, p, label)?, Method::Create)),
+        MethodChoice::Create => match create_key(&token.session, p, label) {
+            Ok(key) => Ok((key, Method::Create)),
+            Err(ImportError::Token(e)) if e.rv().is_some_and(refuses_plaintext_keys) => {
+                Err(refused_create(token, &e).unwrap_or(ImportError::Token(e)))
+            }
+            Err(e) => Err(e),
+        },
         MethodChoice::Unwrap => Ok((unwrap_key(token, p, label)?, Method::Unwrap)),
         MethodChoice::Auto => match create_key(&token.session, p, label) {
             Ok(key) => Ok((key, Method::Create)),
             Err(ImportError::Token(e)) if e.rv().is_some_and(refuses_plaintext_keys) => {
+                if let Some(no_way_in) = refused_create(token, &e) {
+                    return Err(no_way_in);
+                }
                 tracing::warn!(
                     "token \"{}\" refuses a plaintext private key (C_CreateObject returned {}); importing it wrapped instead (C_UnwrapKey)",
                     token.info.label,
@@ -451,6 +485,43 @@ fn put_private_key(
             Err(e) => Err(e),
         },
     }
+}
+
+/// [`ImportError::NoKeyImport`] when the token, having refused C_CreateObject of the
+/// private key with `e`, offers no unwrap either; `None` when another way may work.
+fn refused_create(token: &OpenToken, e: &TokenError) -> Option<ImportError> {
+    let refusal = format!(
+        "C_CreateObject of the private key returned {}",
+        e.rv().map(ckr_name).unwrap_or_default()
+    );
+    no_key_import(token, Some(&refusal))
+}
+
+/// [`ImportError::NoKeyImport`] when no mechanism of the token can unwrap a key and the
+/// token refused C_CreateObject of the private key (`create_refusal`) or is known to
+/// (tpm2-pkcs11); `None` when another way may work.
+fn no_key_import(token: &OpenToken, create_refusal: Option<&str>) -> Option<ImportError> {
+    if offers_any_unwrap(token.module.ctx(), token.slot) {
+        return None;
+    }
+    let (refusal, path) = if ModuleFamily::of(token.module.ctx()).is_tpm() {
+        let how = create_refusal
+            .unwrap_or("C_CreateObject of a private key returns CKR_ATTRIBUTE_VALUE_INVALID");
+        (
+            format!("it is a TPM (tpm2-pkcs11), which makes private keys only inside the TPM ({how})"),
+            "Generate the key on the TPM instead (`hsm-signer generate`, recommended: the key never exists outside it), or import the .p12's key with `tpm2_ptool import` and then put its certificate beside it with `hsm-signer import-cert --label LABEL --cert CERT`. docs/tpm.md shows both, and what `tpm2_ptool import` costs: the PIN on its command line, the key in a file, and a key left CKA_EXTRACTABLE.",
+        )
+    } else {
+        (
+            create_refusal?.to_string(),
+            "Generate the key on the token instead (`hsm-signer generate`), or bring it in with the token vendor's own import tool, then put the certificate beside it with `hsm-signer import-cert --label LABEL --cert CERT`.",
+        )
+    };
+    Some(ImportError::NoKeyImport {
+        token: token.info.label.clone(),
+        refusal,
+        path,
+    })
 }
 
 /// C_CreateObject with the key material in a template that is wiped when dropped.

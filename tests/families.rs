@@ -9,8 +9,7 @@
 //! - tpm2-pkcs11 takes no private key through PKCS#11 (C_CreateObject of a private key
 //!   gives CKR_ATTRIBUTE_VALUE_INVALID, no mechanism can unwrap), so on the TPM the import
 //!   steps assert the refusal and its message instead, and the other steps use a key
-//!   generated on the token (`hsm-signer generate --self-signed-days`). The TPM instances
-//!   run only with HSM_SIGNER_TEST_TPM=1 until its backend (tests/common/tpm.rs) is wired.
+//!   generated on the token (`hsm-signer generate --self-signed-days`).
 
 mod common;
 
@@ -488,6 +487,9 @@ on_families!(
 /// another process (pkcs11-tool); requests for it get 503 `key_unavailable`, while the
 /// RSA key keeps signing and the token stays up. kryoptic answers the deleted key's
 /// C_SignInit with CKR_GENERAL_ERROR, SoftHSM with CKR_KEY_HANDLE_INVALID: both end here.
+/// tpm2-pkcs11 reads its store once per process and keeps the key loaded in the TPM, so
+/// there the deleted key goes on signing in the running daemon (its signatures still
+/// verify) until the daemon reconnects: the test shows that instead (docs/tpm.md).
 fn one_key_fault_leaves_the_others_signing(family: Family) -> Result {
     let token = TestToken::of(family)?;
     let keys = [RSA, P256];
@@ -511,12 +513,24 @@ fn one_key_fault_leaves_the_others_signing(family: Family) -> Result {
     ]))?;
     for n in 0..3 {
         let (status, answer) = sign("wk", "ES256", SIGNED_INFO)?;
-        assert_eq!(
-            (status, answer["error"]["code"].as_str()),
-            (503, Some("key_unavailable")),
-            "{family}: request {n} for the deleted key: {answer}\n{}",
-            daemon.log_text()
-        );
+        if family == Family::Tpm {
+            assert_eq!(status, 200, "{answer}");
+            let der = raw_to_der(&signature_of(&answer)?)?;
+            assert!(openssl_verify(
+                token.dir.path(),
+                &certs[1],
+                SIGNED_INFO,
+                &der,
+                &["-sha256"],
+            )?);
+        } else {
+            assert_eq!(
+                (status, answer["error"]["code"].as_str()),
+                (503, Some("key_unavailable")),
+                "{family}: request {n} for the deleted key: {answer}\n{}",
+                daemon.log_text()
+            );
+        }
         let data = format!("<SignedInfo n=\"{n}\"/>");
         let (status, answer) = sign("epuap", "RS256", data.as_bytes())?;
         assert_eq!(status, 200, "{family}: the intact key: {answer}");

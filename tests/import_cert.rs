@@ -197,7 +197,7 @@ fn the_same_certificate_again_changes_nothing() -> Result {
     std::fs::write(&cer, s.leaf.cert.to_der()?)?;
     let text = String::from_utf8(run_ok(&mut import_cert(&s, &cer))?.stdout)?;
     assert!(
-        text.starts_with("The token already holds this certificate; key proven."),
+        text.starts_with("The token already holds this certificate; nothing added. Key proven."),
         "{text}"
     );
     assert_eq!(s.token.objects()?, before);

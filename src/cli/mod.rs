@@ -798,16 +798,34 @@ fn run_import_cert(args: ImportCertArgs) -> Result<ExitCode> {
     };
     let token = target.open_logged_in(true)?;
     let outcome = import::certificate::import_cert(&token, &request)?;
-    print(&outcome, args.json, |o| {
-        let head = match &o.replaced {
-            Some(old) => format!(
-                "Certificate replaced and proven (old serial {}, valid until {}).",
-                old.serial, old.not_after
-            ),
-            None => "The token already holds this certificate; key proven.".to_string(),
-        };
-        format!("{head}\n{}", o.report.to_text())
-    })
+    print(&outcome, args.json, import_cert_text)
+}
+
+fn import_cert_text(o: &import::certificate::CertImported) -> String {
+    use import::certificate::{CertOutcome, ExtractableChange};
+    let mut head = match (o.outcome, &o.replaced) {
+        (CertOutcome::Replaced, Some(old)) => format!(
+            "Certificate replaced and proven (old serial {}, valid until {}).",
+            old.serial, old.not_after
+        ),
+        (CertOutcome::Replaced, None) => "Certificate replaced and proven.".to_string(),
+        (CertOutcome::Added, _) => {
+            "Certificate added beside the key (it had none) and proven.".to_string()
+        }
+        (CertOutcome::Unchanged, _) => {
+            "The token already holds this certificate; nothing added. Key proven.".to_string()
+        }
+    };
+    match &o.extractable {
+        ExtractableChange::AlreadyFalse => {}
+        ExtractableChange::Cleared => head.push_str(
+            "\nCKA_EXTRACTABLE was true on the key; set to false now (C_SetAttributeValue), and it reads back false.",
+        ),
+        ExtractableChange::Refused(why) => head.push_str(&format!(
+            "\nWARNING: the key stays CKA_EXTRACTABLE true: the token would not change it ({why}). `hsm-signer serve` warns about such a key at start and refuses it with refuse_extractable_keys = true; see docs/tpm.md."
+        )),
+    }
+    format!("{head}\n{}", o.report.to_text())
 }
 
 /// Lists the keys; exits 1 when one of them shows a problem (an unreadable entry, or a key

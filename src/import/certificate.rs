@@ -14,7 +14,7 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use openssl::x509::X509;
 
-use super::{ca_label, check_proof, random_suffix, Created, ImportError};
+use super::{ca_label, random_suffix, Created, ImportError};
 use crate::cert::{key_kind, load_cert_bytes, CertDer, CertError, CertInfo};
 use crate::proof::prove;
 use crate::report::KeyReport;
@@ -33,11 +33,41 @@ pub struct CertRequest {
     pub chain: Vec<PathBuf>,
 }
 
+/// What happened to the key's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertOutcome {
+    /// The key had no certificate; now it has this one.
+    Added,
+    /// Another certificate for the key was there; this one took its place.
+    Replaced,
+    /// The token already held exactly this certificate; nothing was added.
+    Unchanged,
+}
+
+/// What `import-cert` did about CKA_EXTRACTABLE on the key (true after `tpm2_ptool
+/// import`, for example).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum ExtractableChange {
+    /// The key was not extractable; nothing to do.
+    AlreadyFalse,
+    /// The key was extractable; C_SetAttributeValue set it false and it reads back false.
+    Cleared,
+    /// The key was extractable and still is: the token refused the change (the detail
+    /// says how).
+    Refused(String),
+}
+
 /// What `import-cert` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CertImported {
-    /// The certificate that was replaced; `None` when the token already held this one.
+    /// Added, replaced, or already there.
+    pub outcome: CertOutcome,
+    /// The certificate that was replaced, when one was.
     pub replaced: Option<CertInfo>,
+    /// What became of CKA_EXTRACTABLE on the key.
+    pub extractable: ExtractableChange,
     /// The key with its new certificate, proven; its `chain` lists the CA certificates
     /// added.
     #[serde(flatten)]
@@ -68,16 +98,21 @@ pub fn import_cert(token: &OpenToken, request: &CertRequest) -> Result<CertImpor
         (Some(der), false) => Some(describe(der)?),
         _ => None,
     };
+    let outcome = match (unchanged, &replaced) {
+        (true, _) => CertOutcome::Unchanged,
+        (false, Some(_)) => CertOutcome::Replaced,
+        (false, None) => CertOutcome::Added,
+    };
 
     let temp_label = format!("{}.importing-{}", request.label, random_suffix());
     let mut created = Created::default();
     let mut added = Vec::new();
     let staged = stage(
-        session,
+        token,
         (&new, &new_der),
         &key,
         &chain,
-        &temp_label,
+        (&temp_label, &request.label),
         unchanged,
         (&mut created, &mut added),
     );
@@ -87,10 +122,46 @@ pub fn import_cert(token: &OpenToken, request: &CertRequest) -> Result<CertImpor
     if !unchanged {
         swap(session, &request.label, created, &old)?;
     }
+    let extractable = clear_extractable(session, key.handle)?;
     let stored = StoredKey::find(session, &token.info.label, &request.label)?;
     let proof = prove(session, stored.handle, stored.kind, &stored.cert)?;
     let report = KeyReport::new(session, &token.info, &stored, Some(proof), &added)?;
-    Ok(CertImported { replaced, report })
+    Ok(CertImported {
+        outcome,
+        replaced,
+        extractable,
+        report,
+    })
+}
+
+/// Sets CKA_EXTRACTABLE false on a key that has it true (PKCS#11 allows that change, and
+/// only that one), and says what the token did. A key imported with `tpm2_ptool import`
+/// comes with it true.
+fn clear_extractable(
+    session: &Session,
+    key: ObjectHandle,
+) -> Result<ExtractableChange, ImportError> {
+    let extractable = |session: &Session| -> Result<bool, TokenError> {
+        Ok(session
+            .get_attributes(key, &[AttributeType::Extractable])
+            .map_err(TokenError::pkcs11("reading the key's CKA_EXTRACTABLE"))?
+            .into_iter()
+            .any(|a| matches!(a, Attribute::Extractable(true))))
+    };
+    if !extractable(session)? {
+        return Ok(ExtractableChange::AlreadyFalse);
+    }
+    if let Err(e) = session.update_attributes(key, &[Attribute::Extractable(false)]) {
+        let e = TokenError::pkcs11("setting CKA_EXTRACTABLE to false")(e);
+        return Ok(ExtractableChange::Refused(e.to_string()));
+    }
+    Ok(if extractable(session)? {
+        ExtractableChange::Refused(
+            "C_SetAttributeValue succeeded, but the key still reads CKA_EXTRACTABLE true".into(),
+        )
+    } else {
+        ExtractableChange::Cleared
+    })
 }
 
 fn find_key(token: &OpenToken, label: &str) -> Result<TokenKey, ImportError> {
@@ -134,14 +205,15 @@ fn describe(der: &[u8]) -> Result<CertInfo, ImportError> {
 /// token already holds it, the new certificate under `temp_label`; then proves the key
 /// against the new certificate.
 fn stage(
-    session: &Session,
+    token: &OpenToken,
     (new, new_der): (&X509, &CertDer),
     key: &TokenKey,
     chain: &[X509],
-    temp_label: &str,
+    (temp_label, label): (&str, &str),
     unchanged: bool,
     (created, added): (&mut Created, &mut Vec<X509>),
 ) -> Result<(), ImportError> {
+    let session = &token.session;
     let create = |what: &str, template: &[Attribute]| {
         session
             .create_object(template)
@@ -172,7 +244,18 @@ fn stage(
     created.own.push(create("certificate", &template)?);
     let public = new.public_key().map_err(CertError::from)?;
     let kind = key_kind(public.as_ref()).map_err(CertError::from)?;
-    check_proof(&prove(session, key.handle, kind, new)?)
+    let mut proof = prove(session, key.handle, kind, new)?;
+    // CKA_EXTRACTABLE is dealt with once the certificate is in place
+    // ([`clear_extractable`]); everything else must hold now.
+    proof.attributes.extractable = false;
+    match proof.failure() {
+        None => Ok(()),
+        Some(why) => Err(ImportError::CertProofFailed {
+            label: label.to_string(),
+            token: token.info.label.clone(),
+            why,
+        }),
+    }
 }
 
 /// The new certificate takes the label; then the old ones go. If the relabel fails, the

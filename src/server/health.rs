@@ -22,6 +22,7 @@ use crate::signer::{Status, TokenKey};
 use zeroize::Zeroizing;
 
 use super::policy::KeyRule;
+use super::protection::{Protection, Protections};
 
 /// The last self-test, shared.
 #[derive(Default)]
@@ -71,6 +72,10 @@ pub struct KeyHealth {
     pub not_after: Option<String>,
     /// The test signature's round trip, milliseconds.
     pub latency_ms: Option<f64>,
+    /// CKA_EXTRACTABLE and CKA_SENSITIVE as the token reports them; `null` until read.
+    /// A key with `extractable: true` or `sensitive: false` could leave the token, and
+    /// makes the status "warning".
+    pub protection: Option<Protection>,
 }
 
 impl KeyHealth {
@@ -132,7 +137,9 @@ async fn check(state: &AppState) -> Report {
             .is_some_and(|log| log.on_failure() == OnFailure::Refuse);
     let token_state = state.signer.status();
     let settings = state.settings();
+    let protections = protections(state, &token_state).await;
     let mut reasons = Vec::new();
+    let mut leaving = Vec::new();
     let mut keys = Vec::new();
     for rule in state.policy().all() {
         let key = state.signer.key(&rule.label);
@@ -146,7 +153,17 @@ async fn check(state: &AppState) -> Report {
             days_left: info.as_ref().map(|i| i.days_left),
             not_after: info.as_ref().map(|i| i.not_after.clone()),
             latency_ms: None,
+            protection: protections
+                .as_ref()
+                .and_then(|p| p.get(rule.label.as_ref()).copied()),
         };
+        if let Some(p) = health.protection.filter(|p| p.can_leave()) {
+            leaving.push(format!(
+                "key {:?}: {}: the key could leave the token",
+                rule.name,
+                p.problems()
+            ));
+        }
         if let Some(days) = health.days_left {
             state
                 .metrics
@@ -218,12 +235,13 @@ async fn check(state: &AppState) -> Report {
         .collect();
     let status = if failing {
         "unavailable"
-    } else if !expiring.is_empty() || audit != AuditState::Ok {
+    } else if !expiring.is_empty() || !leaving.is_empty() || audit != AuditState::Ok {
         "warning"
     } else {
         "ok"
     };
     reasons.extend(expiring);
+    reasons.extend(leaving);
     Report {
         status,
         reasons,
@@ -232,6 +250,42 @@ async fn check(state: &AppState) -> Report {
         audit,
         keys,
         checked_at: super::routes::now_rfc3339(),
+    }
+}
+
+/// The configured keys' protection: as read at start or reload, or read now for keys it
+/// could not be read for then (the token was down, the key not there yet) if the token
+/// is up now.
+async fn protections(state: &AppState, token_state: &Status) -> Option<Arc<Protections>> {
+    let labels: Vec<String> = state
+        .policy()
+        .all()
+        .iter()
+        .map(|r| r.label.to_string())
+        .collect();
+    let known = state.protections();
+    if let Some(found) = &known {
+        if labels.iter().all(|l| found.contains_key(l)) {
+            return known;
+        }
+    }
+    if *token_state != Status::Up {
+        return known;
+    }
+    let settings = state.settings();
+    let read = tokio::task::spawn_blocking(move || {
+        super::protection::inspect(&settings.module, &settings.selector, &labels)
+    });
+    match tokio::time::timeout(state.settings().request_timeout, read).await {
+        Ok(Ok(Ok(found))) => {
+            state.set_protections(found);
+            state.protections()
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::debug!(error = %e, "cannot read the keys' CKA_EXTRACTABLE yet");
+            known
+        }
+        _ => known,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod peer;
 pub mod policy;
+pub mod protection;
 pub mod routes;
 pub mod state;
 pub mod tls;
@@ -57,6 +58,9 @@ pub enum ServeError {
     /// The TLS listener.
     #[error("cannot start: {0}")]
     Tls(#[from] tls::TlsError),
+    /// A configured key could leave the token, and the configuration refuses that.
+    #[error("cannot start: {0}")]
+    ExtractableKeys(String),
 }
 
 fn wants(config: &Resolved) -> Vec<KeyWant> {
@@ -77,6 +81,35 @@ fn wants(config: &Resolved) -> Vec<KeyWant> {
             purpose: crate::config::Purpose::Sign,
         });
     keys.chain(checkpoint).collect()
+}
+
+/// Reads the protection of the configured keys ([`protection`]) and warns about each
+/// that could leave the token; an error when `refuse_extractable_keys` refuses one.
+/// `None` when the token cannot be read now (health reads it once it can).
+fn read_protections(config: &Resolved) -> Result<Option<protection::Protections>, ServeError> {
+    let labels: Vec<String> = config.config.keys.iter().map(|k| k.label.clone()).collect();
+    let found = match protection::inspect(&config.module, &config.selector, &labels) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read CKA_EXTRACTABLE of the keys now; health shows it once the token answers");
+            return Ok(None);
+        }
+    };
+    let leaving = protection::leaving(
+        config
+            .config
+            .keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.label.as_str())),
+        &found,
+    );
+    if !leaving.is_empty() && config.config.server.refuse_extractable_keys {
+        return Err(ServeError::ExtractableKeys(protection::refusal(&leaving)));
+    }
+    for key in &leaving {
+        tracing::warn!("{key}: the key could leave the token (verify refuses it); serving it because refuse_extractable_keys is false. See docs/tpm.md");
+    }
+    Ok(Some(found))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -107,6 +140,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         queue_depth: config.config.server.queue_depth,
         counters: metrics.token_calls.clone(),
     })?;
+    let protections = read_protections(&config)?;
     let (audit, audit_thread) = match &config.config.audit.file {
         Some(path) => {
             let (log, thread) = AuditLog::open(path, config.config.audit.on_failure)?;
@@ -132,6 +166,9 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         metrics,
         &config,
     ));
+    if let Some(found) = protections {
+        state.set_protections(found);
+    }
     runtime.block_on(run(config, state.clone(), signals, started))?;
     // The last checkpoint covers every request answered, before the token goes away.
     if let Some(checkpoints) = checkpoints {
@@ -287,6 +324,18 @@ async fn reload(running: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Sha
             return;
         }
     };
+    let read = {
+        let new = new.clone();
+        tokio::task::spawn_blocking(move || read_protections(&new))
+    };
+    match tokio::time::timeout(KEYS_WAIT, read).await {
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %e, "reload refused; the running configuration stays");
+            return;
+        }
+        Ok(Ok(Ok(Some(found)))) => state.set_protections(found),
+        _ => {}
+    }
     let ignored = config::needs_restart(running, &new);
     if !ignored.is_empty() {
         tracing::warn!(settings = ?ignored, "these changes need a restart and are not applied; applying the rest");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::health::HealthState;
 use super::metrics::Metrics;
 use super::policy::Policy;
+use super::protection::Protections;
 use crate::audit::AuditLog;
 use crate::config::Resolved;
 use crate::signer::Signer;
@@ -24,6 +25,12 @@ pub struct Settings {
     pub health_interval: Duration,
     /// Days-left threshold for "warning".
     pub warn_days: i64,
+    /// The module and token, to read key protection ([`super::protection`]).
+    pub module: std::path::PathBuf,
+    /// The token.
+    pub selector: crate::token::TokenSelector,
+    /// `[server] refuse_extractable_keys`.
+    pub refuse_extractable_keys: bool,
 }
 
 impl Settings {
@@ -35,6 +42,9 @@ impl Settings {
             read_timeout: config.read_timeout(),
             health_interval: Duration::from_secs(config.config.health.interval_seconds.max(1)),
             warn_days: config.config.health.warn_days,
+            module: config.module.clone(),
+            selector: config.selector.clone(),
+            refuse_extractable_keys: config.config.server.refuse_extractable_keys,
         }
     }
 }
@@ -51,6 +61,7 @@ pub struct AppState {
     pub health: HealthState,
     policy: RwLock<Arc<Policy>>,
     settings: RwLock<Arc<Settings>>,
+    protections: RwLock<Option<Arc<Protections>>>,
 }
 
 impl AppState {
@@ -68,7 +79,18 @@ impl AppState {
             health: HealthState::default(),
             policy: RwLock::new(Arc::new(Policy::from_config(config))),
             settings: RwLock::new(Arc::new(Settings::from_config(config))),
+            protections: RwLock::new(None),
         }
+    }
+
+    /// CKA_EXTRACTABLE and CKA_SENSITIVE of the configured keys, when read.
+    pub fn protections(&self) -> Option<Arc<Protections>> {
+        self.protections.read().expect("protections lock").clone()
+    }
+
+    /// Records what [`super::protection::inspect`] read.
+    pub fn set_protections(&self, found: Protections) {
+        *self.protections.write().expect("protections lock") = Some(Arc::new(found));
     }
 
     /// The rules in force.

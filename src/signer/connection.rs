@@ -211,9 +211,11 @@ impl Connection {
     }
 
     /// The token's own health, apart from any one key: the anchor session is alive, the
-    /// token answers C_GetTokenInfo, and it still shows objects. A token whose store went
-    /// away (a SoftHSM directory moved, a card pulled) fails it; a token where one key was
-    /// deleted or is broken passes.
+    /// token answers C_GetTokenInfo, the device itself answers C_GenerateRandom, and it
+    /// still shows objects. A token whose store went away (a SoftHSM directory moved, a
+    /// card pulled) or whose device is gone fails it; a token where one key was deleted or
+    /// is broken passes. The random bytes matter on a TPM: tpm2-pkcs11 answers the other
+    /// calls from its own database even when the TPM behind it is dead.
     pub fn probe(&self) -> Result<(), TokenError> {
         let anchor = self.anchor.lock().map_err(|_| TokenError::BadObject {
             label: String::new(),
@@ -227,6 +229,9 @@ impl Connection {
             .ctx()
             .get_token_info(self.slot)
             .map_err(TokenError::pkcs11("reading the token's information"))?;
+        anchor
+            .generate_random_vec(16)
+            .map_err(TokenError::pkcs11("asking the token for random bytes"))?;
         if find_objects(&anchor, None, None, None)?.is_empty() {
             return Err(TokenError::TokenEmpty {
                 token: self.token_label.clone(),

@@ -59,11 +59,14 @@ pub enum TokenError {
         /// The PIN flags read right after the failure.
         flags: PinFlags,
     },
-    /// The user PIN is locked.
-    #[error("the user PIN of token \"{token}\" is locked: nothing can log in until the security officer unlocks it with the SO PIN (`hsm-signer pin unlock`, or the token vendor's tool)")]
+    /// The user PIN is locked (CKR_PIN_LOCKED, or CKF_USER_PIN_LOCKED). On a TPM this is
+    /// the TPM's dictionary-attack lockout, which the SO PIN does not lift.
+    #[error("{}", pin_locked_text(.token, *.tpm_lockout))]
     PinLocked {
         /// The token label.
         token: String,
+        /// The token is a TPM (tpm2-pkcs11): the lock is its dictionary-attack lockout.
+        tpm_lockout: bool,
     },
     /// The token says the next wrong PIN locks it, and the caller did not accept the risk.
     #[error("token \"{token}\" reports that the next wrong PIN locks it (CKF_USER_PIN_FINAL_TRY); not logging in. If you are sure of the PIN, re-run with --pin-final-try")]
@@ -275,6 +278,20 @@ fn c_name(function: cryptoki::context::Function) -> String {
     format!("C_{function:?}")
 }
 
+/// The cure differs: a card's SO unblocks the user PIN; a TPM's lockout is cleared with
+/// the TPM's lockout authorisation (or ends by itself after the recovery time).
+fn pin_locked_text(token: &str, tpm_lockout: bool) -> String {
+    if tpm_lockout {
+        format!(
+            "token \"{token}\" is a TPM in dictionary-attack lockout (C_Login returned CKR_PIN_LOCKED): the TPM refuses every PIN until the lockout is cleared. It counts wrong PINs and also unclean restarts (power loss, a killed TPM or tpm2-abrmd); the SO PIN does not help. Check the PIN file first, then clear the lockout with the TPM's lockout authorisation: `tpm2_dictionarylockout --clear-lockout` (add `--auth file:FILE` if a lockout auth is set; `tpm2_getcap properties-variable` shows TPM2_PT_LOCKOUT_COUNTER and inLockout), or wait for the TPM's lockout recovery time"
+        )
+    } else {
+        format!(
+            "the user PIN of token \"{token}\" is locked: nothing can log in until the security officer unlocks it with the SO PIN (`hsm-signer pin unlock`, or the token vendor's tool)"
+        )
+    }
+}
+
 fn found_list(found: &[PathBuf]) -> String {
     if found.is_empty() {
         return "No PKCS#11 modules were found in the usual places; install the token vendor's module (for SoftHSM2: apt-get install softhsm2).".into();
@@ -303,6 +320,28 @@ fn tokens_list(seen: &[TokenSummary], hint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locked_tpm_names_the_dictionary_attack_lockout_and_its_cure() {
+        let tpm = TokenError::PinLocked {
+            token: "T".into(),
+            tpm_lockout: true,
+        }
+        .to_string();
+        assert!(tpm.contains("dictionary-attack lockout"), "{tpm}");
+        assert!(
+            tpm.contains("tpm2_dictionarylockout --clear-lockout"),
+            "{tpm}"
+        );
+        assert!(tpm.contains("CKR_PIN_LOCKED"), "{tpm}");
+        assert!(!tpm.contains("unlocks it (with the SO PIN"), "{tpm}");
+        let card = TokenError::PinLocked {
+            token: "T".into(),
+            tpm_lockout: false,
+        }
+        .to_string();
+        assert!(card.contains("SO PIN") && !card.contains("tpm2_"), "{card}");
+    }
 
     #[test]
     fn ckr_names_match_the_spec() {

@@ -4,6 +4,9 @@
 
 use std::path::Path;
 
+use cryptoki::context::Pkcs11;
+use cryptoki::slot::Slot;
+
 /// A PKCS#11 implementation hsm-signer knows the configuration of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModuleFamily {
@@ -44,6 +47,22 @@ impl ModuleFamily {
         }
     }
 
+    /// The family of a loaded module from C_GetInfo's manufacturer alone (where only the
+    /// context is at hand).
+    pub fn of(ctx: &Pkcs11) -> Self {
+        match ctx.get_library_info() {
+            Ok(info) => Self::detect(Path::new(""), Some(info.manufacturer_id())),
+            Err(_) => ModuleFamily::Other,
+        }
+    }
+
+    /// True for tpm2-pkcs11: takes no private key through PKCS#11, makes every key it
+    /// generates both sign and decrypt, and answers a TPM dictionary-attack lockout with
+    /// CKR_PIN_LOCKED.
+    pub fn is_tpm(self) -> bool {
+        self == ModuleFamily::Tpm2
+    }
+
     /// What to check when the module initialises but shows no token, or fails to
     /// initialise: the settings this implementation reads.
     pub fn setup_hint(self) -> &'static str {
@@ -55,6 +74,20 @@ impl ModuleFamily {
             ModuleFamily::Other => "is the card in the reader, the HSM reachable from this machine, and the token initialised with the vendor's tool?",
         }
     }
+}
+
+/// Whether any mechanism of the token has CKF_UNWRAP, so that some wrapped import could
+/// work at all. A token whose list or flags cannot be read counts as offering one: this
+/// answer is used only to say "no way in through PKCS#11", which must be sure.
+pub fn offers_any_unwrap(ctx: &Pkcs11, slot: Slot) -> bool {
+    let Ok(mechanisms) = ctx.get_mechanism_list(slot) else {
+        return true;
+    };
+    mechanisms.into_iter().any(|m| {
+        ctx.get_mechanism_info(slot, m)
+            .map(|info| info.unwrap())
+            .unwrap_or(true)
+    })
 }
 
 #[cfg(test)]
@@ -95,5 +128,6 @@ mod tests {
             .contains("TPM2_PKCS11_STORE"));
         assert!(ModuleFamily::Tpm2.setup_hint().contains("TPM2_PKCS11_TCTI"));
         assert!(!ModuleFamily::Other.setup_hint().contains("SOFTHSM2_CONF"));
+        assert!(at("/x.so", Some("tpm2-software.github.io         ")).is_tpm());
     }
 }

@@ -11,6 +11,7 @@ use openssl::nid::Nid;
 use openssl::pkey::{PKey, Public};
 
 use super::error::TokenError;
+use super::family::ModuleFamily;
 use crate::cert::{Curve, KeyKind};
 
 /// What the new key is for; decides CKA_SIGN and CKA_DERIVE.
@@ -55,8 +56,14 @@ pub fn pair_gen_mechanism(kind: KeyKind) -> MechanismType {
 ///
 /// The private key is on the token, private, sensitive and never extractable, set
 /// explicitly since SoftHSM defaults CKA_SENSITIVE to false.
+///
+/// On tpm2-pkcs11 the templates leave CKA_ENCRYPT and CKA_DECRYPT out: it creates every
+/// TPM key for signing and decryption alike and refuses a template that asks otherwise
+/// ("User specified and TPM specified attr mismatch", CKR_GENERAL_ERROR, tpm2-pkcs11
+/// 1.9). [`clear_decrypt`] then tries to switch decryption off.
 pub fn generate_key_pair(
     session: &Session,
+    family: ModuleFamily,
     kind: KeyKind,
     key_use: KeyUse,
     label: &str,
@@ -65,22 +72,24 @@ pub fn generate_key_pair(
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Verify(true),
-        Attribute::Encrypt(false),
         Attribute::Wrap(false),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    let private = vec![
+    let mut private = vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Modifiable(true),
         Attribute::Sign(true),
-        Attribute::Decrypt(false),
         Attribute::Unwrap(false),
         Attribute::Derive(key_use == KeyUse::Agree),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
+    if !family.is_tpm() {
+        public.push(Attribute::Encrypt(false));
+        private.push(Attribute::Decrypt(false));
+    }
     let mechanism = match kind {
         KeyKind::Rsa { bits } => {
             public.extend([
@@ -205,4 +214,23 @@ pub fn disable_signing(session: &Session, key: ObjectHandle) -> Result<bool, Tok
         .into_iter()
         .any(|a| matches!(a, Attribute::Sign(true)));
     Ok(!sign)
+}
+
+/// Clears CKA_DECRYPT on a new key where the token made it true (tpm2-pkcs11). Returns
+/// whether the key can still decrypt, as the token reports it afterwards.
+pub fn clear_decrypt(session: &Session, key: ObjectHandle) -> Result<bool, TokenError> {
+    let decrypts = |session: &Session| -> Result<bool, TokenError> {
+        Ok(session
+            .get_attributes(key, &[AttributeType::Decrypt])
+            .map_err(TokenError::pkcs11("reading CKA_DECRYPT of the new key"))?
+            .into_iter()
+            .any(|a| matches!(a, Attribute::Decrypt(true))))
+    };
+    if !decrypts(session)? {
+        return Ok(false);
+    }
+    if let Err(e) = session.update_attributes(key, &[Attribute::Decrypt(false)]) {
+        tracing::info!(error = %e, "the token keeps CKA_DECRYPT true on the new key");
+    }
+    decrypts(session)
 }

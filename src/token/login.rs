@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use super::error::TokenError;
+use super::family::ModuleFamily;
 
 /// The user-PIN flags a token reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -76,6 +77,7 @@ fn guard(ctx: &Pkcs11, slot: Slot, token: &str, allow_final_try: bool) -> Result
     if before.locked {
         return Err(TokenError::PinLocked {
             token: token.into(),
+            tpm_lockout: ModuleFamily::of(ctx).is_tpm(),
         });
     }
     if before.final_try && !allow_final_try {
@@ -93,8 +95,11 @@ fn pin_error(ctx: &Pkcs11, slot: Slot, token: &str, e: CkError, doing: &str) -> 
             token: token.into(),
             flags: PinFlags::read(ctx, slot).unwrap_or_default(),
         },
+        // tpm2-pkcs11 reports the TPM's dictionary-attack lockout this way (its token
+        // flags never show CKF_USER_PIN_LOCKED).
         CkError::Pkcs11(RvError::PinLocked, _) => TokenError::PinLocked {
             token: token.into(),
+            tpm_lockout: ModuleFamily::of(ctx).is_tpm(),
         },
         CkError::Pkcs11(RvError::PinLenRange, _) => TokenError::PinLength {
             token: token.into(),

@@ -23,9 +23,9 @@ mod uri;
 
 pub use derive::{check_derive_mechanism, ecdh_derive, P256_SECRET_LEN};
 pub use error::{ckr_name, describe, TokenError};
-pub use family::ModuleFamily;
+pub use family::{offers_any_unwrap, ModuleFamily};
 pub use generate::{
-    curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
+    clear_decrypt, curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
     read_public_key, KeyUse,
 };
 pub use login::{change_pin, login, PinFlags};

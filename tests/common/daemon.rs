@@ -116,11 +116,18 @@ impl Daemon {
         config: PathBuf,
         env: &[(&str, &str)],
     ) -> Result<Self> {
-        let log = token.path("serve.log");
-        let socket = token.path("hsm-signer.sock");
-        let child = token
-            .hsm_signer()
-            .envs(env.iter().copied())
+        let mut cmd = token.hsm_signer();
+        cmd.envs(env.iter().copied());
+        Self::start_command(cmd, token.dir.path(), config)
+    }
+
+    /// Starts `hsm-signer` (`cmd`, with its environment set) as `-v serve --config
+    /// CONFIG`; its socket, audit log and log are `hsm-signer.sock`, `audit.jsonl` and
+    /// `serve.log` in `dir`. For tokens of any family.
+    pub fn start_command(mut cmd: Command, dir: &std::path::Path, config: PathBuf) -> Result<Self> {
+        let log = dir.join("serve.log");
+        let socket = dir.join("hsm-signer.sock");
+        let child = cmd
             .args(["-v", "serve", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
@@ -130,7 +137,7 @@ impl Daemon {
             child: Some(child),
             socket,
             config,
-            audit: token.path("audit.jsonl"),
+            audit: dir.join("audit.jsonl"),
             log,
         };
         daemon.wait_ready(Duration::from_secs(10))?;

@@ -7,9 +7,7 @@
 //!
 //! A family whose pieces are missing (module not built, packages not installed) is
 //! skipped with the reason printed, but only outside CI: under `CI` (set by .ci/run) a
-//! missing family fails the test, so a broken CI machine cannot pass by skipping. The TPM
-//! family is switched on by `HSM_SIGNER_TEST_TPM=1` until its backend is wired; off, its
-//! tests are skipped with that reason everywhere.
+//! missing family fails the test, so a broken CI machine cannot pass by skipping.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -55,7 +53,7 @@ impl Family {
     }
 
     /// Why this family cannot run here, or None when it can. A family switched off on
-    /// purpose (TPM without HSM_SIGNER_TEST_TPM=1) says so in [`Self::switched_off`].
+    /// purpose says so in [`Self::switched_off`].
     pub fn missing(self) -> Option<String> {
         match self {
             Family::SoftHsm => (!std::path::Path::new(super::MODULE).is_file())
@@ -68,14 +66,13 @@ impl Family {
                 )),
                 None => Some("HSM_SIGNER_TEST_KRYOPTIC is not set and target/kryoptic-module has no build: run scripts/build-kryoptic".into()),
             },
-            Family::Tpm => None,
+            Family::Tpm => super::tpm::missing(),
         }
     }
 
-    /// Why this family is off on purpose, or None.
+    /// Why this family is off on purpose, or None. None is: every family runs.
     pub fn switched_off(self) -> Option<String> {
-        (self == Family::Tpm && std::env::var("HSM_SIGNER_TEST_TPM").as_deref() != Ok("1"))
-            .then(|| "the TPM family is off until its backend is wired: set HSM_SIGNER_TEST_TPM=1 to run it".into())
+        None
     }
 }
 
