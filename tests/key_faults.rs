@@ -154,6 +154,18 @@ fn the_first_request_after_a_quick_reconnect_is_signed_not_refused() -> Result {
     // pooled sessions all belong to the lost connection.
     server.kill()?;
     let _server = P11KitServer::start(&hsm, &p11_socket)?;
+    // Back means serving: pkcs11-tool (OpenSC) sees the token through the client module.
+    wait_until(
+        Duration::from_secs(10),
+        "the p11-kit server to serve the token",
+        || {
+            let out = std::process::Command::new("pkcs11-tool")
+                .env("P11_KIT_SERVER_ADDRESS", &address)
+                .args(["--module", CLIENT_MODULE, "--list-token-slots"])
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).contains(&hsm.label))
+        },
+    )?;
 
     let started = Instant::now();
     let (status, answer) = sign(&daemon, "epuap", "RS256", "<after/>")?;

@@ -264,11 +264,12 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 
 /// The bound on a caller's latency while the daemon is under attack, given its p50
 /// beforehand. The host is a shared 2-core machine and other tests run in parallel, so a
-/// tight multiple of a ~3 ms p50 would flake on scheduling noise alone; 200 ms is still
-/// far below what an attack that worked would cause (a caller stuck behind 1,000 idle
-/// connections or a held lock waits for the read timeout, 1 s, or for ever).
+/// tight multiple of a ~3 ms p50 would flake on scheduling noise alone (a run with four
+/// builds beside it saw a p99 of 249 ms); 600 ms is still well below what an attack that
+/// worked would cause (a caller stuck behind 1,000 idle connections or a held lock waits
+/// for the read timeout, 1 s, or for ever).
 fn latency_bound(p50_before: Duration) -> Duration {
-    (p50_before * 10).max(Duration::from_millis(200))
+    (p50_before * 10).max(Duration::from_millis(600))
 }
 
 /// Raises this process's open-file limit to at least `want` (up to the hard limit); the
