@@ -551,3 +551,45 @@ fn unclean_tpm_restarts_under_the_daemon_end_in_the_lockout_which_health_names()
     assert!(daemon.stop()?.success());
     Ok(())
 }
+
+#[test]
+fn a_daemon_started_before_its_tpm_serves_as_soon_as_the_tpm_is_up() -> Result {
+    let Some(mut token) = TpmToken::new()? else {
+        return Ok(());
+    };
+    let cert = generate(&token, "gsko-epuap", "rsa-2048")?;
+    // At boot, before the TPM's broker is up: the daemon must not exit (systemd would
+    // give up on it within a second), but answer 503 with the reason and connect later.
+    token.rig()?.stop()?;
+    let daemon = start_daemon(&token, &[("epuap", "gsko-epuap", "RS256")], "")?;
+    let (status, health) = daemon.json("GET", "/v1/health", None)?;
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["token_state"]["state"], "down", "{health}");
+    let (status, answer) = sign(&daemon, "epuap", "RS256", b"too early")?;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&answer));
+
+    token.rig()?.start()?;
+    let up = Instant::now();
+    let data = b"once the TPM is up";
+    let mut signature = Vec::new();
+    wait_until(
+        Duration::from_secs(30),
+        "signing once the TPM is up",
+        || {
+            let (status, answer) = sign(&daemon, "epuap", "RS256", data)?;
+            signature = answer;
+            Ok(status == 200)
+        },
+    )
+    .map_err(|e| format!("{e}; daemon log:\n{}", daemon.log_text()))?;
+    eprintln!("signing {:?} after the TPM came up", up.elapsed());
+    assert!(openssl_verify(
+        token.dir.path(),
+        &cert,
+        data,
+        &signature,
+        &["-sha256"]
+    )?);
+    assert!(daemon.stop()?.success());
+    Ok(())
+}
