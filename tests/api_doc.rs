@@ -135,8 +135,8 @@ fn api_md_verification_steps_run_against_a_daemon() -> Result {
             .map(String::as_str)
             .filter(|l| !l.is_empty())
             .collect();
-        let matches = want.len() == actual.len()
-            && want.iter().zip(&actual).all(|(w, a)| line_matches(w, a));
+        let matches =
+            want.len() == actual.len() && want.iter().zip(&actual).all(|(w, a)| line_matches(w, a));
         if status != 0 || !matches {
             problems.push(format!(
                 "{DOC}:{}: `{}` exited {status} and printed:\n{printed}\n--- but the doc shows:\n{}",

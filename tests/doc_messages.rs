@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{
-    parse_http, provision, raw_http, raw_post, serve_once, Daemon, KeySetup,
-};
+use common::daemon::{parse_http, provision, raw_http, raw_post, serve_once, Daemon, KeySetup};
 use common::fixtures::{secret_file, write_p12, write_pem, Ca, KeySpec};
 use common::p11kit::{P11KitServer, CLIENT_MODULE};
 use common::{run_ok, Result, TestToken, MODULE};
@@ -32,7 +30,10 @@ const SOURCE_ONLY: &[(&str, &str)] = &[
     ("CKF_USER_PIN_FINAL_TRY", "src/token/error.rs"),
     ("\"pin_refused\"", "src/server/error.rs"),
     ("\"shutting_down\"", "src/server/error.rs"),
-    ("this key is not loaded from the token", "src/server/error.rs"),
+    (
+        "this key is not loaded from the token",
+        "src/server/error.rs",
+    ),
 ];
 
 fn repo() -> PathBuf {
@@ -317,7 +318,11 @@ fn serve_faults() -> Result<Vec<String>> {
         ),
     )?;
     // No key with that label on the token.
-    once(&empty, "nokey.toml", Daemon::config_text(&empty, &[EPUAP], ""))?;
+    once(
+        &empty,
+        "nokey.toml",
+        Daemon::config_text(&empty, &[EPUAP], ""),
+    )?;
     // No such module.
     once(
         &token,
@@ -388,7 +393,12 @@ fn import_faults() -> Result<Vec<String>> {
     let mut push = |text: String| outputs.push(as_gsko(&text, &[&token]));
 
     let wrong = secret_file(dir, "wrong", "haslo")?;
-    push(stderr_of(&mut import_with(&p12, &token.pin_file, &wrong, &[]))?);
+    push(stderr_of(&mut import_with(
+        &p12,
+        &token.pin_file,
+        &wrong,
+        &[],
+    ))?);
     let truncated = token.path("truncated.p12");
     std::fs::write(&truncated, &std::fs::read(&p12)?[..500])?;
     push(stderr_of(&mut import(&truncated, &[]))?);
@@ -396,7 +406,14 @@ fn import_faults() -> Result<Vec<String>> {
     let nokey = token.path("nokey.p12");
     run_ok(
         Command::new("openssl")
-            .args(["pkcs12", "-export", "-nokeys", "-passout", "pass:hasło", "-in"])
+            .args([
+                "pkcs12",
+                "-export",
+                "-nokeys",
+                "-passout",
+                "pass:hasło",
+                "-in",
+            ])
             .arg(&pem.cert)
             .arg("-out")
             .arg(&nokey),
@@ -558,7 +575,10 @@ fn until_code(code: &str, mut f: impl FnMut() -> Result<Vec<Answer>>) -> Result<
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut got: Vec<String> = seen.iter().map(|a| format!("{} {}", a.status, a.body)).collect();
+    let mut got: Vec<String> = seen
+        .iter()
+        .map(|a| format!("{} {}", a.status, a.body))
+        .collect();
     got.dedup();
     Err(format!("no {code} in 50 tries: {got:?}").into())
 }
@@ -607,7 +627,8 @@ fn api_answers() -> Result<(Vec<Answer>, Vec<String>)> {
     let daemon = Daemon::start(&token, &keys, "allowed_uids = [0, 33]")?;
     daemon.open_socket_to_everyone()?;
     let socket = daemon.socket.clone();
-    let sign = |key: &str, body: &str| request(&socket, "POST", &format!("/v1/keys/{key}/sign"), body);
+    let sign =
+        |key: &str, body: &str| request(&socket, "POST", &format!("/v1/keys/{key}/sign"), body);
     for body in [
         r#"{"algorithm":"RS256"}"#,
         r#"{"algorithm":"RS256","data":"!!!"}"#,
@@ -626,7 +647,13 @@ fn api_answers() -> Result<(Vec<Answer>, Vec<String>)> {
     answers.push(sign("old", DATA)?);
     answers.push(request(&socket, "GET", "/v2/whatever", "")?);
     answers.push(request(&socket, "GET", "/v1/keys/epuap/sign", "")?);
-    answers.push(sign("epuap", &format!(r#"{{"algorithm":"RS256","data":"{}"}}"#, "A".repeat(2_000_000)))?);
+    answers.push(sign(
+        "epuap",
+        &format!(
+            r#"{{"algorithm":"RS256","data":"{}"}}"#,
+            "A".repeat(2_000_000)
+        ),
+    )?);
     answers.push(answer(&raw_http(
         &socket,
         b"POST /v1/keys/epuap/sign HTTP/1.1\r\nHost: hsm-signer\r\nContent-Length: 100\r\n\r\n{\"algorithm\"",
@@ -645,7 +672,9 @@ fn api_answers() -> Result<(Vec<Answer>, Vec<String>)> {
             .pkcs11_tool()
             .args(["--delete-object", "--type", "privkey", "--label", "spare"]),
     )?;
-    answers.extend(until_code("key_unavailable", || Ok(vec![sign("spare", DATA)?]))?);
+    answers.extend(until_code("key_unavailable", || {
+        Ok(vec![sign("spare", DATA)?])
+    })?);
     logs.push(daemon.log_text());
     daemon.stop()?;
 
@@ -653,11 +682,15 @@ fn api_answers() -> Result<(Vec<Answer>, Vec<String>)> {
     let busy = Daemon::config_text(&token, &[EPUAP], "queue_depth = 1")
         .replace("sessions = 2", "sessions = 1");
     let daemon = Daemon::start_with(&token, write_config(&token, "busy.toml", &busy)?)?;
-    answers.extend(until_code("overloaded", || at_once(&daemon.socket, 60, DATA))?);
+    answers.extend(until_code("overloaded", || {
+        at_once(&daemon.socket, 60, DATA)
+    })?);
     daemon.stop()?;
     let slow = busy.replace("queue_depth = 1", "queue_depth = 1\nrequest_timeout_ms = 1");
     let daemon = Daemon::start_with(&token, write_config(&token, "slow.toml", &slow)?)?;
-    answers.extend(until_code("token_timeout", || at_once(&daemon.socket, 60, DATA))?);
+    answers.extend(until_code("token_timeout", || {
+        at_once(&daemon.socket, 60, DATA)
+    })?);
     daemon.stop()?;
 
     // The token's link cut: p11-kit server killed.
@@ -665,17 +698,30 @@ fn api_answers() -> Result<(Vec<Answer>, Vec<String>)> {
     let server = P11KitServer::start(&token, &p11_socket)?;
     let address = format!("unix:path={}", p11_socket.display());
     let remote = Daemon::config_text(&token, &[EPUAP], "")
-        .replace(&format!("module = \"{MODULE}\""), &format!("module = \"{CLIENT_MODULE}\""))
+        .replace(
+            &format!("module = \"{MODULE}\""),
+            &format!("module = \"{CLIENT_MODULE}\""),
+        )
         .replace("interval_seconds = 1", "interval_seconds = 3600");
     let daemon = Daemon::start_with_env(
         &token,
         write_config(&token, "remote.toml", &remote)?,
         &[("P11_KIT_SERVER_ADDRESS", &address)],
     )?;
-    answers.push(request(&daemon.socket, "POST", "/v1/keys/epuap/sign", DATA)?);
+    answers.push(request(
+        &daemon.socket,
+        "POST",
+        "/v1/keys/epuap/sign",
+        DATA,
+    )?);
     server.kill()?;
     answers.extend(until_code("token_unavailable", || {
-        Ok(vec![request(&daemon.socket, "POST", "/v1/keys/epuap/sign", DATA)?])
+        Ok(vec![request(
+            &daemon.socket,
+            "POST",
+            "/v1/keys/epuap/sign",
+            DATA,
+        )?])
     })?);
     logs.push(daemon.log_text());
     daemon.stop()?;
@@ -740,7 +786,10 @@ fn api_error_table_and_operations_5_1_quote_what_the_daemon_answers_and_logs() -
     // The bodies api.md gives in prose after the table.
     let text = std::fs::read_to_string(repo().join("docs/api.md"))?;
     for (n, l) in text.lines().enumerate() {
-        if let Some(body) = l.strip_prefix('`').and_then(|l| l.trim_end_matches([',', '.']).strip_suffix('`')) {
+        if let Some(body) = l
+            .strip_prefix('`')
+            .and_then(|l| l.trim_end_matches([',', '.']).strip_suffix('`'))
+        {
             if body.starts_with("{\"error\"") {
                 let ok = match source_only(body) {
                     Some(file) => {
@@ -754,7 +803,10 @@ fn api_error_table_and_operations_5_1_quote_what_the_daemon_answers_and_logs() -
                     None => answers.iter().any(|a| matches(body, &a.body, true)),
                 };
                 if !ok {
-                    problems.push(format!("docs/api.md:{}: `{body}` is not an answer the daemon gives", n + 1));
+                    problems.push(format!(
+                        "docs/api.md:{}: `{body}` is not an answer the daemon gives",
+                        n + 1
+                    ));
                 }
             }
         }
@@ -799,16 +851,26 @@ fn api_error_table_and_operations_5_1_quote_what_the_daemon_answers_and_logs() -
             }
         }
     }
-    assert!(journal.len() >= 6, "too few journal lines found in 5.1: {journal:?}");
+    assert!(
+        journal.len() >= 6,
+        "too few journal lines found in 5.1: {journal:?}"
+    );
     let logs: Vec<String> = logs.iter().map(|l| as_gsko(l, &[])).collect();
     problems.extend(unmatched(&journal, &logs)?);
     let mut shown: Vec<String> = answers
         .iter()
         .filter(|a| a.status != 200)
         .map(|a| {
-            let headers: Vec<&String> =
-                a.headers.iter().filter(|h| !h.starts_with("date:")).collect();
-            format!("{} {headers:?} {}", a.status, a.body.chars().take(300).collect::<String>())
+            let headers: Vec<&String> = a
+                .headers
+                .iter()
+                .filter(|h| !h.starts_with("date:"))
+                .collect();
+            format!(
+                "{} {headers:?} {}",
+                a.status,
+                a.body.chars().take(300).collect::<String>()
+            )
         })
         .collect();
     shown.sort();
@@ -820,11 +882,31 @@ fn api_error_table_and_operations_5_1_quote_what_the_daemon_answers_and_logs() -
 
 #[test]
 fn quotes_match_only_what_they_say() {
-    assert!(matches("... is in use by a running process (another hsm-signer?)", "error: /run/x.sock is in use by a running process (another hsm-signer?); stop it", false));
-    assert!(!matches("... is in use by a running daemon", "error: /run/x.sock is in use by a running process", false));
-    assert!(matches("configuration ... is not valid: ... line N", "configuration /etc/c.toml is not valid: unknown field at line 12, column 1", false));
-    assert!(matches("refused N more from uid 1001", "refused 3 more from uid 1001", false));
-    assert!(!matches("refused N more from uid 1001", "refused 3 more from uid 1002", false));
+    assert!(matches(
+        "... is in use by a running process (another hsm-signer?)",
+        "error: /run/x.sock is in use by a running process (another hsm-signer?); stop it",
+        false
+    ));
+    assert!(!matches(
+        "... is in use by a running daemon",
+        "error: /run/x.sock is in use by a running process",
+        false
+    ));
+    assert!(matches(
+        "configuration ... is not valid: ... line N",
+        "configuration /etc/c.toml is not valid: unknown field at line 12, column 1",
+        false
+    ));
+    assert!(matches(
+        "refused N more from uid 1001",
+        "refused 3 more from uid 1001",
+        false
+    ));
+    assert!(!matches(
+        "refused N more from uid 1001",
+        "refused 3 more from uid 1002",
+        false
+    ));
     assert!(matches(r#"{"a":1}"#, r#"{"a":1}"#, true));
     assert!(!matches(r#"{"a":1}"#, r#"{"a":1} "#, true));
     assert!(!matches(r#"{"a":1}"#, r#" {"a":1}"#, true));
