@@ -121,9 +121,12 @@ fn cells(row: &str) -> Vec<String> {
     out
 }
 
+/// A table's header cells, and its rows with their line numbers.
+type Table = (Vec<String>, Vec<(usize, Vec<String>)>);
+
 /// The first table under the heading that starts with `heading` (`### 5.2`), as its
 /// header cells and its rows with their line numbers.
-fn table(doc: &str, heading: &str) -> Result<(Vec<String>, Vec<(usize, Vec<String>)>)> {
+fn table(doc: &str, heading: &str) -> Result<Table> {
     let text = std::fs::read_to_string(repo().join(doc))?;
     let lines: Vec<&str> = text.lines().collect();
     let start = lines
@@ -728,8 +731,11 @@ fn api_answers() -> Result<(Vec<Answer>, Vec<String>)> {
     Ok((answers, logs))
 }
 
+/// A row of api.md's table: line, status, headers, body.
+type ApiRow = (usize, u16, Vec<String>, String);
+
 /// api.md's table: request, status (with headers in backticks), body.
-fn api_rows() -> Result<Vec<(usize, u16, Vec<String>, String)>> {
+fn api_rows() -> Result<Vec<ApiRow>> {
     let mut out = Vec::new();
     // The request -> status -> body table under "## Errors".
     let text = std::fs::read_to_string(repo().join("docs/api.md"))?;
