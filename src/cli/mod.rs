@@ -6,7 +6,7 @@ mod generate;
 mod pin;
 mod token_args;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -579,8 +579,13 @@ fn check(
             lines: vec![format!("UNKNOWN - {}", format!("{e:#}").replace('\n', " "))],
         },
     };
+    // A monitoring wrapper may read only the first line (`| head -1`): a closed pipe must
+    // not turn the state into a panic's exit 101, so write errors are ignored here.
+    let mut out = std::io::stdout().lock();
     for line in &outcome.lines {
-        println!("{line}");
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
     }
     Ok(ExitCode::from(outcome.state as u8))
 }
