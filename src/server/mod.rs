@@ -127,7 +127,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
         _ => None,
     };
     let state = Arc::new(AppState::new(
-        signer.clone(),
+        Arc::new(signer.clone()),
         audit.clone(),
         metrics,
         &config,
