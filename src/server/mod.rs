@@ -10,6 +10,8 @@ pub mod conn;
 mod conn_io;
 mod decrypt_route;
 pub mod error;
+#[doc(hidden)]
+pub mod floor;
 pub mod fold;
 pub mod health;
 pub mod listener;
