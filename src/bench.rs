@@ -312,9 +312,12 @@ pub async fn daemon(
                     .body(Full::new(body.clone()))
                     .expect("a valid request");
                 let answer = match sender.send_request(request).await {
-                    Ok(response) if response.status() == 200 => {
-                        response.into_body().collect().await.ok().map(|b| b.to_bytes())
-                    }
+                    Ok(response) if response.status() == 200 => response
+                        .into_body()
+                        .collect()
+                        .await
+                        .ok()
+                        .map(|b| b.to_bytes()),
                     Ok(_) | Err(_) => None,
                 };
                 if let Some(answer) = answer {
@@ -442,7 +445,9 @@ fn answer_checks(
             };
             // Digest runs sign the digest of the same input, so one check serves both.
             cert.public_key()
-                .and_then(|key| crate::algorithm::verify_digest(&key, algorithm, digest, &signature))
+                .and_then(|key| {
+                    crate::algorithm::verify_digest(&key, algorithm, digest, &signature)
+                })
                 .unwrap_or(false)
         }
         Endpoint::Wss => json["envelope"]

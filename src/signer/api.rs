@@ -69,8 +69,12 @@ pub trait KeySigner: Send + Sync {
 
     /// Signs `digest` now, on the calling thread: inside a job of
     /// [`KeySigner::run_job`], or on a thread of its own.
-    fn sign_now(&self, label: &str, algorithm: Algorithm, digest: &[u8])
-        -> Result<Signed, SignError>;
+    fn sign_now(
+        &self,
+        label: &str,
+        algorithm: Algorithm,
+        digest: &[u8],
+    ) -> Result<Signed, SignError>;
 
     /// Z = ECDH(key labelled `label`, `point`) now, on the calling thread (as
     /// [`KeySigner::sign_now`]). `point` must already be checked to lie on P-256.
@@ -104,7 +108,8 @@ impl dyn KeySigner {
         )
         .await?;
         let value = out.lock().unwrap_or_else(|p| p.into_inner()).take();
-        value.ok_or_else(|| SignError::Unavailable("the signing job ended without an answer".into()))
+        value
+            .ok_or_else(|| SignError::Unavailable("the signing job ended without an answer".into()))
     }
 
     /// Signs `digest` with the key labelled `label`, waiting at most `timeout`.

@@ -240,7 +240,16 @@ impl Signer {
 
 impl KeySigner for Signer {
     fn key(&self, label: &str) -> Option<Arc<KeyInfo>> {
-        Some(self.shared.conn.read().ok()?.as_ref()?.key(label)?.info.clone())
+        Some(
+            self.shared
+                .conn
+                .read()
+                .ok()?
+                .as_ref()?
+                .key(label)?
+                .info
+                .clone(),
+        )
     }
 
     fn key_for_signing(&self, label: &str) -> Result<Arc<KeyInfo>, SignError> {
@@ -305,8 +314,7 @@ impl KeySigner for Signer {
                 return Err(SignError::Overloaded);
             }
             let started = tokio::time::Instant::now();
-            let permit =
-                tokio::time::timeout(timeout, self.sessions.clone().acquire_owned()).await;
+            let permit = tokio::time::timeout(timeout, self.sessions.clone().acquire_owned()).await;
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             let permit = match permit {
                 Ok(Ok(permit)) => permit,

@@ -148,7 +148,10 @@ impl KeySigner for NullSigner {
     }
 
     fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn token_label(&self) -> Option<String> {
