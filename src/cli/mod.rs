@@ -228,6 +228,9 @@ pub enum BenchTarget {
         /// The audit log to write (every request is recorded, as by the daemon).
         #[arg(long)]
         audit: PathBuf,
+        /// Run each job on tokio's blocking pool, as the daemon runs its token calls.
+        #[arg(long)]
+        hand_off: bool,
     },
 }
 
@@ -592,8 +595,12 @@ fn check(
 
 fn bench(target: BenchTarget) -> Result<ExitCode> {
     let result = match target {
-        BenchTarget::Floor { socket, audit } => {
-            crate::server::floor::run(&socket, &audit)?;
+        BenchTarget::Floor {
+            socket,
+            audit,
+            hand_off,
+        } => {
+            crate::server::floor::run(&socket, &audit, hand_off)?;
             return Ok(ExitCode::SUCCESS);
         }
         BenchTarget::Token {

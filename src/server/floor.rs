@@ -26,13 +26,18 @@ label = "bench-ec"
 algorithms = ["ES256"]
 "#;
 
-/// Serves the floor on `socket`, recording to `audit`, until SIGTERM or SIGINT.
-pub fn run(socket: &Path, audit: &Path) -> Result<(), ServeError> {
+/// Serves the floor on `socket`, recording to `audit`, until SIGTERM or SIGINT. With
+/// `hand_off`, each job runs on tokio's blocking pool as the daemon runs its token calls
+/// (the floor plus the hand-off, still with no token).
+pub fn run(socket: &Path, audit: &Path, hand_off: bool) -> Result<(), ServeError> {
     let dir = audit
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let config_path = dir.join("floor-config.toml");
+    let config_path = dir.join(format!(
+        "floor-config-{}.toml",
+        socket.file_stem().and_then(|s| s.to_str()).unwrap_or("floor")
+    ));
     let text = format!(
         "[token]\nmodule = \"/nonexistent/null-signer.so\"\ntoken = \"null\"\npin_file = \"/nonexistent/pin\"\n[server]\nsocket = {socket:?}\nsocket_mode = \"0600\"\nqueue_depth = 1024\n[audit]\nfile = {audit:?}\n{KEYS}",
         socket = socket.display().to_string(),
@@ -45,11 +50,12 @@ pub fn run(socket: &Path, audit: &Path) -> Result<(), ServeError> {
         .with_rsa("bench-rsa")
         .and_then(|s| s.with_ec("bench-ec"))
         .map_err(|e| ServeError::Setup(format!("making the null signer's keys: {e}")))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("http")
-        .build()
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let signer = if hand_off {
+        signer.handing_off()
+    } else {
+        signer
+    };
+    let runtime = super::http_runtime().map_err(|e| ServeError::Setup(e.to_string()))?;
     let (log, sync_thread) = AuditLog::open(audit, OnFailure::Refuse)?;
     let signer = Arc::new(signer);
     let state = Arc::new(AppState::new(

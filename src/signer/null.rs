@@ -7,7 +7,9 @@
 //! the signature: the benchmark sends the same input again and again, so after the first
 //! request no signature is computed and what is left is the daemon's own cost (HTTP,
 //! JSON, XML, hashing, the audit record), which is the point of the floor. Jobs run
-//! inline on the caller's thread: there is no token call that could hang.
+//! inline on the caller's thread (there is no token call that could hang), or, with
+//! [`NullSigner::handing_off`], on tokio's blocking pool as the token-backed signer runs
+//! them, so that the benchmark can show what the hand-off alone costs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,7 +38,14 @@ struct NullKey {
 }
 
 /// Signs in software with keys of its own and answers as the token-backed signer does.
+/// Clones share the keys and the state.
+#[derive(Clone)]
 pub struct NullSigner {
+    inner: Arc<Inner>,
+    hand_off: bool,
+}
+
+struct Inner {
     keys: HashMap<String, NullKey>,
     status: Mutex<Status>,
     computed: std::sync::atomic::AtomicU64,
@@ -49,10 +58,20 @@ impl NullSigner {
     /// No keys, status up.
     pub fn new() -> Self {
         Self {
-            keys: HashMap::new(),
-            status: Mutex::new(Status::Up),
-            computed: Default::default(),
+            inner: Arc::new(Inner {
+                keys: HashMap::new(),
+                status: Mutex::new(Status::Up),
+                computed: Default::default(),
+            }),
+            hand_off: false,
         }
+    }
+
+    /// Runs jobs on tokio's blocking pool within their deadline, as the token-backed
+    /// signer does, instead of inline.
+    pub fn handing_off(mut self) -> Self {
+        self.hand_off = true;
+        self
     }
 
     /// Adds an RSA-2048 key labelled `label`.
@@ -94,7 +113,10 @@ impl NullSigner {
             cert,
             not_after,
         });
-        self.keys.insert(
+        Arc::get_mut(&mut self.inner)
+            .expect("keys are added before the signer is shared")
+            .keys
+            .insert(
             label.into(),
             NullKey {
                 info,
@@ -107,16 +129,16 @@ impl NullSigner {
 
     /// Sets the state the signer reports (a test's token outage or refused PIN).
     pub fn set_status(&self, status: Status) {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+        *self.inner.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
     }
 
     /// Signatures computed so far (not answered from the last one).
     pub fn computed(&self) -> u64 {
-        self.computed.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.computed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn up(&self) -> Result<(), SignError> {
-        match &*self.status.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self.inner.status.lock().unwrap_or_else(|p| p.into_inner()) {
             Status::Up => Ok(()),
             Status::Down { reason, .. } => Err(SignError::Unavailable(reason.clone())),
             Status::PinProblem { reason } => Err(SignError::PinProblem(reason.clone())),
@@ -126,7 +148,7 @@ impl NullSigner {
 
     fn null_key(&self, label: &str) -> Result<&NullKey, SignError> {
         self.up()?;
-        self.keys
+        self.inner.keys
             .get(label)
             .ok_or_else(|| SignError::KeyMissing(label.to_string()))
     }
@@ -140,7 +162,7 @@ impl Default for NullSigner {
 
 impl KeySigner for NullSigner {
     fn key(&self, label: &str) -> Option<Arc<KeyInfo>> {
-        self.keys.get(label).map(|k| k.info.clone())
+        self.inner.keys.get(label).map(|k| k.info.clone())
     }
 
     fn key_for_signing(&self, label: &str) -> Result<Arc<KeyInfo>, SignError> {
@@ -148,7 +170,7 @@ impl KeySigner for NullSigner {
     }
 
     fn status(&self) -> Status {
-        self.status
+        self.inner.status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -159,7 +181,7 @@ impl KeySigner for NullSigner {
     }
 
     fn reload_keys(&self, wants: Vec<KeyWant>) -> Result<(), SignError> {
-        match wants.iter().find(|w| !self.keys.contains_key(&w.label)) {
+        match wants.iter().find(|w| !self.inner.keys.contains_key(&w.label)) {
             Some(missing) => Err(SignError::KeyMissing(missing.label.clone())),
             None => Ok(()),
         }
@@ -188,7 +210,7 @@ impl KeySigner for NullSigner {
                 detail: format!("software signature failed: {e}"),
             })
         })?;
-        self.computed
+        self.inner.computed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *last = Some((algorithm, digest.to_vec(), signature.clone()));
         Ok(Signed {
@@ -222,12 +244,23 @@ impl KeySigner for NullSigner {
         Ok((Zeroizing::new(z), key.info.clone()))
     }
 
-    /// Inline, on the caller's thread: nothing here can hang.
-    fn run_job(&self, _timeout: Duration, job: Job) -> JobFuture<'_> {
+    /// Inline, on the caller's thread (nothing here can hang), unless handing off.
+    fn run_job(&self, timeout: Duration, job: Job) -> JobFuture<'_> {
         Box::pin(async move {
             self.up()?;
-            job(self);
-            Ok(())
+            if !self.hand_off {
+                job(self);
+                return Ok(());
+            }
+            let me = self.clone();
+            let call = tokio::task::spawn_blocking(move || job(&me));
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(panicked)) => Err(SignError::Unavailable(format!(
+                    "the signing call failed: {panicked}"
+                ))),
+                Err(_) => Err(SignError::Timeout(timeout)),
+            }
         })
     }
 }
