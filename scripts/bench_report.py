@@ -75,6 +75,8 @@ w("**floor**: `hsm-signer bench floor`, the daemon's router, listener, policy an
 w("null signer (software keys; the benchmark's constant input is signed once and the signature")
 w("reused), so no token call and no hand-off to another thread. CPU µs/op: the server's CPU per")
 w("request (from /proc) + the client's; for direct runs, the signing process's CPU per signature.")
+w("**floor + hand-off**: the same, with each job run on tokio's blocking pool within its deadline,")
+w("as the daemon runs its token calls: the difference to the floor is what the hand-off costs.")
 w("")
 w("| path | endpoint | algorithm | parallel | sign/s | p50 ms | p99 ms | CPU µs/op |")
 w("|---|---|---|---:|---:|---:|---:|---:|")
@@ -83,7 +85,7 @@ for r in rows:
     k = (r["path"], r.get("endpoint", "sign"), r["algorithm"], r["parallel"])
     if k not in keys:
         keys.append(k)
-order = {"token": 0, "floor": 1, "daemon": 2}
+order = {"token": 0, "floor": 1, "handoff": 2, "daemon": 3}
 keys.sort(key=lambda k: (order[k[0]], k[1], k[2], k[3]))
 for path, endpoint, alg, parallel in keys:
     rs = [pick(n, path, alg, parallel, endpoint) for n in rounds]
@@ -96,7 +98,7 @@ for path, endpoint, alg, parallel in keys:
         shown = ("direct PKCS#11", "")
     else:
         cpu = f"{med([us_per_op(r, 'server_cpu_seconds') for r in rs]):.0f} + {med([us_per_op(r, 'cpu_seconds') for r in rs]):.0f}"
-        shown = (path, f"`{endpoint}`")
+        shown = ("floor + hand-off" if path == "handoff" else path, f"`{endpoint}`")
     w(f"| {shown[0]} | {shown[1]} | {alg} | {parallel} | {rate:.0f} | {p50:.3f} | {p99:.3f} | {cpu} |")
 w("")
 
@@ -180,20 +182,43 @@ for name, measured, ok in extra:
     w(f"| {name} | {measured} | {'yes' if ok else 'no'} |")
 w("")
 
-w("### Where the time goes (CPU from /proc, 4 clients, medians)")
+w("### Where the time goes (medians)")
+w("")
+w("Latency at 1 client, `sign`: the floor, what the hand-off to the blocking pool adds (floor +")
+w("hand-off − floor), the token's time (1/rate of the direct single-thread run), and the rest")
+w("(daemon − all three: session pool, the token call's own wake-up after a real signature).")
+w("")
+w("| algorithm | daemon p50 | floor p50 | hand-off | token | rest |")
+w("|---|---:|---:|---:|---:|---:|")
+for alg in ("ES256", "RS256"):
+    per = []
+    for n in rounds:
+        d, f, h, t = (pick(n, "daemon", alg, 1), pick(n, "floor", alg, 1),
+                      pick(n, "handoff", alg, 1), pick(n, "token", alg, 1))
+        if d and f and h and t:
+            token = 1000.0 / t["per_second"]
+            per.append((d["p50_ms"], f["p50_ms"], h["p50_ms"] - f["p50_ms"], token,
+                        d["p50_ms"] - h["p50_ms"] - token))
+    if per:
+        m = [med([p[i] for p in per]) * 1000 for i in range(5)]
+        w(f"| {alg} | {m[0]:.0f} µs | {m[1]:.0f} µs | {m[2]:.0f} µs | {m[3]:.0f} µs | {m[4]:.0f} µs |")
+w("")
+w("CPU from /proc at 4 clients:")
 w("")
 cores = os.cpu_count() or 1
 for endpoint, alg in (("sign", "RS256"), ("sign", "ES256"), ("wss", "RS256"), ("saml", "ES256")):
     per = []
     for n in rounds:
         d, f = pick(n, "daemon", alg, 4, endpoint), pick(n, "floor", alg, 4, endpoint)
+        h = pick(n, "handoff", alg, 4, endpoint)
         t1, best = pick(n, "token", alg, 1), best_direct(n, alg)
         if not (d and f and t1):
             continue
         per.append(dict(
             sign=us_per_op(t1, "cpu_seconds"),
             daemon=us_per_op(d, "server_cpu_seconds"), client=us_per_op(d, "cpu_seconds"),
-            floor=us_per_op(f, "server_cpu_seconds"), rate=d["per_second"], best=best["per_second"]))
+            floor=us_per_op(f, "server_cpu_seconds"), rate=d["per_second"], best=best["per_second"],
+            handoff=us_per_op(h, "server_cpu_seconds") - us_per_op(f, "server_cpu_seconds") if h else float("nan")))
     if not per:
         continue
     m = {k: med([p[k] for p in per]) for k in per[0]}
@@ -201,8 +226,9 @@ for endpoint, alg in (("sign", "RS256"), ("sign", "ES256"), ("wss", "RS256"), ("
     extra_us = m["daemon"] - m["sign"] - m["floor"]
     w(f"- **{alg} `{endpoint}`.** A signature costs the token {m['sign']:.0f} µs of CPU (direct, one thread).")
     w(f"  A request costs the daemon {m['daemon']:.0f} µs: the signature, the floor's {m['floor']:.0f} µs")
+    handoff = "" if m["handoff"] != m["handoff"] else f", of which the hand-off alone costs {m['handoff']:.0f} µs in the floor"
     w(f"  (HTTP, JSON{', XML' if endpoint != 'sign' else ''}, hashing, audit), and {extra_us:.0f} µs more (hand-off to the")
-    w(f"  blocking thread and back, the session pool, scheduling); the client {m['client']:.0f} µs. On {cores}")
+    w(f"  blocking thread and back, the session pool, scheduling{handoff}); the client {m['client']:.0f} µs. On {cores}")
     w(f"  cores shared by all three that allows at most {ceiling:.0f} requests/s, {ceiling / m['best']:.2f} × the best")
     w(f"  direct rate ({m['best']:.0f}/s); the run reached {m['rate']:.0f}/s ({m['rate'] / ceiling:.0%} of that ceiling).")
 w("")

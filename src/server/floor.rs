@@ -36,7 +36,10 @@ pub fn run(socket: &Path, audit: &Path, hand_off: bool) -> Result<(), ServeError
         .unwrap_or(Path::new("."));
     let config_path = dir.join(format!(
         "floor-config-{}.toml",
-        socket.file_stem().and_then(|s| s.to_str()).unwrap_or("floor")
+        socket
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("floor")
     ));
     let text = format!(
         "[token]\nmodule = \"/nonexistent/null-signer.so\"\ntoken = \"null\"\npin_file = \"/nonexistent/pin\"\n[server]\nsocket = {socket:?}\nsocket_mode = \"0600\"\nqueue_depth = 1024\n[audit]\nfile = {audit:?}\n{KEYS}",

@@ -100,8 +100,7 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
     let started = Instant::now();
     let config = config::load(config_path)?;
     crate::hardening::apply().map_err(ServeError::Setup)?;
-    let runtime = http_runtime()
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let runtime = http_runtime().map_err(|e| ServeError::Setup(e.to_string()))?;
     // Before the token login and the socket: a SIGHUP (systemctl reload, logrotate) sent
     // at any moment of the start must reload, not kill the daemon (SIGHUP's default).
     let signals = {

@@ -48,7 +48,7 @@ pub type Job = Box<dyn FnOnce(&dyn KeySigner) + Send>;
 /// The future [`KeySigner::run_job`] returns.
 pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SignError>> + Send + 'a>>;
 
-/// What the server needs from the token side. Use [`KeySigner::run`] (on `dyn KeySigner`)
+/// What the server needs from the token side. Use `run` (on `dyn KeySigner`)
 /// rather than [`KeySigner::run_job`] directly: it carries the job's result back.
 pub trait KeySigner: Send + Sync {
     /// The key labelled `label` as currently loaded.

@@ -29,12 +29,15 @@ use crate::algorithm::{Algorithm, Scheme};
 use crate::cert::{Curve, KeyKind};
 use crate::token::TokenError;
 
+/// The last signature a key made: algorithm, digest, signature.
+type LastSignature = Option<(Algorithm, Vec<u8>, Vec<u8>)>;
+
 /// A key of the null signer.
 struct NullKey {
     info: Arc<KeyInfo>,
     private: PKey<Private>,
     /// (algorithm, digest, signature) of the last signature made.
-    last: Mutex<Option<(Algorithm, Vec<u8>, Vec<u8>)>>,
+    last: Mutex<LastSignature>,
 }
 
 /// Signs in software with keys of its own and answers as the token-backed signer does.
@@ -117,13 +120,13 @@ impl NullSigner {
             .expect("keys are added before the signer is shared")
             .keys
             .insert(
-            label.into(),
-            NullKey {
-                info,
-                private,
-                last: Mutex::new(None),
-            },
-        );
+                label.into(),
+                NullKey {
+                    info,
+                    private,
+                    last: Mutex::new(None),
+                },
+            );
         Ok(self)
     }
 
@@ -134,7 +137,9 @@ impl NullSigner {
 
     /// Signatures computed so far (not answered from the last one).
     pub fn computed(&self) -> u64 {
-        self.inner.computed.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .computed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn up(&self) -> Result<(), SignError> {
@@ -148,7 +153,8 @@ impl NullSigner {
 
     fn null_key(&self, label: &str) -> Result<&NullKey, SignError> {
         self.up()?;
-        self.inner.keys
+        self.inner
+            .keys
             .get(label)
             .ok_or_else(|| SignError::KeyMissing(label.to_string()))
     }
@@ -170,7 +176,8 @@ impl KeySigner for NullSigner {
     }
 
     fn status(&self) -> Status {
-        self.inner.status
+        self.inner
+            .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -181,7 +188,10 @@ impl KeySigner for NullSigner {
     }
 
     fn reload_keys(&self, wants: Vec<KeyWant>) -> Result<(), SignError> {
-        match wants.iter().find(|w| !self.inner.keys.contains_key(&w.label)) {
+        match wants
+            .iter()
+            .find(|w| !self.inner.keys.contains_key(&w.label))
+        {
             Some(missing) => Err(SignError::KeyMissing(missing.label.clone())),
             None => Ok(()),
         }
@@ -210,7 +220,8 @@ impl KeySigner for NullSigner {
                 detail: format!("software signature failed: {e}"),
             })
         })?;
-        self.inner.computed
+        self.inner
+            .computed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *last = Some((algorithm, digest.to_vec(), signature.clone()));
         Ok(Signed {
