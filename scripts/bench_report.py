@@ -139,9 +139,14 @@ def throughput_check(endpoint, alg, target):
     if not per:
         return
     ratio = med([p[0] for p in per])
-    checks.append((f"{alg} `{endpoint}` 4 clients ≥ {target} × best direct rate",
-                   f"{med([p[1] for p in per]):.0f} / {med([p[2] for p in per]):.0f} = {ratio:.2f} (rounds: {', '.join(f'{p[0]:.2f}' for p in per)})",
-                   ratio >= target))
+    measured = f"{med([p[1] for p in per]):.0f} / {med([p[2] for p in per]):.0f} = {ratio:.2f} (rounds: {', '.join(f'{p[0]:.2f}' for p in per)})"
+    if ratio > 1.0:
+        # The daemon cannot outrun the token it calls: the direct runs were slowed down
+        # by something else on the machine, and the ratio says nothing.
+        measured += "; above 1, so the direct runs were disturbed: not evidence either way"
+        checks.append((f"{alg} `{endpoint}` 4 clients ≥ {target} × best direct rate", measured, None))
+        return
+    checks.append((f"{alg} `{endpoint}` 4 clients ≥ {target} × best direct rate", measured, ratio >= target))
 
 
 latency_check("sign", "ES256", 2)
@@ -170,8 +175,16 @@ w("### Against the targets (issue 14)")
 w("")
 w("| target | measured (median of the rounds) | met |")
 w("|---|---|---|")
+def verdict(ok, strong=True):
+    if ok is None:
+        return "unknown"
+    if ok:
+        return "yes"
+    return "**no**" if strong else "no"
+
+
 for name, measured, ok in checks:
-    w(f"| {name} | {measured} | {'yes' if ok else '**no**'} |")
+    w(f"| {name} | {measured} | {verdict(ok)} |")
 w("")
 w("The same logic for the other rows (for comparison; the XML rows add the XML work to both")
 w("the floor and the daemon, and the direct rate is a bare signature):")
@@ -179,7 +192,7 @@ w("")
 w("| measure | measured | within |")
 w("|---|---|---|")
 for name, measured, ok in extra:
-    w(f"| {name} | {measured} | {'yes' if ok else 'no'} |")
+    w(f"| {name} | {measured} | {verdict(ok, strong=False)} |")
 w("")
 
 w("### Where the time goes (medians)")
