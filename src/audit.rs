@@ -134,6 +134,9 @@ struct Writer {
     outage: Option<Outage>,
     /// Why the next `log_opened` record is written, if one is due.
     opened: Option<String>,
+    /// The line being written, kept between records so that writing one allocates
+    /// nothing once it has grown to a line's size.
+    line: Vec<u8>,
 }
 
 struct Outage {
@@ -178,6 +181,7 @@ impl AuditLog {
                 // A new chain starts at seq 1 from GENESIS, which says enough; a restart is
                 // marked, so that checkpoint gaps across it read right.
                 opened: (seq > 0).then(|| "restart".into()),
+                line: Vec::with_capacity(1024),
             }),
             writing_since: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -510,20 +514,25 @@ impl Writer {
         let Some(file) = &self.file else {
             return Err(std::io::Error::other("the audit file is not open"));
         };
-        let line = Line {
+        let line = record::LineRef {
             v: FORMAT_VERSION,
             seq: self.seq + 1,
-            record,
-            prev: self.prev.clone(),
+            record: &record,
+            prev: &self.prev,
         };
-        let mut text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
-        let hash = hex::encode(Sha256::digest(text.as_bytes()));
-        text.push('\n');
-        match (&**file).write_all(text.as_bytes()) {
+        let text = &mut self.line;
+        text.clear();
+        serde_json::to_writer(&mut *text, &line).map_err(std::io::Error::other)?;
+        let mut hash = [0u8; 64];
+        hex::encode_to_slice(Sha256::digest(&*text), &mut hash).map_err(std::io::Error::other)?;
+        text.push(b'\n');
+        match (&**file).write_all(text) {
             Ok(()) => {
                 self.len += text.len() as u64;
                 self.seq += 1;
-                self.prev = hash;
+                self.prev.clear();
+                self.prev
+                    .push_str(std::str::from_utf8(&hash).map_err(std::io::Error::other)?);
                 Ok(())
             }
             Err(e) => {

@@ -63,6 +63,12 @@ pub struct BenchResult {
     /// CPU time this benchmark process used (user + system), seconds: the signing itself
     /// for `token`, the client's share for `daemon`.
     pub cpu_seconds: f64,
+    /// Answers whose signature was checked (`daemon`: each client's first and last):
+    /// against the key's certificate for `sign`; for `wss` and `saml`, the certificate
+    /// named and a SignatureValue present (scripts/bench runs xmlsec1 on a sample).
+    pub verified: u64,
+    /// Checked answers that failed the check.
+    pub bad_signatures: u64,
 }
 
 /// The input every benchmark signs: 1 KiB, like an exclusive-c14n SignedInfo.
@@ -76,7 +82,10 @@ pub fn sample_input() -> Vec<u8> {
 }
 
 /// A TpUserInfo call as GSKO's SOAP stack sends it to `wss/sign`, about 4 KiB: the
-/// declaration, a comment, indentation, and a Body padded with the caller's context.
+/// declaration, a comment, indentation, and a Body padded with the caller's context. The
+/// Body carries its own `wsu:Id` (as CXF-style stacks send it), so every request signs
+/// the same SignedInfo: the floor's null signer then computes no signature after the
+/// first.
 pub fn sample_envelope() -> String {
     let mut context = String::new();
     let mut n = 0;
@@ -90,9 +99,10 @@ pub fn sample_envelope() -> String {
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <!-- GSKO → ePUAP TpUserInfo -->
 <soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
-                  xmlns:tpus="http://wsdl.tpuserinfo.epuap.gov.pl/">
+                  xmlns:tpus="http://wsdl.tpuserinfo.epuap.gov.pl/"
+                  xmlns:wsu="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd">
   <soapenv:Header/>
-  <soapenv:Body>
+  <soapenv:Body wsu:Id="id-body-gsko">
     <tpus:GetTpUserInfo>
       <tpUserObjectsInfoRequest>
         <callerId>gmina-przykladowo</callerId>
@@ -194,6 +204,8 @@ fn summarise(
         p99_ms: pick(0.99),
         max_ms: pick(1.0),
         cpu_seconds: process_cpu_seconds(),
+        verified: 0,
+        bad_signatures: 0,
     }
 }
 
@@ -267,7 +279,9 @@ pub fn token(
 
 /// Asks the daemon at `at` (its socket, or its TLS listener) for signatures at
 /// `endpoint` from `clients` keep-alive connections at once, for `duration`. `digest`
-/// applies to `Endpoint::Sign` only.
+/// applies to `Endpoint::Sign` only. Each client's first and last answers are checked
+/// (see [`BenchResult::verified`]); the last one is written to `sample_out`, if given.
+#[allow(clippy::too_many_arguments)]
 pub async fn daemon(
     at: &crate::client::Endpoint,
     endpoint: Endpoint,
@@ -276,9 +290,11 @@ pub async fn daemon(
     digest: bool,
     clients: usize,
     duration: Duration,
+    sample_out: Option<&Path>,
 ) -> Result<BenchResult, crate::client::ClientError> {
     let (uri, body, input_bytes) = request_for(endpoint, key, algorithm, digest);
     let body = Bytes::from(body);
+    let cert = certificate(at, key).await?;
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
@@ -287,6 +303,7 @@ pub async fn daemon(
         let (body, uri) = (body.clone(), uri.clone());
         tasks.push(tokio::spawn(async move {
             let (mut micros, mut errors) = (Vec::new(), 0u64);
+            let mut samples: Vec<Bytes> = Vec::new();
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let request = hyper::Request::post(uri.as_str())
@@ -294,15 +311,23 @@ pub async fn daemon(
                     .header("content-type", "application/json")
                     .body(Full::new(body.clone()))
                     .expect("a valid request");
-                let ok = match sender.send_request(request).await {
-                    Ok(response) => {
-                        let status = response.status();
-                        response.into_body().collect().await.is_ok() && status == 200
-                    }
-                    Err(_) => false,
+                let answer = match sender.send_request(request).await {
+                    Ok(response) if response.status() == 200 => response
+                        .into_body()
+                        .collect()
+                        .await
+                        .ok()
+                        .map(|b| b.to_bytes()),
+                    Ok(_) | Err(_) => None,
                 };
-                if ok {
+                if let Some(answer) = answer {
                     micros.push(t0.elapsed().as_micros() as u32);
+                    // Each client's first and last answer are checked after the run.
+                    if samples.len() < 2 {
+                        samples.push(answer);
+                    } else {
+                        samples[1] = answer;
+                    }
                 } else {
                     errors += 1;
                     if sender.ready().await.is_err() {
@@ -310,16 +335,22 @@ pub async fn daemon(
                     }
                 }
             }
-            (micros, errors)
+            (micros, errors, samples)
         }));
     }
-    let (mut micros, mut errors) = (Vec::new(), 0);
+    let (mut micros, mut errors, mut samples) = (Vec::new(), 0, Vec::new());
     for task in tasks {
-        let (m, e) = task.await.unwrap_or_default();
+        let (m, e, s) = task.await.unwrap_or_default();
         micros.extend(m);
         errors += e;
+        samples.extend(s);
     }
-    Ok(summarise(
+    let input_digest = algorithm.hash().digest(&sample_input());
+    let bad = samples
+        .iter()
+        .filter(|answer| !answer_checks(answer, endpoint, algorithm, &input_digest, &cert))
+        .count() as u64;
+    let mut result = summarise(
         "daemon",
         endpoint,
         input_bytes,
@@ -329,5 +360,101 @@ pub async fn daemon(
         micros,
         errors,
         started.elapsed(),
-    ))
+    );
+    result.verified = samples.len() as u64;
+    result.bad_signatures = bad;
+    if let (Some(path), Some(last)) = (sample_out, samples.last()) {
+        write_sample(path, endpoint, last, &cert)
+            .map_err(|e| crate::client::ClientError::Http(format!("{}: {e}", path.display())))?;
+    }
+    Ok(result)
+}
+
+/// Writes the document of an XML answer (or the JSON of a `sign` answer) to `path`, and
+/// the certificate beside it as `path`.cert.pem, for an independent verifier.
+fn write_sample(
+    path: &Path,
+    endpoint: Endpoint,
+    answer: &[u8],
+    cert: &openssl::x509::X509,
+) -> std::io::Result<()> {
+    let json: serde_json::Value = serde_json::from_slice(answer).unwrap_or_default();
+    let field = match endpoint {
+        Endpoint::Sign => None,
+        Endpoint::Wss => Some("envelope"),
+        Endpoint::Saml => Some("xml"),
+    };
+    match field.and_then(|f| json[f].as_str()) {
+        Some(document) => std::fs::write(path, document)?,
+        None => std::fs::write(path, answer)?,
+    }
+    let pem = cert.to_pem().map_err(std::io::Error::other)?;
+    let mut cert_path = path.as_os_str().to_owned();
+    cert_path.push(".cert.pem");
+    std::fs::write(cert_path, pem)
+}
+
+/// The certificate of `key`, as the daemon serves it.
+async fn certificate(
+    at: &crate::client::Endpoint,
+    key: &str,
+) -> Result<openssl::x509::X509, crate::client::ClientError> {
+    let answer = crate::client::request(
+        at,
+        "GET",
+        &format!("/v1/keys/{key}/certificate?format=base64"),
+        None,
+    )
+    .await?;
+    if answer.status != 200 {
+        return Err(crate::client::refused(answer));
+    }
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(answer.body.as_str().unwrap_or_default().trim())
+        .map_err(|e| crate::client::ClientError::Http(format!("certificate: {e}")))?;
+    openssl::x509::X509::from_der(&der)
+        .map_err(|e| crate::client::ClientError::Http(format!("certificate: {e}")))
+}
+
+/// Whether one answer holds a good signature: `sign` answers are verified over the
+/// benchmark's input with the certificate's key; XML answers must name the certificate
+/// and carry a SignatureValue (the daemon verified it before answering).
+fn answer_checks(
+    answer: &[u8],
+    endpoint: Endpoint,
+    algorithm: Algorithm,
+    digest: &[u8],
+    cert: &openssl::x509::X509,
+) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(answer) else {
+        return false;
+    };
+    let cert_sha256 = cert
+        .to_der()
+        .map(|der| hex::encode(openssl::sha::sha256(&der)))
+        .unwrap_or_default();
+    if json["certificate_sha256"].as_str() != Some(cert_sha256.as_str()) {
+        return false;
+    }
+    match endpoint {
+        Endpoint::Sign => {
+            let Ok(signature) = base64::engine::general_purpose::STANDARD
+                .decode(json["signature"].as_str().unwrap_or_default())
+            else {
+                return false;
+            };
+            // Digest runs sign the digest of the same input, so one check serves both.
+            cert.public_key()
+                .and_then(|key| {
+                    crate::algorithm::verify_digest(&key, algorithm, digest, &signature)
+                })
+                .unwrap_or(false)
+        }
+        Endpoint::Wss => json["envelope"]
+            .as_str()
+            .is_some_and(|x| x.contains("SignatureValue>")),
+        Endpoint::Saml => json["xml"]
+            .as_str()
+            .is_some_and(|x| x.contains("SignatureValue>")),
+    }
 }

@@ -118,6 +118,17 @@ pub struct Line {
     pub prev: String,
 }
 
+/// [`Line`] as written, borrowing the record and the previous hash (same fields, same
+/// order, so the same bytes).
+#[derive(Serialize)]
+pub(super) struct LineRef<'a> {
+    pub(super) v: u32,
+    pub(super) seq: u64,
+    #[serde(flatten)]
+    pub(super) record: &'a Record,
+    pub(super) prev: &'a str,
+}
+
 fn v1() -> u32 {
     1
 }
@@ -149,5 +160,30 @@ mod tests {
         assert!(text.contains("\"v\":2"), "{text}");
         let back: Line = serde_json::from_str(&text).unwrap();
         assert_eq!(back.record.op, "log_opened");
+    }
+
+    #[test]
+    fn a_borrowed_line_serialises_to_the_same_bytes() {
+        let mut record = Record::system("sign", "ok");
+        record.caller.uid = Some(33);
+        record.key = "epuap".into();
+        record.cert_sha256 = Some("cd".into());
+        let owned = Line {
+            v: FORMAT_VERSION,
+            seq: 9,
+            record: record.clone(),
+            prev: "ab".repeat(32),
+        };
+        let prev = "ab".repeat(32);
+        let borrowed = LineRef {
+            v: FORMAT_VERSION,
+            seq: 9,
+            record: &record,
+            prev: &prev,
+        };
+        assert_eq!(
+            serde_json::to_string(&owned).unwrap(),
+            serde_json::to_string(&borrowed).unwrap()
+        );
     }
 }

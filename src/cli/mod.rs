@@ -216,6 +216,24 @@ pub enum BenchTarget {
         /// How long to measure.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Write the last answer (the signed document, for wss and saml) here, and the
+        /// key's certificate beside it as FILE.cert.pem, for an independent verifier.
+        #[arg(long, value_name = "FILE")]
+        sample_out: Option<PathBuf>,
+    },
+    /// Serve the daemon's router with a null signer (no token) until SIGTERM: the floor
+    /// that `bench daemon` runs are compared with (scripts/bench).
+    #[command(hide = true)]
+    Floor {
+        /// The socket to serve on.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The audit log to write (every request is recorded, as by the daemon).
+        #[arg(long)]
+        audit: PathBuf,
+        /// Run each job on tokio's blocking pool, as the daemon runs its token calls.
+        #[arg(long)]
+        hand_off: bool,
     },
 }
 
@@ -592,6 +610,14 @@ fn check(
 
 fn bench(target: BenchTarget) -> Result<ExitCode> {
     let result = match target {
+        BenchTarget::Floor {
+            socket,
+            audit,
+            hand_off,
+        } => {
+            crate::server::floor::run(&socket, &audit, hand_off)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         BenchTarget::Token {
             token,
             label,
@@ -619,6 +645,7 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
             digest,
             clients,
             seconds,
+            sample_out,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -631,6 +658,7 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
                 digest,
                 clients.max(1),
                 std::time::Duration::from_secs_f64(seconds),
+                sample_out.as_deref(),
             ))?
         }
     };

@@ -18,7 +18,7 @@ use super::peer::Peer;
 use super::state::AppState;
 use crate::algorithm::Algorithm;
 use crate::audit::Record;
-use crate::signer::Signer;
+use crate::signer::KeySigner;
 
 /// What the record needs to know, filled in as the request is understood.
 #[derive(Debug, Clone, Default)]
@@ -65,13 +65,13 @@ impl Audited {
         }
     }
 
-    /// Runs `job` on a token session (see [`Signer::run`]) and writes the record on the
+    /// Runs `job` on a token session (see [`KeySigner::run_job`]) and writes the record on the
     /// same thread before returning its answer. A stalled audit log refuses at once,
     /// before the token is touched.
     pub async fn run<T, F>(&mut self, state: &AppState, job: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Signer, &mut Seen) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&dyn KeySigner, &mut Seen) -> Result<T, ApiError> + Send + 'static,
     {
         if let Some(refused) = state.audit.as_ref().and_then(|a| a.refuses_now()) {
             // Counted by the log for its outage record; a write now would only wait.

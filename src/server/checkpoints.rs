@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::audit::{checkpoint, AuditLog};
-use crate::signer::Signer;
+use crate::signer::{KeySigner, Signer};
 
 /// The running checkpoint thread.
 pub struct Checkpoints {

@@ -18,7 +18,7 @@ use crate::algorithm::verify_digest;
 use crate::audit::{AuditState, OnFailure};
 use crate::cert::CertInfo;
 use crate::config::Purpose;
-use crate::signer::{Status, TokenKey};
+use crate::signer::{KeyInfo, Status};
 use zeroize::Zeroizing;
 
 use super::policy::KeyRule;
@@ -291,7 +291,7 @@ async fn protections(state: &AppState, token_state: &Status) -> Option<Arc<Prote
 
 /// A sign key's self-test: a signature over a random challenge, verified against the
 /// certificate in software.
-async fn sign_test(state: &AppState, rule: &KeyRule, key: &TokenKey, health: &mut KeyHealth) {
+async fn sign_test(state: &AppState, rule: &KeyRule, key: &KeyInfo, health: &mut KeyHealth) {
     // The loader refuses algorithms that do not fit the key, so one fits.
     let Some(alg) = rule.algorithms.iter().copied().find(|a| a.fits(key.kind)) else {
         return;
@@ -326,7 +326,7 @@ async fn sign_test(state: &AppState, rule: &KeyRule, key: &TokenKey, health: &mu
 
 /// A decrypt key's self-test: a fresh software P-256 key, Z derived on the token from
 /// its point, compared with Z computed in software against the key's certificate.
-async fn derive_test(state: &AppState, rule: &KeyRule, key: &TokenKey, health: &mut KeyHealth) {
+async fn derive_test(state: &AppState, rule: &KeyRule, key: &KeyInfo, health: &mut KeyHealth) {
     let Ok((point, expected)) = software_ecdh(key) else {
         health.error = Some("cannot run ECDH in software against the certificate's key".into());
         return;
@@ -358,7 +358,7 @@ async fn derive_test(state: &AppState, rule: &KeyRule, key: &TokenKey, health: &
 
 /// An ephemeral key's uncompressed point and Z = ECDH(ephemeral, certificate's key).
 fn software_ecdh(
-    key: &TokenKey,
+    key: &KeyInfo,
 ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), openssl::error::ErrorStack> {
     use openssl::ec::{EcGroup, EcKey, PointConversionForm};
     let group = EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)?;

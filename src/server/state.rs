@@ -10,7 +10,7 @@ use super::policy::Policy;
 use super::protection::Protections;
 use crate::audit::AuditLog;
 use crate::config::Resolved;
-use crate::signer::Signer;
+use crate::signer::KeySigner;
 
 /// Settings that a reload may change.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl Settings {
 /// The handlers' shared state.
 pub struct AppState {
     /// The token side.
-    pub signer: Signer,
+    pub signer: Arc<dyn KeySigner>,
     /// Where audit records go, if anywhere.
     pub audit: Option<AuditLog>,
     /// The metrics.
@@ -67,7 +67,7 @@ pub struct AppState {
 impl AppState {
     /// Builds the state for `config`.
     pub fn new(
-        signer: Signer,
+        signer: Arc<dyn KeySigner>,
         audit: Option<AuditLog>,
         metrics: Metrics,
         config: &Resolved,

@@ -27,7 +27,7 @@ use super::state::AppState;
 use crate::algorithm::Algorithm;
 use crate::cert::KeyKind;
 use crate::config::Purpose;
-use crate::signer::{SignError as TokenSignError, Signer};
+use crate::signer::{KeySigner, SignError as TokenSignError};
 use crate::xml::{self, SamlOptions, SignError, WssOptions};
 
 /// The longest Timestamp validity accepted, in seconds (one day).
@@ -172,7 +172,7 @@ fn default_algorithm(rule: &KeyRule, kind: KeyKind) -> Result<Algorithm, ApiErro
 /// The signing closure's work: hash the canonical SignedInfo, sign on the token (ECDSA
 /// as raw r||s) and note which certificate signed.
 fn token_sign(
-    signer: &Signer,
+    signer: &dyn KeySigner,
     label: &str,
     algorithm: Algorithm,
     signed_info: &[u8],

@@ -12,6 +12,7 @@ use cryptoki::slot::Slot;
 use openssl::x509::X509;
 use secrecy::SecretString;
 
+use super::KeyInfo;
 use crate::algorithm::Algorithm;
 use crate::cert::{Curve, KeyKind};
 use crate::config::Purpose;
@@ -20,22 +21,21 @@ use crate::token::{
     TokenError, TokenSelector,
 };
 
-/// A key found on the token, ready to sign with.
+/// A key found on the token, ready to sign with: what the server sees of it
+/// ([`KeyInfo`]) and the private key object, which stays on this side.
 pub struct TokenKey {
-    /// CKA_LABEL.
-    pub label: String,
     /// The private key object.
     pub handle: cryptoki::object::ObjectHandle,
-    /// Kind and size.
-    pub kind: KeyKind,
-    /// Its certificate.
-    pub cert: X509,
-    /// CA certificates above it found on the token, nearest first.
-    pub chain: Vec<X509>,
-    /// SHA-256 of the certificate, hex: tells callers which certificate signed.
-    pub cert_sha256: String,
-    /// End of the certificate's validity, Unix seconds.
-    pub not_after: i64,
+    /// Label, kind, certificate and chain.
+    pub info: Arc<KeyInfo>,
+}
+
+impl std::ops::Deref for TokenKey {
+    type Target = KeyInfo;
+
+    fn deref(&self) -> &KeyInfo {
+        &self.info
+    }
 }
 
 /// What a connection needs to know about one configured key.
@@ -290,13 +290,15 @@ impl Connection {
             table.insert(
                 want.label.clone(),
                 Arc::new(TokenKey {
-                    label: want.label.clone(),
                     handle: stored.handle,
-                    kind: stored.kind,
-                    chain: chain_of(&stored.cert, &authorities),
-                    cert_sha256: hex::encode(openssl::sha::sha256(&der)),
-                    cert: stored.cert,
-                    not_after,
+                    info: Arc::new(KeyInfo {
+                        label: want.label.clone(),
+                        kind: stored.kind,
+                        chain: chain_of(&stored.cert, &authorities),
+                        cert_sha256: hex::encode(openssl::sha::sha256(&der)),
+                        cert: stored.cert,
+                        not_after,
+                    }),
                 }),
             );
         }

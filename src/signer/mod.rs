@@ -6,7 +6,10 @@
 //! `sessions` permits, checks out a pooled session, signs on its own thread and returns
 //! the session. When too many wait, or the token is down, the caller hears so at once.
 
+mod api;
 mod connection;
+#[doc(hidden)]
+pub mod null;
 mod pool;
 mod supervisor;
 
@@ -20,6 +23,7 @@ use serde::Serialize;
 
 use crate::algorithm::Algorithm;
 use crate::token::{TokenError, TokenSelector};
+pub use api::{Job, JobFuture, KeyInfo, KeySigner, Signed};
 pub use connection::{Connection, KeyWant, Keys, TokenKey};
 
 /// Why a signature was not made.
@@ -55,14 +59,6 @@ pub enum SignError {
     /// The daemon is shutting down.
     #[error("shutting down")]
     ShuttingDown,
-}
-
-/// A signature and the key that made it.
-pub struct Signed {
-    /// The raw signature (ECDSA: r || s).
-    pub signature: Vec<u8>,
-    /// The key, as loaded when it signed.
-    pub key: Arc<TokenKey>,
 }
 
 /// The token's state as the daemon sees it.
@@ -283,144 +279,6 @@ impl Signer {
         })
     }
 
-    /// Signs `digest` with the key labelled `label`, waiting at most `timeout` for a
-    /// session. The signature is made on a blocking thread (see [`pool`]).
-    pub async fn sign(
-        &self,
-        label: Arc<str>,
-        algorithm: Algorithm,
-        digest: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Signed, SignError> {
-        self.run(timeout, move |token| {
-            token.sign_now(&label, algorithm, &digest)
-        })
-        .await?
-    }
-
-    /// Runs `job` on a blocking thread once a session is free, within `timeout` from
-    /// now. The job makes its token calls with [`Signer::sign_now`] on that thread, and
-    /// may do more work there (XML, the audit record) before its answer is returned.
-    /// When the deadline passes first, the caller gets [`SignError::Timeout`] and the
-    /// job runs on to its end, holding its session; its result is dropped.
-    pub async fn run<T, F>(&self, timeout: Duration, job: F) -> Result<T, SignError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Signer) -> T + Send + 'static,
-    {
-        // Fail fast while the token is down instead of queueing behind it.
-        self.shared.connection()?;
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(SignError::Overloaded);
-        }
-        let started = tokio::time::Instant::now();
-        let permit = tokio::time::timeout(timeout, self.sessions.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let permit = match permit {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(SignError::ShuttingDown),
-            Err(_) => return Err(SignError::Timeout(timeout)),
-        };
-        // The token call runs on the blocking pool so that the caller's deadline holds
-        // even when the token never answers (a hung network HSM): the caller gets 503,
-        // and the session's permit stays taken until the call returns, if ever.
-        let me = self.clone();
-        let deadline = Instant::now() + timeout.saturating_sub(started.elapsed());
-        let call = tokio::task::spawn_blocking(move || {
-            let result = with_deadline(deadline, || job(&me));
-            drop(permit);
-            result
-        });
-        match tokio::time::timeout_at(started + timeout, call).await {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(panicked)) => Err(SignError::Unavailable(format!(
-                "the signing call failed: {panicked}"
-            ))),
-            Err(_) => {
-                tracing::error!(
-                    ?timeout,
-                    "the token did not answer in time; its session stays busy until it does"
-                );
-                Err(SignError::Timeout(timeout))
-            }
-        }
-    }
-
-    /// Signs `digest` now, on the calling thread, which must be a blocking one (inside
-    /// [`Signer::run`], or a thread of its own such as the checkpoint writer's).
-    pub fn sign_now(
-        &self,
-        label: &str,
-        algorithm: Algorithm,
-        digest: &[u8],
-    ) -> Result<Signed, SignError> {
-        pool::sign(&self.shared, label, algorithm, digest)
-    }
-
-    /// Z = ECDH(key labelled `label`, `point`) now, on the calling blocking thread (as
-    /// [`Signer::sign_now`]). `point` must already be checked to lie on P-256.
-    pub fn derive_now(
-        &self,
-        label: &str,
-        point: &[u8],
-    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Arc<TokenKey>), SignError> {
-        pool::derive(&self.shared, label, point)
-    }
-
-    /// The key labelled `label` for a signature: why not, if the token is down or the
-    /// key is not loaded (fast: no token call).
-    pub fn key_for_signing(&self, label: &str) -> Result<Arc<TokenKey>, SignError> {
-        self.shared
-            .connection()?
-            .key_or_why(label)
-            .map_err(|why| match why {
-                Some(reason) => SignError::KeyFault {
-                    label: label.to_string(),
-                    reason,
-                },
-                None => SignError::KeyMissing(label.to_string()),
-            })
-    }
-
-    /// Why the key labelled `label` is not usable now, when the connection knows (it was
-    /// deleted or broke under the running daemon). No token call.
-    pub fn key_problem(&self, label: &str) -> Option<String> {
-        let conn = self.shared.conn.read().ok()?.clone()?;
-        conn.missing(label).map(|m| m.reason)
-    }
-
-    /// The key labelled `label` as currently loaded.
-    pub fn key(&self, label: &str) -> Option<Arc<TokenKey>> {
-        self.shared.conn.read().ok()?.as_ref()?.key(label)
-    }
-
-    /// The token's state now.
-    pub fn status(&self) -> Status {
-        self.shared.status.lock().expect("status lock").clone()
-    }
-
-    /// The token's label.
-    pub fn token_label(&self) -> Option<String> {
-        Some(self.shared.conn.read().ok()?.as_ref()?.token_label.clone())
-    }
-
-    /// Loads a new set of keys (on reload). While the token is down, the set is kept for
-    /// the reconnect and the error says so; when a key is not found, the keys loaded
-    /// before stay and the new ones are not served until the next reload finds them.
-    pub fn reload_keys(&self, wants: Vec<KeyWant>) -> Result<(), SignError> {
-        let conn = match self.shared.connection() {
-            Ok(conn) => conn,
-            Err(e) => {
-                *self.shared.wants.lock().expect("wants lock") = wants;
-                return Err(e);
-            }
-        };
-        conn.load_keys(&wants).map_err(SignError::Failed)?;
-        *self.shared.wants.lock().expect("wants lock") = wants;
-        Ok(())
-    }
-
     /// Tells the supervisor to stop and closes the pooled sessions.
     pub fn stop(&self) {
         *self.shared.status.lock().expect("status lock") = Status::Stopping;
@@ -439,5 +297,122 @@ impl Signer {
                 let _ = handle.join();
             }
         }
+    }
+}
+
+impl KeySigner for Signer {
+    fn key(&self, label: &str) -> Option<Arc<KeyInfo>> {
+        Some(
+            self.shared
+                .conn
+                .read()
+                .ok()?
+                .as_ref()?
+                .key(label)?
+                .info
+                .clone(),
+        )
+    }
+
+    fn key_for_signing(&self, label: &str) -> Result<Arc<KeyInfo>, SignError> {
+        self.shared
+            .connection()?
+            .key_or_why(label)
+            .map(|k| k.info.clone())
+            .map_err(|why| match why {
+                Some(reason) => SignError::KeyFault {
+                    label: label.to_string(),
+                    reason,
+                },
+                None => SignError::KeyMissing(label.to_string()),
+            })
+    }
+
+    fn key_problem(&self, label: &str) -> Option<String> {
+        let conn = self.shared.conn.read().ok()?.clone()?;
+        conn.missing(label).map(|m| m.reason)
+    }
+
+    fn status(&self) -> Status {
+        self.shared.status.lock().expect("status lock").clone()
+    }
+
+    fn token_label(&self) -> Option<String> {
+        Some(self.shared.conn.read().ok()?.as_ref()?.token_label.clone())
+    }
+
+    /// While the token is down, the set is kept for the reconnect and the error says so;
+    /// when a key is not found, the keys loaded before stay and the new ones are not
+    /// served until the next reload finds them.
+    fn reload_keys(&self, wants: Vec<KeyWant>) -> Result<(), SignError> {
+        let conn = match self.shared.connection() {
+            Ok(conn) => conn,
+            Err(e) => {
+                *self.shared.wants.lock().expect("wants lock") = wants;
+                return Err(e);
+            }
+        };
+        conn.load_keys(&wants).map_err(SignError::Failed)?;
+        *self.shared.wants.lock().expect("wants lock") = wants;
+        Ok(())
+    }
+
+    fn sign_now(
+        &self,
+        label: &str,
+        algorithm: Algorithm,
+        digest: &[u8],
+    ) -> Result<Signed, SignError> {
+        pool::sign(&self.shared, label, algorithm, digest)
+    }
+
+    fn derive_now(
+        &self,
+        label: &str,
+        point: &[u8],
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, Arc<KeyInfo>), SignError> {
+        pool::derive(&self.shared, label, point)
+    }
+
+    /// The job waits for one of `sessions` permits, then runs on tokio's blocking pool,
+    /// so that the caller's deadline holds even when the token never answers (a hung
+    /// network HSM): the caller gets 503, and the session's permit stays taken until the
+    /// call returns, if ever.
+    fn run_job(&self, timeout: Duration, job: Job) -> JobFuture<'_> {
+        Box::pin(async move {
+            // Fail fast while the token is down instead of queueing behind it.
+            self.shared.connection()?;
+            if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                return Err(SignError::Overloaded);
+            }
+            let started = tokio::time::Instant::now();
+            let permit = tokio::time::timeout(timeout, self.sessions.clone().acquire_owned()).await;
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            let permit = match permit {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(SignError::ShuttingDown),
+                Err(_) => return Err(SignError::Timeout(timeout)),
+            };
+            let me = self.clone();
+            let deadline = Instant::now() + timeout.saturating_sub(started.elapsed());
+            let call = tokio::task::spawn_blocking(move || {
+                with_deadline(deadline, || job(&me));
+                drop(permit);
+            });
+            match tokio::time::timeout_at(started + timeout, call).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(panicked)) => Err(SignError::Unavailable(format!(
+                    "the signing call failed: {panicked}"
+                ))),
+                Err(_) => {
+                    tracing::error!(
+                        ?timeout,
+                        "the token did not answer in time; its session stays busy until it does"
+                    );
+                    Err(SignError::Timeout(timeout))
+                }
+            }
+        })
     }
 }

@@ -11,7 +11,7 @@ use cryptoki::session::Session;
 
 use zeroize::Zeroizing;
 
-use super::{Connection, Shared, SignError, Signed, TokenKey};
+use super::{Connection, KeyInfo, Shared, SignError, Signed, TokenKey};
 use crate::algorithm::Algorithm;
 use crate::token::{ecdh_derive, sign_digest, TokenError};
 
@@ -32,7 +32,10 @@ pub(super) fn sign(
     let (signature, key) = with_key(shared, label, |session, key| {
         sign_digest(session, key.handle, algorithm, digest)
     })?;
-    Ok(Signed { signature, key })
+    Ok(Signed {
+        signature,
+        key: key.info.clone(),
+    })
 }
 
 /// Z = ECDH(key labelled `label`, `point`) on the token (see [`with_key`]).
@@ -40,10 +43,11 @@ pub(super) fn derive(
     shared: &Shared,
     label: &str,
     point: &[u8],
-) -> Result<(Zeroizing<Vec<u8>>, Arc<TokenKey>), SignError> {
-    with_key(shared, label, |session, key| {
+) -> Result<(Zeroizing<Vec<u8>>, Arc<KeyInfo>), SignError> {
+    let (z, key) = with_key(shared, label, |session, key| {
         ecdh_derive(session, key.handle, point)
-    })
+    })?;
+    Ok((z, key.info.clone()))
 }
 
 /// Runs `op` with the key labelled `label` on a pooled session, and decides whose fault
