@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::daemon::{openssl_verify, raw_to_der, wait_until, Daemon};
-use common::tpm::TpmToken;
+use common::tpm::{self, with_rig};
 use common::*;
 use openssl::x509::X509;
 
 /// `hsm-signer generate` of a signing key with a self-signed certificate; returns the
 /// certificate as the token holds it.
-fn generate(token: &TpmToken, label: &str, key_type: &str) -> Result<X509> {
+fn generate(token: &TestToken, label: &str, key_type: &str) -> Result<X509> {
     let out = run_ok(token.on_token("generate").args([
         "--label",
         label,
@@ -41,7 +41,7 @@ fn generate(token: &TpmToken, label: &str, key_type: &str) -> Result<X509> {
 }
 
 /// The certificate labelled `label`, read from the token with pkcs11-tool.
-fn certificate_of(token: &TpmToken, label: &str) -> Result<X509> {
+fn certificate_of(token: &TestToken, label: &str) -> Result<X509> {
     let out =
         run_ok(
             token
@@ -51,10 +51,10 @@ fn certificate_of(token: &TpmToken, label: &str) -> Result<X509> {
     Ok(X509::from_der(&out.stdout)?)
 }
 
-fn config_text(token: &TpmToken, keys: &[(&str, &str, &str)], extra_server: &str) -> String {
+fn config_text(token: &TestToken, keys: &[(&str, &str, &str)], extra_server: &str) -> String {
     let mut text = format!(
         "[token]\nmodule = \"{}\"\ntoken = \"{}\"\npin_file = \"{}\"\nsessions = 2\n\n[server]\nsocket = \"{}\"\nsocket_mode = \"0660\"\nrequest_timeout_ms = 3000\n{extra_server}\n\n[audit]\nfile = \"{}\"\n\n[health]\ninterval_seconds = 1\n",
-        token.module(),
+        token.module_str(),
         token.label,
         token.pin_file.display(),
         token.path("hsm-signer.sock").display(),
@@ -68,7 +68,7 @@ fn config_text(token: &TpmToken, keys: &[(&str, &str, &str)], extra_server: &str
     text
 }
 
-fn start_daemon(token: &TpmToken, keys: &[(&str, &str, &str)], extra: &str) -> Result<Daemon> {
+fn start_daemon(token: &TestToken, keys: &[(&str, &str, &str)], extra: &str) -> Result<Daemon> {
     let config = token.path("config.toml");
     std::fs::write(&config, config_text(token, keys, extra))?;
     Daemon::start_command(token.hsm_signer(), token.dir.path(), config)
@@ -98,10 +98,9 @@ fn sign(daemon: &Daemon, key: &str, algorithm: &str, data: &[u8]) -> Result<(u16
 
 #[test]
 fn keys_generated_on_the_tpm_list_verify_check_and_sign_through_the_daemon() -> Result {
-    let Some(token) = TpmToken::new()? else {
+    let Some(token) = tpm::token()? else {
         return Ok(());
     };
-    eprintln!("TPM token created in {:?}", token.created_in);
     let rsa = generate(&token, "gsko-epuap", "rsa-2048")?;
     let ec = generate(&token, "gsko-wk", "ec-p256")?;
 
@@ -124,7 +123,7 @@ fn keys_generated_on_the_tpm_list_verify_check_and_sign_through_the_daemon() -> 
         .args([
             "check",
             "--module",
-            &token.module(),
+            &token.module_str(),
             "--token",
             &token.label,
         ])
@@ -179,7 +178,7 @@ fn keys_generated_on_the_tpm_list_verify_check_and_sign_through_the_daemon() -> 
 
 #[test]
 fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() -> Result {
-    let Some(mut token) = TpmToken::new()? else {
+    let Some(token) = tpm::token()? else {
         return Ok(());
     };
     let cert = generate(&token, "gsko-epuap", "rsa-2048")?;
@@ -188,7 +187,7 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
     let (status, _) = sign(&daemon, "epuap", "RS256", data)?;
     assert_eq!(status, 200);
 
-    token.rig()?.stop()?;
+    with_rig(&token, |rig| rig.stop())?;
     let stopped = Instant::now();
     wait_until(
         Duration::from_secs(15),
@@ -205,7 +204,7 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
         stopped.elapsed()
     );
 
-    token.rig()?.start()?;
+    with_rig(&token, |rig| rig.start())?;
     let restarted = Instant::now();
     let data = b"after the outage";
     let mut signature = Vec::new();
@@ -220,7 +219,7 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
         restarted.elapsed()
     );
     // The TPM got no orderly shutdown: it may count that towards its lockout.
-    let state = token.rig()?.lockout_state()?;
+    let state = with_rig(&token, |rig| rig.lockout_state())?;
     let counters: Vec<&str> = state
         .lines()
         .filter(|l| l.contains("LOCKOUT_COUNTER") || l.contains("inLockout"))
@@ -241,7 +240,7 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
 
 #[test]
 fn a_tpm_in_dictionary_attack_lockout_is_named_with_its_cure() -> Result {
-    let Some(mut token) = TpmToken::new()? else {
+    let Some(token) = tpm::token()? else {
         return Ok(());
     };
     generate(&token, "gsko-epuap", "rsa-2048")?;
@@ -249,16 +248,18 @@ fn a_tpm_in_dictionary_attack_lockout_is_named_with_its_cure() -> Result {
     for _ in 0..3 {
         let out = token
             .tool("pkcs11-tool")
-            .args(["--module", &token.module(), "--token-label", &token.label])
+            .args([
+                "--module",
+                &token.module_str(),
+                "--token-label",
+                &token.label,
+            ])
             .args(["--login", "--pin", "0000", "--list-objects"])
             .output()?;
         assert!(!out.status.success());
     }
     assert!(
-        token
-            .rig()?
-            .lockout_state()?
-            .contains("inLockout:                 1"),
+        with_rig(&token, |rig| rig.lockout_state())?.contains("inLockout:                 1"),
         "the TPM should be in lockout now"
     );
     let out = token.on_token("list").output()?;
@@ -273,14 +274,14 @@ fn a_tpm_in_dictionary_attack_lockout_is_named_with_its_cure() -> Result {
     assert!(!stderr.contains("with the SO PIN"), "{stderr}");
 
     // The cure the message names works, and the right PIN logs in again.
-    token.rig()?.clear_lockout()?;
+    with_rig(&token, |rig| rig.clear_lockout())?;
     let out = run_ok(&mut token.on_token("list"))?;
     assert!(String::from_utf8(out.stdout)?.contains("Label:        gsko-epuap"));
     Ok(())
 }
 
 /// The objects on the token as pkcs11-tool lists them (header, label and ID lines).
-fn objects(token: &TpmToken) -> Result<Vec<String>> {
+fn objects(token: &TestToken) -> Result<Vec<String>> {
     let out = run_ok(token.pkcs11_tool().arg("--list-objects"))?;
     let mut lines: Vec<String> = String::from_utf8(out.stdout)?
         .lines()
@@ -295,7 +296,7 @@ fn objects(token: &TpmToken) -> Result<Vec<String>> {
 /// under a one-time transport password in a private directory, `tpm2_ptool import`ed,
 /// and shredded.
 fn tpm2_ptool_import(
-    token: &TpmToken,
+    token: &TestToken,
     p12: &std::path::Path,
     password: &std::path::Path,
     label: &str,
@@ -329,7 +330,7 @@ tpm2_ptool import --label "$TOKEN" --key-label "$KEY_LABEL" --algorithm "$ALGORI
 fn a_p12_import_is_refused_with_the_tpm_path_then_tpm2_ptool_import_and_import_cert_work() -> Result
 {
     use common::fixtures::{secret_file, write_p12, Ca, KeySpec};
-    let Some(token) = TpmToken::new()? else {
+    let Some(token) = tpm::token()? else {
         return Ok(());
     };
     let ca = Ca::sigillum()?;
@@ -425,7 +426,7 @@ fn a_p12_import_is_refused_with_the_tpm_path_then_tpm2_ptool_import_and_import_c
 #[test]
 fn an_extractable_key_is_served_with_a_warning_or_refused_when_configured() -> Result {
     use common::fixtures::{secret_file, write_p12, Ca, KeySpec};
-    let Some(token) = TpmToken::new()? else {
+    let Some(token) = tpm::token()? else {
         return Ok(());
     };
     let ca = Ca::sigillum()?;
@@ -504,7 +505,7 @@ fn an_extractable_key_is_served_with_a_warning_or_refused_when_configured() -> R
 
 #[test]
 fn unclean_tpm_restarts_under_the_daemon_end_in_the_lockout_which_health_names() -> Result {
-    let Some(mut token) = TpmToken::new()? else {
+    let Some(token) = tpm::token()? else {
         return Ok(());
     };
     generate(&token, "gsko-epuap", "rsa-2048")?;
@@ -514,13 +515,13 @@ fn unclean_tpm_restarts_under_the_daemon_end_in_the_lockout_which_health_names()
     // (swtpm allows 3); the daemon's next login after the third meets the lockout.
     let mut health = serde_json::Value::Null;
     for restart in 1..=3 {
-        token.rig()?.stop()?;
+        with_rig(&token, |rig| rig.stop())?;
         wait_until(
             Duration::from_secs(15),
             "the daemon to see the TPM gone",
             || Ok(daemon.json("GET", "/v1/health", None)?.0 == 503),
         )?;
-        token.rig()?.start()?;
+        with_rig(&token, |rig| rig.start())?;
         wait_until(
             Duration::from_secs(30),
             "the daemon to log in again",
@@ -544,7 +545,7 @@ fn unclean_tpm_restarts_under_the_daemon_end_in_the_lockout_which_health_names()
     );
     drop(daemon);
 
-    token.rig()?.clear_lockout()?;
+    with_rig(&token, |rig| rig.clear_lockout())?;
     let daemon = start_daemon(&token, &keys, "")?;
     let (status, _) = sign(&daemon, "epuap", "RS256", b"after the lockout was cleared")?;
     assert_eq!(status, 200);
@@ -554,13 +555,13 @@ fn unclean_tpm_restarts_under_the_daemon_end_in_the_lockout_which_health_names()
 
 #[test]
 fn a_daemon_started_before_its_tpm_serves_as_soon_as_the_tpm_is_up() -> Result {
-    let Some(mut token) = TpmToken::new()? else {
+    let Some(token) = tpm::token()? else {
         return Ok(());
     };
     let cert = generate(&token, "gsko-epuap", "rsa-2048")?;
     // At boot, before the TPM's broker is up: the daemon must not exit (systemd would
     // give up on it within a second), but answer 503 with the reason and connect later.
-    token.rig()?.stop()?;
+    with_rig(&token, |rig| rig.stop())?;
     let daemon = start_daemon(&token, &[("epuap", "gsko-epuap", "RS256")], "")?;
     let (status, health) = daemon.json("GET", "/v1/health", None)?;
     assert_eq!(status, 503, "{health}");
@@ -568,7 +569,7 @@ fn a_daemon_started_before_its_tpm_serves_as_soon_as_the_tpm_is_up() -> Result {
     let (status, answer) = sign(&daemon, "epuap", "RS256", b"too early")?;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&answer));
 
-    token.rig()?.start()?;
+    with_rig(&token, |rig| rig.start())?;
     let up = Instant::now();
     let data = b"once the TPM is up";
     let mut signature = Vec::new();

@@ -264,6 +264,14 @@ impl TestToken {
         cmd
     }
 
+    /// `program` with the token's environment (tpm2_ptool, tpm2-tools, pkcs11-tool, bash).
+    pub fn tool(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
     /// `hsm-signer SUBCOMMAND --module M --token LABEL --pin-file F`.
     pub fn on_token(&self, subcommand: &str) -> Command {
         let mut cmd = self.hsm_signer();

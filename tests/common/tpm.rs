@@ -18,10 +18,9 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{run_ok, write_secret, Backend, Result};
+use super::{run_ok, Backend, Result};
 
 /// Debian's tpm2-pkcs11 module (package libtpm2-pkcs11-1).
 pub const TPM_MODULE: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so";
@@ -333,125 +332,29 @@ pub fn create(label: &str, so_pin: &str, pin: &str) -> Result<Backend> {
     })
 }
 
-/// The [`Rig`] behind a TPM backend.
-pub fn rig(backend: &mut Backend) -> Result<&mut Rig> {
-    backend
-        .guard
+/// A fresh TPM token of the test's own, or `None` when the tools are missing outside CI
+/// (see [`available`]).
+pub fn token() -> Result<Option<super::TestToken>> {
+    if !available()? {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let token = super::TestToken::of(super::Family::Tpm)?;
+    eprintln!(
+        "TPM token {} created in {:?}",
+        token.label,
+        started.elapsed()
+    );
+    Ok(Some(token))
+}
+
+/// Runs `f` on the processes behind `token`, a TPM token (to stop, start, clear the
+/// lockout).
+pub fn with_rig<T>(token: &super::TestToken, f: impl FnOnce(&mut Rig) -> Result<T>) -> Result<T> {
+    let mut guard = token.guard.lock().map_err(|_| "token guard poisoned")?;
+    let rig = guard
         .as_mut()
         .and_then(|g| g.downcast_mut::<Rig>())
-        .ok_or_else(|| "not a TPM backend".into())
-}
-
-/// The user PIN of every TPM test token.
-pub const PIN: &str = "1234";
-/// The SO PIN of every TPM test token.
-pub const SO_PIN: &str = "5678";
-
-/// A TPM token for one test, with the same helpers as the SoftHSM `TestToken` (to be
-/// folded into a family-aware one).
-pub struct TpmToken {
-    /// Its label.
-    pub label: String,
-    /// The token's module, environment and processes.
-    pub backend: Backend,
-    /// A directory of this test's own for files.
-    pub dir: tempfile::TempDir,
-    /// A file holding [`PIN`], mode 0600.
-    pub pin_file: PathBuf,
-    /// How long [`create`] took.
-    pub created_in: Duration,
-}
-
-impl TpmToken {
-    /// A fresh TPM token, or `None` when the tools are missing outside CI.
-    pub fn new() -> Result<Option<Self>> {
-        if !available()? {
-            return Ok(None);
-        }
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let label = format!(
-            "tpm{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let started = Instant::now();
-        let backend = create(&label, SO_PIN, PIN)?;
-        let created_in = started.elapsed();
-        let dir = tempfile::tempdir()?;
-        let pin_file = dir.path().join("pin");
-        write_secret(&pin_file, PIN)?;
-        Ok(Some(Self {
-            label,
-            backend,
-            dir,
-            pin_file,
-            created_in,
-        }))
-    }
-
-    /// A path in this test's directory.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The module path as a string.
-    pub fn module(&self) -> String {
-        self.backend.module.display().to_string()
-    }
-
-    /// `hsm-signer` with this token's environment, and a clean secret environment.
-    pub fn hsm_signer(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hsm-signer"));
-        cmd.envs(self.backend.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("HSM_SIGNER_PIN")
-            .env_remove("HSM_SIGNER_P12_PASSWORD")
-            .env_remove("HSM_SIGNER_MODULE")
-            .env_remove("HSM_SIGNER_TOKEN")
-            .env_remove("HSM_SIGNER_LOG")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// `hsm-signer SUBCOMMAND --module M --token LABEL --pin-file F`.
-    pub fn on_token(&self, subcommand: &str) -> Command {
-        let mut cmd = self.hsm_signer();
-        cmd.arg(subcommand)
-            .args([
-                "--module",
-                &self.module(),
-                "--token",
-                &self.label,
-                "--pin-file",
-            ])
-            .arg(&self.pin_file);
-        cmd
-    }
-
-    /// A command with the token's environment (tpm2_ptool, tpm2-tools, pkcs11-tool).
-    pub fn tool(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.envs(self.backend.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    /// `pkcs11-tool` (OpenSC) on this token, logged in.
-    pub fn pkcs11_tool(&self) -> Command {
-        let mut cmd = self.tool("pkcs11-tool");
-        cmd.args([
-            "--module",
-            &self.module(),
-            "--token-label",
-            &self.label,
-            "--login",
-            "--pin",
-            PIN,
-        ]);
-        cmd
-    }
-
-    /// The processes behind the token (to stop, start, clear the lockout).
-    pub fn rig(&mut self) -> Result<&mut Rig> {
-        rig(&mut self.backend)
-    }
+        .ok_or("not a TPM token")?;
+    f(rig)
 }
