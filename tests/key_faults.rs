@@ -178,10 +178,11 @@ fn the_first_request_after_a_quick_reconnect_is_signed_not_refused() -> Result {
     );
     assert!(verified(&hsm, &leaves[0], "<after/>", &answer, false)?);
     let log = daemon.log_text();
-    assert!(
-        log.contains("token connection restored; trying once more on it"),
-        "{log}"
-    );
+    // The request that saw the link go waited for the reconnect and signed on it, or the
+    // daemon's own health check saw it first and the request waited in the outage's first
+    // second: either way the connection was lost and restored, and nobody got a 503.
+    assert!(log.contains("token connection lost"), "{log}");
+    assert!(log.contains("token connection restored"), "{log}");
     eprintln!("the first request after the HSM came back was signed in {took:?}");
     let (status, health) = daemon.json("GET", "/v1/health", None)?;
     assert_eq!(status, 200, "{health}");

@@ -158,6 +158,17 @@ impl Shared {
         }
     }
 
+    /// While an outage is younger than [`RECONNECT_WAIT`], until when a request may wait
+    /// for its reconnect; `None` when the token is not down, or down for longer.
+    fn young_outage_until(&self) -> Option<Instant> {
+        match &*self.status.lock().expect("status lock") {
+            Status::Down {
+                since: Some(since), ..
+            } if since.elapsed() < RECONNECT_WAIT => Some(*since + RECONNECT_WAIT),
+            _ => None,
+        }
+    }
+
     /// Waits until a connection newer than `generation` is up, or `until`; true when one
     /// is. The supervisor wakes waiters when it restores the connection.
     fn wait_for_reconnect(&self, generation: u64, until: Instant) -> bool {
@@ -380,8 +391,23 @@ impl KeySigner for Signer {
     /// call returns, if ever.
     fn run_job(&self, timeout: Duration, job: Job) -> JobFuture<'_> {
         Box::pin(async move {
-            // Fail fast while the token is down instead of queueing behind it.
-            self.shared.connection()?;
+            // Fail fast while the token is down instead of queueing behind it, except in
+            // an outage's first second, when the reconnect may be moments away: a token
+            // back within it costs the caller a short wait, not a 503.
+            if let Err(down) = self.shared.connection() {
+                let Some(until) = self.shared.young_outage_until() else {
+                    return Err(down);
+                };
+                let until = until.min(Instant::now() + timeout);
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    match self.shared.connection() {
+                        Ok(_) => break,
+                        Err(e) if Instant::now() >= until => return Err(e),
+                        Err(_) => {}
+                    }
+                }
+            }
             if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
                 return Err(SignError::Overloaded);
