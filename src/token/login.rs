@@ -122,22 +122,8 @@ pub fn change_pin(
     new: &SecretString,
     allow_final_try: bool,
 ) -> Result<(), TokenError> {
-    use secrecy::ExposeSecret;
     guard(ctx, slot, token, allow_final_try)?;
-    let info = ctx
-        .get_token_info(slot)
-        .map_err(TokenError::pkcs11(format!(
-            "reading token \"{token}\"'s PIN limits"
-        )))?;
-    let length = new.expose_secret().len();
-    if length < info.min_pin_length() || length > info.max_pin_length() {
-        return Err(TokenError::NewPinLength {
-            token: token.into(),
-            length,
-            min: info.min_pin_length(),
-            max: info.max_pin_length(),
-        });
-    }
+    super::so_pin::check_new_pin_length(ctx, slot, token, new)?;
     session.set_pin(old, new).map_err(|e| {
         pin_error(
             ctx,
