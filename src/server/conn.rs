@@ -39,6 +39,19 @@ pub struct ConnLimits {
     pub write_timeout: Duration,
 }
 
+impl ConnLimits {
+    /// The limits `[server]` sets.
+    pub fn of(config: &crate::config::Resolved) -> Self {
+        let server = &config.config.server;
+        Self {
+            max_connections: server.max_connections,
+            max_per_identity: server.max_connections_per_identity,
+            header_timeout: config.read_timeout(),
+            write_timeout: Duration::from_millis(server.write_timeout_ms),
+        }
+    }
+}
+
 /// Open connections per identity.
 #[derive(Debug)]
 pub struct Identities {

@@ -69,13 +69,7 @@ pub fn run(socket: &Path, audit: &Path, hand_off: bool) -> Result<(), ServeError
     ));
     runtime.block_on(async {
         let listener = listener::bind(socket, config.socket_mode, None)?;
-        let server = &config.config.server;
-        let limits = listener::ConnLimits {
-            max_connections: server.max_connections,
-            max_per_identity: server.max_connections_per_identity,
-            header_timeout: config.read_timeout(),
-            write_timeout: Duration::from_millis(server.write_timeout_ms),
-        };
+        let limits = listener::ConnLimits::of(&config);
         let policy = state.clone();
         let admit: listener::Admission = Arc::new(move |peer| policy.policy().admits(peer));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

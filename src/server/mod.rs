@@ -224,12 +224,7 @@ async fn run(
         ),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let limits = listener::ConnLimits {
-        max_connections: server.max_connections,
-        max_per_identity: server.max_connections_per_identity,
-        header_timeout: config.read_timeout(),
-        write_timeout: Duration::from_millis(server.write_timeout_ms),
-    };
+    let limits = listener::ConnLimits::of(&config);
     let policy = state.clone();
     let admit: listener::Admission = Arc::new(move |peer| policy.policy().admits(peer));
     let grace = Duration::from_millis(server.shutdown_grace_ms);
