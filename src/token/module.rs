@@ -28,11 +28,27 @@ pub struct TokenSummary {
     pub user_pin_initialized: bool,
 }
 
+/// Serialises loading (dlopen and C_Initialize) and unloading (the last dlclose) of
+/// modules within this process. Two contexts of the same module can exist at once (the
+/// daemon's connection, and a short-lived one such as the protection check); a module such
+/// as SoftHSM is not safe against two C_Initialize calls racing, or against one racing the
+/// library's unload, so both happen under this lock. Calls made between them are the
+/// module's own business (it was initialised with OS locking).
+static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A loaded and initialised PKCS#11 module.
 pub struct Module {
-    ctx: Pkcs11,
+    /// Always `Some` until dropped (taken in `Drop` to unload under [`LOAD`]).
+    ctx: Option<Pkcs11>,
     path: PathBuf,
     family: ModuleFamily,
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        let _unloading = LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        drop(self.ctx.take());
+    }
 }
 
 impl std::fmt::Debug for Module {
@@ -53,6 +69,7 @@ impl Module {
         if !path.is_file() {
             return Err(load_err("no such file".into()));
         }
+        let _loading = LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let ctx = Pkcs11::new(path).map_err(|e| load_err(describe(&e)))?;
         match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
@@ -70,7 +87,7 @@ impl Module {
             .ok();
         Ok(Self {
             family: ModuleFamily::detect(path, manufacturer.as_deref()),
-            ctx,
+            ctx: Some(ctx),
             path: path.to_path_buf(),
         })
     }
@@ -82,7 +99,9 @@ impl Module {
 
     /// The cryptoki context.
     pub fn ctx(&self) -> &Pkcs11 {
-        &self.ctx
+        self.ctx
+            .as_ref()
+            .expect("the module is loaded until dropped")
     }
 
     /// The module's path.
@@ -93,12 +112,12 @@ impl Module {
     /// Every initialised token the module shows.
     pub fn tokens(&self) -> Result<Vec<(Slot, TokenSummary)>, TokenError> {
         let slots = self
-            .ctx
+            .ctx()
             .get_slots_with_initialized_token()
             .map_err(TokenError::pkcs11("listing the module's tokens"))?;
         let mut out = Vec::new();
         for slot in slots {
-            let info = match self.ctx.get_token_info(slot) {
+            let info = match self.ctx().get_token_info(slot) {
                 Ok(info) => info,
                 // A token pulled out between the two calls is simply not there.
                 Err(_) => continue,
