@@ -96,6 +96,35 @@ fn sign(daemon: &Daemon, key: &str, algorithm: &str, data: &[u8]) -> Result<(u16
     Ok((status, signature))
 }
 
+/// Starts the TPM behind `token` again and waits (at most 30 s) until the daemon signs
+/// `data` with RS256 under `cert`; the signature is checked with the openssl CLI. Returns
+/// how long signing took to come back after the TPM did.
+fn start_tpm_and_sign_again(
+    token: &TestToken,
+    daemon: &Daemon,
+    cert: &X509,
+    data: &[u8],
+) -> Result<Duration> {
+    with_rig(token, |rig| rig.start())?;
+    let started = Instant::now();
+    let mut signature = Vec::new();
+    wait_until(Duration::from_secs(30), "signing to come back", || {
+        let (status, answer) = sign(daemon, "epuap", "RS256", data)?;
+        signature = answer;
+        Ok(status == 200)
+    })
+    .map_err(|e| format!("{e}; daemon log:\n{}", daemon.log_text()))?;
+    let took = started.elapsed();
+    assert!(openssl_verify(
+        token.dir.path(),
+        cert,
+        data,
+        &signature,
+        &["-sha256"]
+    )?);
+    Ok(took)
+}
+
 #[test]
 fn keys_generated_on_the_tpm_list_verify_check_and_sign_through_the_daemon() -> Result {
     let Some(token) = tpm::token()? else {
@@ -204,20 +233,8 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
         stopped.elapsed()
     );
 
-    with_rig(&token, |rig| rig.start())?;
-    let restarted = Instant::now();
-    let data = b"after the outage";
-    let mut signature = Vec::new();
-    wait_until(Duration::from_secs(30), "signing to come back", || {
-        let (status, answer) = sign(&daemon, "epuap", "RS256", data)?;
-        signature = answer;
-        Ok(status == 200)
-    })
-    .map_err(|e| format!("{e}; daemon log:\n{}", daemon.log_text()))?;
-    eprintln!(
-        "signing again {:?} after the TPM came back",
-        restarted.elapsed()
-    );
+    let took = start_tpm_and_sign_again(&token, &daemon, &cert, b"after the outage")?;
+    eprintln!("signing again {took:?} after the TPM came back");
     // The TPM got no orderly shutdown: it may count that towards its lockout.
     let state = with_rig(&token, |rig| rig.lockout_state())?;
     let counters: Vec<&str> = state
@@ -225,13 +242,6 @@ fn a_tpm_that_goes_away_under_the_daemon_is_reported_down_then_serves_again() ->
         .filter(|l| l.contains("LOCKOUT_COUNTER") || l.contains("inLockout"))
         .collect();
     eprintln!("after one unclean restart: {}", counters.join("; "));
-    assert!(openssl_verify(
-        token.dir.path(),
-        &cert,
-        data,
-        &signature,
-        &["-sha256"]
-    )?);
     let (status, health) = daemon.json("GET", "/v1/health", None)?;
     assert_eq!(status, 200, "{health}");
     assert!(daemon.stop()?.success());
@@ -569,28 +579,8 @@ fn a_daemon_started_before_its_tpm_serves_as_soon_as_the_tpm_is_up() -> Result {
     let (status, answer) = sign(&daemon, "epuap", "RS256", b"too early")?;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&answer));
 
-    with_rig(&token, |rig| rig.start())?;
-    let up = Instant::now();
-    let data = b"once the TPM is up";
-    let mut signature = Vec::new();
-    wait_until(
-        Duration::from_secs(30),
-        "signing once the TPM is up",
-        || {
-            let (status, answer) = sign(&daemon, "epuap", "RS256", data)?;
-            signature = answer;
-            Ok(status == 200)
-        },
-    )
-    .map_err(|e| format!("{e}; daemon log:\n{}", daemon.log_text()))?;
-    eprintln!("signing {:?} after the TPM came up", up.elapsed());
-    assert!(openssl_verify(
-        token.dir.path(),
-        &cert,
-        data,
-        &signature,
-        &["-sha256"]
-    )?);
+    let took = start_tpm_and_sign_again(&token, &daemon, &cert, b"once the TPM is up")?;
+    eprintln!("signing {took:?} after the TPM came up");
     assert!(daemon.stop()?.success());
     Ok(())
 }
