@@ -344,6 +344,79 @@ fn wss_a_long_polish_document_signs_and_verifies() -> TestResult {
     Ok(())
 }
 
+/// SHA-256 (base64) of lxml's exclusive c14n of the element with `wsu:Id` = `id` in `xml`.
+fn lxml_exc_c14n_sha256(xml: &str, id: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("input.xml");
+    std::fs::write(&path, xml)?;
+    let script = format!(
+        "import base64, hashlib, sys\nfrom lxml import etree\n\
+         doc = etree.parse(sys.argv[1], etree.XMLParser(huge_tree=True))\n\
+         (el,) = doc.xpath(\"//*[@wsu:Id='{id}']\", namespaces={{'wsu': '{WSU}'}})\n\
+         c14n = etree.tostring(el, method='c14n', exclusive=True, with_comments=False)\n\
+         print(base64.b64encode(hashlib.sha256(c14n).digest()).decode())\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .arg(&path)
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// The DigestValue of the Reference to `#id` in a signed document.
+fn digest_value(signed: &str, id: &str) -> Option<String> {
+    let reference = signed.find(&format!("URI=\"#{id}\""))?;
+    let rest = &signed[reference..];
+    let start = rest.find("DigestValue>")? + "DigestValue>".len();
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].to_owned())
+}
+
+#[test]
+fn wss_long_polish_texts_are_signed_over_their_own_bytes() -> TestResult {
+    // libxml2 writes a long text's c14n in 16,000-byte pieces; the libxml crate decoded
+    // each piece on its own, so a character cut there became U+FFFD. One text node per
+    // offset 15,996..16,004 at which a multi-byte character starts, 16 KB to 200 KB each,
+    // and a U+FFFD in a Header comment (which once switched the guard off).
+    let mut texts = String::new();
+    for (i, offset) in (15_996..=16_004).enumerate() {
+        let size = 16_000 + i * 23_000;
+        let mut text = "x".repeat(offset);
+        for c in ["ż", "€", "ł", "🙂"].iter().cycle() {
+            if text.len() >= size.max(offset + 64) {
+                break;
+            }
+            text.push_str(c);
+            text.push_str(" Zażółć gęślą jaźń, ŹDŹBŁO. ");
+        }
+        texts += &format!("<tekst nr=\"{offset}\">{text}</tekst>\n");
+    }
+    let envelope = format!(
+        "<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\" xmlns:wsu=\"{WSU}\">\
+         <soapenv:Header><!-- znak zastępczy: \u{FFFD} --></soapenv:Header>\
+         <soapenv:Body wsu:Id=\"body-long\"><dokument>\n{texts}</dokument></soapenv:Body>\
+         </soapenv:Envelope>"
+    );
+    let key = Key::rsa();
+    let signed = sign_wss(
+        envelope.as_bytes(),
+        &wss_opts(&key, None),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed.xml.contains(&texts), "the texts came back changed");
+    assert_eq!(signed.xml.matches('\u{FFFD}').count(), 1);
+    assert_wss_verifies(&signed, &key, SOAP11);
+    if have_python() {
+        let expected = lxml_exc_c14n_sha256(&envelope, "body-long")?;
+        assert_eq!(digest_value(&signed.xml, "body-long"), Some(expected));
+    }
+    Ok(())
+}
+
 #[test]
 fn wss_a_tampered_body_is_rejected() -> TestResult {
     let key = Key::rsa();
