@@ -571,3 +571,101 @@ fn saml_a_tampered_request_is_rejected() -> TestResult {
     }
     Ok(())
 }
+
+/// The new refusals through the real daemon and socket: each status and JSON `code`, and
+/// the audit record's `reference` for an accepted ID. (tests/xml_daemon.rs has the older
+/// refusals.)
+#[test]
+fn daemon_answers_each_new_shape_with_its_status_and_code() -> common::Result {
+    use common::daemon::{provision, Daemon, KeySetup};
+    let token = common::TestToken::new()?;
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    provision(&token, &keys)?;
+    const WSSE: &str =
+        "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+    let daemon = Daemon::start(&token, &keys, "")?;
+    let env = |header: &str, body_attrs: &str, payload: &str| {
+        format!(
+            "<s:Envelope xmlns:s=\"{SOAP11}\" xmlns:wsu=\"{WSU}\" xmlns:wsse=\"{WSSE}\" \
+             xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">{header}\
+             <s:Body{body_attrs}>{payload}</s:Body></s:Envelope>"
+        )
+    };
+    let namespaces: String = (0..65)
+        .map(|i| format!(" xmlns:p{i}=\"urn:p:{i}\""))
+        .collect();
+    let timestamped = env(
+        "<s:Header><wsse:Security><wsu:Timestamp><wsu:Created>2026-01-01T00:00:00Z</wsu:Created></wsu:Timestamp></wsse:Security></s:Header>",
+        "",
+        "<x/>",
+    );
+    let cases: Vec<(&str, serde_json::Value, u16, &str)> = vec![
+        (
+            "a Body in the Header",
+            serde_json::json!({"envelope": env("<s:Header><s:Body><fake/></s:Body></s:Header>", "", "<x/>")}),
+            422,
+            "not_soap_envelope",
+        ),
+        (
+            "a ds:Signature deep in the Header",
+            serde_json::json!({"envelope": env("<s:Header><a><ds:Signature/></a></s:Header>", "", "<x/>")}),
+            422,
+            "already_signed",
+        ),
+        (
+            "xpointer(/) as the Body's ID",
+            serde_json::json!({"envelope": env("", " wsu:Id=\"xpointer(/)\"", "<x/>")}),
+            400,
+            "bad_id",
+        ),
+        (
+            "ID and wsu:Id on the Body",
+            serde_json::json!({"envelope": env("", " ID=\"a\" wsu:Id=\"b\"", "<x/>")}),
+            400,
+            "ambiguous_id",
+        ),
+        (
+            "xml:id twice",
+            serde_json::json!({"envelope": env("", "", "<a xml:id=\"d\"/><b xml:id=\"d\"/>")}),
+            400,
+            "xml_duplicate_id",
+        ),
+        (
+            "a Timestamp and a TTL",
+            serde_json::json!({"envelope": timestamped, "timestamp_ttl_seconds": 300}),
+            422,
+            "already_timestamped",
+        ),
+        (
+            "65 namespaces in scope",
+            serde_json::json!({"envelope": env("", "", &format!("<x{namespaces}/>"))}),
+            400,
+            "xml_too_complex",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let (got, answer) =
+            daemon.json("POST", "/v1/keys/epuap/wss/sign", Some(&body.to_string()))?;
+        println!("{what}: {got} {answer}");
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {answer}"
+        );
+    }
+    let (status, answer) = daemon.json(
+        "POST",
+        "/v1/keys/epuap/wss/sign",
+        Some(
+            &serde_json::json!({"envelope": env("", " wsu:Id=\"5f3a9c2e1b7d4\"", "<x/>")})
+                .to_string(),
+        ),
+    )?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["body_id"], "5f3a9c2e1b7d4");
+    let audit = daemon.audit.clone();
+    drop(daemon);
+    let log = std::fs::read_to_string(&audit)?;
+    assert!(log.contains("\"reference\":\"#5f3a9c2e1b7d4\""), "{log}");
+    Ok(())
+}
