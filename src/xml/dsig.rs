@@ -205,13 +205,17 @@ pub(crate) struct Signed {
 pub(crate) fn sign<F, E>(
     skeleton: &mut Skeleton,
     signer: &Signer,
-    doc: &Parsed,
     sign: F,
 ) -> Result<Signed, SignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
-    let signed_info = exc_c14n(&doc.doc, &skeleton.signed_info)?;
+    // In a document of its own: libxml2 then walks SignedInfo, not the whole envelope.
+    // The re-parse check compares it with SignedInfo's c14n in place.
+    let mut signed_info = Vec::new();
+    raw::exc_c14n_alone(&skeleton.signed_info, &mut |chunk| {
+        signed_info.extend_from_slice(chunk)
+    })?;
     let value = sign(&signed_info).map_err(SignError::Token)?;
     let digest = signer.algorithm.hash().digest(&signed_info);
     let verified =

@@ -24,10 +24,11 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::marker::PhantomData;
 
 use libxml::bindings::{
-    xmlAttr, xmlC14NExecute, xmlDocPtr, xmlElementType_XML_ATTRIBUTE_NODE,
-    xmlElementType_XML_CDATA_SECTION_NODE, xmlElementType_XML_ELEMENT_NODE,
-    xmlElementType_XML_NAMESPACE_DECL, xmlElementType_XML_TEXT_NODE, xmlErrorPtr, xmlGetLineNo,
-    xmlNodePtr, xmlOutputBufferClose, xmlOutputBufferCreateIO, xmlSaveClose, xmlSaveDoc,
+    xmlAttr, xmlC14NExecute, xmlDocCopyNode, xmlDocPtr, xmlDocSetRootElement,
+    xmlElementType_XML_ATTRIBUTE_NODE, xmlElementType_XML_CDATA_SECTION_NODE,
+    xmlElementType_XML_ELEMENT_NODE, xmlElementType_XML_NAMESPACE_DECL,
+    xmlElementType_XML_TEXT_NODE, xmlErrorPtr, xmlFreeDoc, xmlGetLineNo, xmlNewDoc, xmlNodePtr,
+    xmlOutputBufferClose, xmlOutputBufferCreateIO, xmlSaveClose, xmlSaveDoc,
     xmlSaveOption_XML_SAVE_NO_DECL, xmlSaveToIO, xmlSetStructuredErrorFunc,
     xmlThrDefSetStructuredErrorFunc,
 };
@@ -112,11 +113,54 @@ pub(crate) fn exc_c14n(
     if doc_ptr.is_null() || node_ptr.is_null() {
         return Err(XmlError::internal("c14n of a null node"));
     }
+    // SAFETY: `doc_ptr` and `node_ptr` are live (borrowed from `doc` and `node`), and
+    // `node` belongs to `doc` (every caller takes both from the same parse).
+    unsafe { c14n_into(doc_ptr, Some(node_ptr), sink) }
+}
+
+/// The exclusive c14n of `node` copied alone into a document of its own, where libxml2
+/// walks only the copy instead of the whole document. libxml2's copy declares the
+/// namespaces the subtree uses from outside on its root, which is what exclusive c14n
+/// renders there in context too; the caller must only use this for a subtree with no
+/// `xml:*` attributes inherited (SignedInfo), and the re-parse check compares it with the
+/// in-context c14n anyway.
+pub(crate) fn exc_c14n_alone(node: &Node, sink: &mut dyn FnMut(&[u8])) -> Result<(), XmlError> {
+    let node_ptr = node.node_ptr();
+    if node_ptr.is_null() {
+        return Err(XmlError::internal("c14n of a null node"));
+    }
+    // SAFETY: `node_ptr` is live (borrowed from `node`) and only read by the copy; the new
+    // document owns the copy and is freed here, after the c14n, on every path.
+    unsafe {
+        let doc = xmlNewDoc(c"1.0".as_ptr() as *const u8);
+        if doc.is_null() {
+            return Err(XmlError::internal("libxml2 could not allocate a document"));
+        }
+        let copy = xmlDocCopyNode(node_ptr, doc, 1);
+        if copy.is_null() {
+            xmlFreeDoc(doc);
+            return Err(XmlError::internal("libxml2 could not copy SignedInfo"));
+        }
+        xmlDocSetRootElement(doc, copy);
+        let result = c14n_into(doc, None, sink);
+        xmlFreeDoc(doc);
+        result
+    }
+}
+
+/// Runs `xmlC14NExecute` on `doc` (the subtree at `root` only, when given) into `sink`.
+///
+/// SAFETY (for callers): `doc` is a live document, `root` a live node of it, and neither
+/// is edited during the call.
+unsafe fn c14n_into(
+    doc: xmlDocPtr,
+    root: Option<xmlNodePtr>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(), XmlError> {
     let mut sink = Sink { write: sink };
-    // SAFETY: `sink` outlives the buffer (closed below, before it goes out of scope);
-    // `doc_ptr` and `node_ptr` are live (borrowed from `doc` and `node`) and `node` belongs
-    // to `doc` (every caller takes both from the same parse); a NULL prefix list and no
-    // encoder are allowed by `xmlC14NExecute` and `xmlOutputBufferCreateIO`.
+    // SAFETY: see the function's contract; `sink` outlives the buffer (closed below,
+    // before it goes out of scope); a NULL prefix list, no encoder, and no visibility
+    // callback (the whole document) are allowed by libxml2's API.
     let status = unsafe {
         let buf = xmlOutputBufferCreateIO(
             Some(write_to_sink),
@@ -129,10 +173,17 @@ pub(crate) fn exc_c14n(
                 "libxml2 could not allocate a c14n buffer",
             ));
         }
+        let (visible, user_data) = match root {
+            Some(root) => (
+                Some(under_root as unsafe extern "C" fn(_, _, _) -> _),
+                root as *mut c_void,
+            ),
+            None => (None, std::ptr::null_mut()),
+        };
         let written = xmlC14NExecute(
-            doc_ptr,
-            Some(under_root),
-            node_ptr as *mut c_void,
+            doc,
+            visible,
+            user_data,
             EXCLUSIVE_1_0,
             std::ptr::null_mut(),
             0,

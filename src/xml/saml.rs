@@ -44,7 +44,7 @@ where
         &signer.cert_base64(),
     )?;
     place(&mut target, &mut skeleton.signature)?;
-    let signed = dsig::sign(&mut skeleton, &signer, &parsed, sign)?;
+    let signed = dsig::sign(&mut skeleton, &signer, sign)?;
     let xml = parse::serialize(&parsed)?;
     dsig::check_output(&xml, opts.max_depth, &opts.limits, &signed, &references)?;
     Ok(SamlSigned {

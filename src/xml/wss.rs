@@ -114,7 +114,7 @@ where
     set(&mut reference, "URI", &format!("#{token_id}"))?;
     set(&mut reference, "ValueType", X509V3)?;
 
-    let signed = dsig::sign(&mut skeleton, &signer, &parsed, sign)?;
+    let signed = dsig::sign(&mut skeleton, &signer, sign)?;
     let xml = parse::serialize(&parsed)?;
     dsig::check_output(&xml, opts.max_depth, &opts.limits, &signed, &references)?;
     Ok(WssSigned {
