@@ -57,17 +57,22 @@ pub(crate) fn parse(
 }
 
 /// Writes the document back: the original declaration, then libxml2's serialisation
-/// (UTF-8, no declaration of its own, no reformatting), as bytes all the way.
-pub(crate) fn serialize(parsed: &Parsed) -> Result<String, XmlError> {
-    let body = raw::serialize(&parsed.doc)?;
-    let skip = if parsed.declaration.is_empty() {
-        body.iter().take_while(|&&b| b == b'\n').count()
-    } else {
-        body.iter().take_while(|b| b.is_ascii_whitespace()).count()
-    };
-    let mut out = Vec::with_capacity(parsed.declaration.len() + body.len() - skip);
+/// (UTF-8, no declaration of its own, no reformatting), as bytes all the way, into one
+/// buffer of about `size_hint` bytes (the input's size plus what signing adds).
+pub(crate) fn serialize(parsed: &Parsed, size_hint: usize) -> Result<String, XmlError> {
+    let start = parsed.declaration.len();
+    let mut out = Vec::with_capacity(start + size_hint);
     out.extend_from_slice(parsed.declaration.as_bytes());
-    out.extend_from_slice(&body[skip..]);
+    raw::serialize(&parsed.doc, &mut out)?;
+    let skip = if start == 0 {
+        out.iter().take_while(|&&b| b == b'\n').count()
+    } else {
+        out[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
+    };
+    out.drain(start..start + skip);
     // libxml2 writes UTF-8 from a UTF-8 tree; anything else is refused, never repaired.
     String::from_utf8(out).map_err(|e| {
         XmlError::internal(format!(
@@ -299,7 +304,7 @@ mod tests {
             DEFAULT_MAX_DEPTH,
             &XmlLimits::default(),
         )?;
-        assert!(serialize(&parsed)?.contains("<!-- <!DOCTYPE a> -->"));
+        assert!(serialize(&parsed, 64)?.contains("<!-- <!DOCTYPE a> -->"));
         Ok(())
     }
 
@@ -393,9 +398,9 @@ mod tests {
     #[test]
     fn comments_processing_instructions_and_the_declaration_survive() -> Result<(), XmlError> {
         let input = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- przed -->\n<a><?keep me?><!-- w -->Zażółć &amp; <![CDATA[<x>]]></a>";
-        let out = serialize(&parse(input.as_bytes(), 8, &XmlLimits::default())?)?;
+        let out = serialize(&parse(input.as_bytes(), 8, &XmlLimits::default())?, 0)?;
         assert_eq!(out, input.to_owned() + "\n");
-        let out = serialize(&parse(b"<a>  <b/>\n</a>", 8, &XmlLimits::default())?)?;
+        let out = serialize(&parse(b"<a>  <b/>\n</a>", 8, &XmlLimits::default())?, 0)?;
         assert_eq!(out, "<a>  <b/>\n</a>\n");
         Ok(())
     }

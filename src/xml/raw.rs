@@ -202,13 +202,13 @@ unsafe fn c14n_into(
     Ok(())
 }
 
-/// libxml2's serialisation of `doc` (UTF-8, no XML declaration, no reformatting), as bytes.
-pub(crate) fn serialize(doc: &Document) -> Result<Vec<u8>, XmlError> {
+/// libxml2's serialisation of `doc` (UTF-8, no XML declaration, no reformatting),
+/// appended to `out` as bytes.
+pub(crate) fn serialize(doc: &Document, out: &mut Vec<u8>) -> Result<(), XmlError> {
     let doc_ptr: xmlDocPtr = doc.doc_ptr();
     if doc_ptr.is_null() {
         return Err(XmlError::internal("serialising a null document"));
     }
-    let mut out = Vec::new();
     let mut write = |chunk: &[u8]| out.extend_from_slice(chunk);
     let mut sink = Sink { write: &mut write };
     // SAFETY: as in `exc_c14n`: `sink` outlives the save context, closed before returning;
@@ -232,7 +232,7 @@ pub(crate) fn serialize(doc: &Document) -> Result<Vec<u8>, XmlError> {
             "libxml2 failed to serialise the document",
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// An element seen during [`walk`], valid only inside the visitor's call.

@@ -21,6 +21,27 @@ pub(crate) fn sign<F, E>(
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
+    // The tree is freed before the check parses the output again: only one tree of the
+    // document is in memory at a time.
+    let (xml, signed, references) = build(xml, opts, cert_der, sign)?;
+    dsig::check_output(&xml, opts.max_depth, &opts.limits, &signed, &references)?;
+    Ok(SamlSigned {
+        xml,
+        reference_uri: references[0].uri(),
+        signed_info_sha256: dsig::audit_hash(&signed),
+    })
+}
+
+/// Parses, checks and signs: the signed document, what was signed and the reference.
+fn build<F, E>(
+    xml: &[u8],
+    opts: &SamlOptions,
+    cert_der: &[u8],
+    sign: F,
+) -> Result<(String, dsig::Signed, [Reference; 1]), SignError<E>>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+{
     let signer = Signer::new(opts.algorithm, cert_der)?;
     let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
     let found = shape::saml(&parsed.doc, opts.reference_id.as_deref())?;
@@ -45,13 +66,8 @@ where
     )?;
     place(&mut target, &mut skeleton.signature)?;
     let signed = dsig::sign(&mut skeleton, &signer, sign)?;
-    let xml = parse::serialize(&parsed)?;
-    dsig::check_output(&xml, opts.max_depth, &opts.limits, &signed, &references)?;
-    Ok(SamlSigned {
-        xml,
-        reference_uri: references[0].uri(),
-        signed_info_sha256: dsig::audit_hash(&signed),
-    })
+    let xml = parse::serialize(&parsed, xml.len() + 4096)?;
+    Ok((xml, signed, references))
 }
 
 /// Right after the element's `saml:Issuer` child, or as its first child.

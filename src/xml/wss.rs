@@ -42,6 +42,34 @@ pub(crate) fn sign<F, E>(
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
+    // The tree is freed before the check parses the output again: only one tree of the
+    // document is in memory at a time.
+    let (built, signed, references) = build(envelope, opts, cert_der, sign)?;
+    dsig::check_output(
+        &built.xml,
+        opts.max_depth,
+        &opts.limits,
+        &signed,
+        &references,
+    )?;
+    Ok(WssSigned {
+        reference_uris: references.iter().map(Reference::uri).collect(),
+        signed_info_sha256: dsig::audit_hash(&signed),
+        ..built
+    })
+}
+
+/// Parses, checks and signs; the signed envelope with its IDs (the reference URIs and
+/// the audit hash are filled in by [`sign`]).
+fn build<F, E>(
+    envelope: &[u8],
+    opts: &WssOptions,
+    cert_der: &[u8],
+    sign: F,
+) -> Result<(WssSigned, dsig::Signed, Vec<Reference>), SignError<E>>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+{
     let signer = Signer::new(opts.algorithm, cert_der)?;
     let parsed = parse::parse(envelope, opts.max_depth, &opts.limits)?;
     let shape = shape::wss(&parsed.doc)?;
@@ -115,16 +143,16 @@ where
     set(&mut reference, "ValueType", X509V3)?;
 
     let signed = dsig::sign(&mut skeleton, &signer, sign)?;
-    let xml = parse::serialize(&parsed)?;
-    dsig::check_output(&xml, opts.max_depth, &opts.limits, &signed, &references)?;
-    Ok(WssSigned {
+    let xml = parse::serialize(&parsed, envelope.len() + 4096)?;
+    let built = WssSigned {
         xml,
-        reference_uris: references.iter().map(Reference::uri).collect(),
+        reference_uris: Vec::new(),
         body_id,
         timestamp_id,
         token_id,
-        signed_info_sha256: dsig::audit_hash(&signed),
-    })
+        signed_info_sha256: [0; 32],
+    };
+    Ok((built, signed, references))
 }
 
 fn set(node: &mut Node, name: &str, value: &str) -> Result<(), XmlError> {
