@@ -73,16 +73,71 @@ unsafe extern "C" fn close_sink(_context: *mut c_void) -> c_int {
     0
 }
 
-/// `xmlC14NIsVisibleCallback`: a node is output when it is `root` or below it.
-unsafe extern "C" fn under_root(root: *mut c_void, node: xmlNodePtr, parent: xmlNodePtr) -> c_int {
-    let root = root as xmlNodePtr;
-    // SAFETY: libxml2 passes a node of the document being canonicalised and its parent
-    // element. A namespace node is an `xmlNs`, whose `type` field sits where `xmlNode`'s
-    // does (libxml2's own c14n.c tells them apart the same way); it and an attribute are
-    // judged by their element. Parents are followed up to the document node, whose
-    // parent is NULL; the tree is not edited during the call.
+/// The subtree `xmlC14NExecute` is to output, and what is known of the nodes libxml2
+/// already asked about. It asks about every node of the document in document order,
+/// mostly children of a node it has just asked about, so remembering the last answers
+/// (direct-mapped by address) makes most answers one step up the tree instead of a climb
+/// to the root.
+struct Subtree {
+    root: xmlNodePtr,
+    known: [(xmlNodePtr, bool); 64],
+}
+
+impl Subtree {
+    fn new(root: xmlNodePtr) -> Self {
+        Subtree {
+            root,
+            known: [(std::ptr::null_mut(), false); 64],
+        }
+    }
+
+    fn slot(node: xmlNodePtr) -> usize {
+        (node as usize >> 4) & 63
+    }
+
+    /// Whether `node` is the root or below it.
+    ///
+    /// SAFETY (for callers): `node` is NULL or a live node (element, text, comment, PI)
+    /// of the document being canonicalised, which is not edited during the c14n; a
+    /// node's membership cannot change then, so a remembered answer stays true.
+    unsafe fn contains(&mut self, node: xmlNodePtr) -> bool {
+        let mut cur = node;
+        let inside = loop {
+            if cur.is_null() {
+                break false;
+            }
+            if cur == self.root {
+                break true;
+            }
+            let (seen, inside) = self.known[Self::slot(cur)];
+            if seen == cur {
+                break inside;
+            }
+            // SAFETY: see the function's contract; parents lead up to the document node,
+            // whose parent is NULL.
+            cur = unsafe { (*cur).parent };
+        };
+        if !node.is_null() {
+            self.known[Self::slot(node)] = (node, inside);
+        }
+        inside
+    }
+}
+
+/// `xmlC14NIsVisibleCallback`: a node is output when it is the subtree's root or below it.
+unsafe extern "C" fn under_root(
+    subtree: *mut c_void,
+    node: xmlNodePtr,
+    parent: xmlNodePtr,
+) -> c_int {
+    // SAFETY: `subtree` is the `Subtree` that `c14n_into` passes and keeps alive, used by
+    // nothing else during the c14n. libxml2 passes a node of the document being
+    // canonicalised and its parent element. A namespace node is an `xmlNs`, whose `type`
+    // field sits where `xmlNode`'s does (libxml2's own c14n.c tells them apart the same
+    // way); it and an attribute are judged by their element.
     unsafe {
-        let mut cur = if node.is_null() {
+        let subtree = &mut *(subtree as *mut Subtree);
+        let element = if node.is_null() {
             parent
         } else {
             match (*node).type_ {
@@ -91,14 +146,8 @@ unsafe extern "C" fn under_root(root: *mut c_void, node: xmlNodePtr, parent: xml
                 _ => node,
             }
         };
-        while !cur.is_null() {
-            if cur == root {
-                return 1;
-            }
-            cur = (*cur).parent;
-        }
+        c_int::from(subtree.contains(element))
     }
-    0
 }
 
 /// The exclusive c14n 1.0 (without comments, no inclusive prefixes) of `node` in `doc`,
@@ -158,9 +207,10 @@ unsafe fn c14n_into(
     sink: &mut dyn FnMut(&[u8]),
 ) -> Result<(), XmlError> {
     let mut sink = Sink { write: sink };
-    // SAFETY: see the function's contract; `sink` outlives the buffer (closed below,
-    // before it goes out of scope); a NULL prefix list, no encoder, and no visibility
-    // callback (the whole document) are allowed by libxml2's API.
+    let mut subtree = root.map(Subtree::new);
+    // SAFETY: see the function's contract; `sink` and `subtree` outlive the buffer and
+    // the c14n (closed below, before they go out of scope); a NULL prefix list, no
+    // encoder, and no visibility callback (the whole document) are allowed by libxml2.
     let status = unsafe {
         let buf = xmlOutputBufferCreateIO(
             Some(write_to_sink),
@@ -173,10 +223,10 @@ unsafe fn c14n_into(
                 "libxml2 could not allocate a c14n buffer",
             ));
         }
-        let (visible, user_data) = match root {
-            Some(root) => (
+        let (visible, user_data) = match subtree.as_mut() {
+            Some(subtree) => (
                 Some(under_root as unsafe extern "C" fn(_, _, _) -> _),
-                root as *mut c_void,
+                subtree as *mut Subtree as *mut c_void,
             ),
             None => (None, std::ptr::null_mut()),
         };
@@ -503,6 +553,29 @@ mod tests {
             .map(|(n, d, i)| (n.to_string(), *d, *i))
             .collect();
         assert_eq!(seen, expect);
+        Ok(())
+    }
+
+    #[test]
+    fn c14n_of_a_subtree_is_that_subtree_with_its_inherited_namespaces() -> Result<(), XmlError> {
+        let doc = libxml::parser::Parser::default()
+            .parse_string(
+                "<r xmlns:a=\"urn:a\" xmlns:z=\"urn:z\"><x>1</x><b><a:c q=\"1\">t<d/></a:c><!-- c --></b><y/></r>",
+            )
+            .map_err(XmlError::internal)?;
+        let root = doc
+            .get_root_element()
+            .ok_or_else(|| XmlError::internal("root"))?;
+        let b = root.get_child_elements()[1].clone();
+        let mut out = Vec::new();
+        exc_c14n(&doc, &b, &mut |chunk| out.extend_from_slice(chunk))?;
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "<b><a:c xmlns:a=\"urn:a\" q=\"1\">t<d></d></a:c></b>"
+        );
+        let mut alone = Vec::new();
+        exc_c14n_alone(&b, &mut |chunk| alone.extend_from_slice(chunk))?;
+        assert_eq!(alone, out);
         Ok(())
     }
 }
