@@ -418,6 +418,41 @@ fn wss_long_polish_texts_are_signed_over_their_own_bytes() -> TestResult {
 }
 
 #[test]
+fn wss_a_scanned_pdf_past_libxml2s_text_node_cap_is_signed_and_verifies() -> TestResult {
+    // One base64 text node of 11,000,000 bytes, past the 10,000,000 that libxml2 accepts
+    // without XML_PARSE_HUGE: a scanned document as ePUAP's Doręczyciel carries it.
+    use base64::Engine;
+    let mut bytes = vec![0u8; 8_250_000];
+    openssl::rand::rand_bytes(&mut bytes)?;
+    let pdf = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    assert_eq!(pdf.len(), 11_000_000);
+    let envelope = format!(
+        "<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\" xmlns:wsu=\"{WSU}\">\
+         <soapenv:Body wsu:Id=\"body-pdf\"><dokument nazwa=\"skan.pdf\">{pdf}</dokument>\
+         </soapenv:Body></soapenv:Envelope>"
+    );
+    let key = Key::rsa();
+    let signed = sign_wss(
+        envelope.as_bytes(),
+        &wss_opts(&key, None),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed.xml.contains(&pdf));
+    if have_xmlsec1() {
+        let files = write(&signed.xml, &key);
+        let (ok, out) = xmlsec1(&files, &wss_id_attrs(SOAP11));
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+    }
+    if have_python() {
+        let expected = lxml_exc_c14n_sha256(&envelope, "body-pdf")?;
+        assert_eq!(digest_value(&signed.xml, "body-pdf"), Some(expected));
+    }
+    Ok(())
+}
+
+#[test]
 fn wss_a_tampered_body_is_rejected() -> TestResult {
     let key = Key::rsa();
     let signed = sign_wss(
