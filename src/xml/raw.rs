@@ -27,9 +27,9 @@ use libxml::bindings::{
     xmlAttr, xmlC14NExecute, xmlDocCopyNode, xmlDocPtr, xmlDocSetRootElement,
     xmlElementType_XML_ATTRIBUTE_NODE, xmlElementType_XML_CDATA_SECTION_NODE,
     xmlElementType_XML_ELEMENT_NODE, xmlElementType_XML_NAMESPACE_DECL,
-    xmlElementType_XML_TEXT_NODE, xmlErrorPtr, xmlFreeDoc, xmlGetLineNo, xmlNewDoc, xmlNodePtr,
-    xmlOutputBufferClose, xmlOutputBufferCreateIO, xmlSaveClose, xmlSaveDoc,
-    xmlSaveOption_XML_SAVE_NO_DECL, xmlSaveToIO, xmlSetStructuredErrorFunc,
+    xmlElementType_XML_TEXT_NODE, xmlErrorPtr, xmlFreeDoc, xmlFreeURI, xmlGetLineNo, xmlNewDoc,
+    xmlNodePtr, xmlOutputBufferClose, xmlOutputBufferCreateIO, xmlParseURI, xmlSaveClose,
+    xmlSaveDoc, xmlSaveOption_XML_SAVE_NO_DECL, xmlSaveToIO, xmlSetStructuredErrorFunc,
     xmlThrDefSetStructuredErrorFunc,
 };
 use libxml::tree::{Document, Node};
@@ -346,6 +346,33 @@ impl<'a> Element<'a> {
         // SAFETY: see above; xmlGetLineNo only reads the node.
         let line = unsafe { xmlGetLineNo(self.ptr) };
         u32::try_from(line).unwrap_or(0)
+    }
+
+    /// Whether every namespace the element declares can be canonicalised: empty (an
+    /// undeclaration) or an absolute URI, judged by libxml2's own URI parser as its c14n
+    /// judges it (C14N 1.0 refuses relative namespace URIs).
+    pub fn namespaces_canonicalisable(&self) -> bool {
+        // SAFETY: see above; `nsDef` is a NULL-terminated list whose hrefs are NULL or
+        // NUL-terminated; xmlParseURI only reads its argument, and its result is freed
+        // here.
+        unsafe {
+            let mut ns = (*self.ptr).nsDef;
+            while !ns.is_null() {
+                let href = (*ns).href;
+                if !href.is_null() && *href != 0 {
+                    let uri = xmlParseURI(href as *const c_char);
+                    let absolute = !uri.is_null() && !(*uri).scheme.is_null();
+                    if !uri.is_null() {
+                        xmlFreeURI(uri);
+                    }
+                    if !absolute {
+                        return false;
+                    }
+                }
+                ns = (*ns).next;
+            }
+        }
+        true
     }
 
     /// The attributes, in document order.

@@ -83,6 +83,22 @@ pub(crate) fn is_id_attribute(name: &[u8], ns: Option<&[u8]>) -> bool {
     name == b"ID" || name == b"Id" || (name == b"id" && ns == Some(XML_NS.as_bytes()))
 }
 
+/// Refuses a namespace declaration that exclusive c14n cannot render (a relative or
+/// malformed URI), as malformed input rather than a failure of ours.
+fn canonicalisable(element: &Element<'_>) -> Result<(), XmlError> {
+    if element.namespaces_canonicalisable() {
+        return Ok(());
+    }
+    Err(XmlError::BadXml {
+        line: element.line(),
+        column: 0,
+        reason: format!(
+            "element {} declares a relative or malformed namespace URI, which XML canonicalisation refuses",
+            name_of(element)
+        ),
+    })
+}
+
 /// The distinct ID values of one element, in attribute order.
 fn ids_of(element: &Element<'_>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -200,6 +216,7 @@ pub(crate) fn wss(doc: &Document) -> Result<SoapShape, XmlError> {
             path.truncate(depth - 2);
             path.push(index);
         }
+        canonicalisable(element)?;
         let values = ids_of(element);
         shape.ids.add(&values)?;
         let region = match regions.last().copied() {
@@ -369,6 +386,7 @@ pub(crate) fn saml(doc: &Document, reference_id: Option<&str>) -> Result<SamlSha
             path.truncate(depth - 2);
             path.push(index);
         }
+        canonicalisable(element)?;
         let values = ids_of(element);
         ids.add(&values)?;
         if let Some((_, target_depth, _)) = &target {

@@ -494,3 +494,22 @@ fn each_complexity_limit_signs_at_it_and_refuses_past_it() {
         assert!(e.to_string().contains(limit), "{e}");
     }
 }
+
+#[test]
+fn a_relative_namespace_uri_is_malformed_input_not_an_internal_error() {
+    for xml in [
+        format!("<s:Envelope xmlns:s=\"{S11}\" xmlns:w=\"relative/uri\"><s:Body><w:x/></s:Body></s:Envelope>"),
+        format!("<s:Envelope xmlns:s=\"{S11}\"><s:Body><x xmlns=\"rel\"/></s:Body></s:Envelope>"),
+    ] {
+        let e = xml_error(wss(&xml));
+        assert_eq!(e.code(), "bad_xml", "{e}");
+        assert!(e.to_string().contains("relative or malformed namespace URI"), "{e}");
+    }
+    let e = xml_error(saml(
+        "<r xmlns:x=\"relative/uri\" ID=\"a\"><x:y/></r>",
+        None,
+    ));
+    assert_eq!(e.code(), "bad_xml", "{e}");
+    // Undeclaring the default namespace is fine.
+    assert!(saml("<r xmlns=\"urn:r\" ID=\"a\"><y xmlns=\"\"/></r>", None).is_ok());
+}
