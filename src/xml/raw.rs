@@ -1,6 +1,7 @@
 //! The libxml2 calls made around the `libxml` crate, for what it does lossily or not at all:
-//! exclusive c14n and serialisation as bytes, a read-only walk of the element tree, and
-//! libxml2's error reports routed to `tracing`.
+//! exclusive c14n and serialisation as bytes, a read-only walk of the element tree (with
+//! libxml2's own judgement of namespace URIs), and libxml2's error reports routed to
+//! `tracing`.
 //!
 //! Why raw: the crate (0.3.23) decodes each c14n flush with `from_utf8_lossy` (its
 //! `c14n.rs`, `xml_write_io`) and serialises with `to_string_lossy`. libxml2 flushes
@@ -12,10 +13,12 @@
 //!
 //! The c14n is xmlsec's: `xmlC14NExecute` over the whole document with a visibility
 //! callback that keeps one subtree, so the namespaces the subtree inherits come out as a
-//! verifier computes them.
+//! verifier computes them. SignedInfo, which inherits nothing but its `ds` prefix, is
+//! canonicalised from a copy in a document of its own, so that libxml2 does not walk the
+//! whole envelope for it.
 //!
 //! Every pointer here comes from a `libxml::tree::Document` or `Node` borrowed for the
-//! whole call, and libxml2 only reads the tree in these calls; each block says what else
+//! whole call, and libxml2 only reads that tree in these calls; each block says what else
 //! it relies on. With src/token/raw.rs, this is the crate's only `unsafe` code.
 #![allow(unsafe_code)]
 
