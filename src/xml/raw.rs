@@ -32,8 +32,8 @@ use libxml::bindings::{
     xmlElementType_XML_ELEMENT_NODE, xmlElementType_XML_NAMESPACE_DECL,
     xmlElementType_XML_TEXT_NODE, xmlErrorPtr, xmlFreeDoc, xmlFreeURI, xmlGetLineNo, xmlNewDoc,
     xmlNodePtr, xmlOutputBufferClose, xmlOutputBufferCreateIO, xmlParseURI, xmlSaveClose,
-    xmlSaveDoc, xmlSaveOption_XML_SAVE_NO_DECL, xmlSaveToIO, xmlSetStructuredErrorFunc,
-    xmlThrDefSetStructuredErrorFunc,
+    xmlSaveDoc, xmlSaveOption_XML_SAVE_NO_DECL, xmlSaveToIO, xmlSetGenericErrorFunc,
+    xmlSetStructuredErrorFunc, xmlThrDefSetGenericErrorFunc, xmlThrDefSetStructuredErrorFunc,
 };
 use libxml::tree::{Document, Node};
 
@@ -537,24 +537,95 @@ unsafe extern "C" fn log_structured(_data: *mut c_void, error: xmlErrorPtr) {
     tracing::debug!(target: "libxml2", domain, code, line, message = %message, "libxml2 reported");
 }
 
+/// glibc's `cookie_io_functions_t` (fopencookie(3)); only `write` is used.
+#[repr(C)]
+struct CookieIo {
+    read: *const c_void,
+    write: Option<unsafe extern "C" fn(*mut c_void, *const c_char, libc::size_t) -> libc::ssize_t>,
+    seek: *const c_void,
+    close: *const c_void,
+}
+
+unsafe extern "C" {
+    /// glibc's fopencookie(3): a `FILE` whose writes go to the functions given. The libc
+    /// crate does not declare it.
+    fn fopencookie(cookie: *mut c_void, mode: *const c_char, io: CookieIo) -> *mut libc::FILE;
+}
+
+/// The `FILE`'s write function: one line of libxml2's generic error text (the stream is
+/// line-buffered) to `tracing`, quoted parts dropped and the rest escaped, as
+/// [`log_structured`] does.
+unsafe extern "C" fn log_generic(
+    _cookie: *mut c_void,
+    buf: *const c_char,
+    size: libc::size_t,
+) -> libc::ssize_t {
+    if !buf.is_null() && size > 0 {
+        // SAFETY: glibc passes `size` readable bytes at `buf` for the duration of the call.
+        let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, size) };
+        let message = without_quoted(&String::from_utf8_lossy(bytes));
+        tracing::debug!(target: "libxml2", message = %message, "libxml2 reported");
+    }
+    libc::ssize_t::try_from(size).unwrap_or(libc::ssize_t::MAX)
+}
+
+/// The stream libxml2's generic error reports are printed to: made once, never closed.
+/// Its address is kept as a number, since a raw pointer is not `Sync`.
+fn generic_error_stream() -> *mut c_void {
+    static STREAM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *STREAM.get_or_init(|| {
+        let io = CookieIo {
+            read: std::ptr::null(),
+            write: Some(log_generic),
+            seek: std::ptr::null(),
+            close: std::ptr::null(),
+        };
+        // SAFETY: fopencookie takes a NUL-terminated mode and the functions by value; a
+        // NULL read, seek or close is allowed for a write-only stream, and the cookie is
+        // unused. setvbuf on a stream nothing has written to yet is allowed, and with a
+        // NULL buffer glibc allocates its own.
+        unsafe {
+            let stream = fopencookie(std::ptr::null_mut(), c"w".as_ptr(), io);
+            if !stream.is_null() {
+                libc::setvbuf(stream, std::ptr::null_mut(), libc::_IOLBF, 0);
+            }
+            stream as usize
+        }
+    }) as *mut c_void
+}
+
 /// Sends libxml2's error reports from the calling thread to `tracing` instead of stderr.
-/// libxml2 2.9 keeps the handler per thread, so every job that uses libxml2 calls this
-/// first (cheap: one store); the first call also makes it the default for threads that
-/// start using libxml2 later.
+/// libxml2 2.9 keeps its handlers per thread, so every job that uses libxml2 calls this
+/// first (cheap: a few stores); the first call also makes them the defaults for threads
+/// that start using libxml2 later.
 ///
-/// Only the structured handler is set: every report libxml2 2.9 raises through
-/// `__xmlRaiseError` (parser, namespaces, tree, c14n, output) goes to it when it is set,
-/// and the generic handler's type is C-variadic, which stable Rust cannot define.
+/// Structured reports (parser, namespaces, tree, c14n, output: all that libxml2 raises
+/// through `__xmlRaiseError`) go to [`log_structured`]. The few printed through the
+/// generic handler go to libxml2's own default handler, which `vfprintf`s them to its
+/// context: a stream whose writes [`log_generic`] turns into `tracing` events (the
+/// handler's type is C-variadic, which stable Rust cannot define).
 pub(crate) fn route_errors_to_tracing() {
+    let stream = generic_error_stream();
     static DEFAULTS: std::sync::Once = std::sync::Once::new();
     DEFAULTS.call_once(|| {
-        // SAFETY: stores a function of the right type as the default for new threads,
-        // under libxml2's own lock; the context pointer is unused by `log_structured`.
-        unsafe { xmlThrDefSetStructuredErrorFunc(std::ptr::null_mut(), Some(log_structured)) };
+        // SAFETY: stores a function of the right type and a context as the defaults for
+        // new threads, under libxml2's own lock; `log_structured` ignores its context, and
+        // the generic context is a live `FILE` (or NULL, libxml2's stderr) as the default
+        // generic handler expects.
+        unsafe {
+            xmlThrDefSetStructuredErrorFunc(std::ptr::null_mut(), Some(log_structured));
+            if !stream.is_null() {
+                xmlThrDefSetGenericErrorFunc(stream, None);
+            }
+        }
     });
-    // SAFETY: sets the calling thread's handler to a function of the right type; the
-    // context pointer is unused by `log_structured`.
-    unsafe { xmlSetStructuredErrorFunc(std::ptr::null_mut(), Some(log_structured)) };
+    // SAFETY: as above, for the calling thread's handlers.
+    unsafe {
+        xmlSetStructuredErrorFunc(std::ptr::null_mut(), Some(log_structured));
+        if !stream.is_null() {
+            xmlSetGenericErrorFunc(stream, None);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -606,6 +677,67 @@ mod tests {
         let mut alone = Vec::new();
         exc_c14n_alone(&b, &mut |chunk| alone.extend_from_slice(chunk))?;
         assert_eq!(alone, out);
+        Ok(())
+    }
+
+    /// What `tracing` events say while `f` runs on this thread.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(data);
+                Ok(data.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn libxml2s_error_reports_go_to_tracing_escaped() -> Result<(), XmlError> {
+        let doc = libxml::parser::Parser::default()
+            .parse_string("<r xmlns:x=\"relative/uri\"><x:y/></r>")
+            .map_err(XmlError::internal)?;
+        let root = doc
+            .get_root_element()
+            .ok_or_else(|| XmlError::internal("root"))?;
+        let log = logged(|| {
+            route_errors_to_tracing();
+            // c14n refuses a relative namespace URI (the walk refuses it before in real use).
+            assert!(exc_c14n(&doc, &root, &mut |_| ()).is_err());
+            // SAFETY: calls the thread's generic handler as libxml2 does, with a format
+            // string and its one argument.
+            unsafe {
+                let handler = (*libxml::bindings::__xmlGenericError()).expect("a handler");
+                let context = *libxml::bindings::__xmlGenericErrorContext();
+                handler(
+                    context,
+                    c"generic report about '%s'\n".as_ptr(),
+                    c"secret".as_ptr(),
+                );
+            }
+        });
+        assert!(
+            log.contains("Relative namespace UR is invalid here"),
+            "{log}"
+        );
+        assert!(log.contains("generic report about ..."), "{log}");
+        assert!(!log.contains("secret"), "{log}");
         Ok(())
     }
 }
