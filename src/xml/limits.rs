@@ -242,6 +242,20 @@ mod tests {
     }
 
     #[test]
+    fn the_xml_section_takes_each_key_and_refuses_unknown_ones() {
+        let limits: XmlLimits = toml::from_str("max_elements = 10").expect("parses");
+        assert_eq!(
+            limits,
+            XmlLimits {
+                max_elements: 10,
+                ..XmlLimits::default()
+            }
+        );
+        assert_eq!(XmlLimits::default().max_namespaces_in_scope, 64);
+        assert!(toml::from_str::<XmlLimits>("max_depth = 3").is_err());
+    }
+
+    #[test]
     fn depth_counts_open_elements_only() {
         assert!(scan("<a><b><c><d/></c></b></a>").is_ok());
         assert_eq!(
