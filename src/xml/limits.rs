@@ -54,7 +54,7 @@ impl XmlLimits {
 
 /// Counts elements, attributes and namespace declarations in `text` and refuses it when
 /// one passes `limits` or elements nest deeper than `max_depth`.
-pub(crate) fn check(text: &[u8], limits: &XmlLimits, max_depth: usize) -> Result<(), XmlError> {
+pub(crate) fn check(text: &str, limits: &XmlLimits, max_depth: usize) -> Result<(), XmlError> {
     let too_complex =
         |limit: &'static str, value: usize| Err(XmlError::TooComplex { limit, value });
     // Namespace declarations on each open element, innermost last.
@@ -63,23 +63,24 @@ pub(crate) fn check(text: &[u8], limits: &XmlLimits, max_depth: usize) -> Result
     let mut declarations = 0usize;
     let mut elements = 0usize;
     let mut at = 0usize;
-    while let Some(lt) = find_byte(text, b'<', at) {
-        let rest = &text[lt..];
+    let bytes = text.as_bytes();
+    while let Some(lt) = find(text, "<", at) {
+        let rest = &bytes[lt..];
         at = if rest.starts_with(b"<!--") {
-            skip_past(text, b"-->", lt + 4)
+            skip_past(text, "-->", lt + 4)
         } else if rest.starts_with(b"<![CDATA[") {
-            skip_past(text, b"]]>", lt + 9)
+            skip_past(text, "]]>", lt + 9)
         } else if rest.starts_with(b"<?") {
-            skip_past(text, b"?>", lt + 2)
+            skip_past(text, "?>", lt + 2)
         } else if rest.starts_with(b"</") {
             if let Some(own) = open.pop() {
                 in_scope -= own;
             }
-            skip_past(text, b">", lt + 2)
+            skip_past(text, ">", lt + 2)
         } else if rest.starts_with(b"<!") {
             lt + 2
         } else {
-            let tag = start_tag(text, lt + 1);
+            let tag = start_tag(bytes, lt + 1);
             elements += 1;
             if elements > limits.max_elements {
                 return too_complex("max_elements", limits.max_elements);
@@ -177,23 +178,20 @@ fn trim_end(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn find_byte(text: &[u8], byte: u8, from: usize) -> Option<usize> {
-    text.get(from..)?
-        .iter()
-        .position(|&b| b == byte)
-        .map(|i| from + i)
+/// Where `needle` next starts at or after `from`. Every `from` here follows an ASCII
+/// byte of the markup, so it is a character boundary, and `str::find` searches with
+/// memchr; were it not one, the search goes on from the next boundary.
+fn find(text: &str, needle: &str, from: usize) -> Option<usize> {
+    let mut from = from;
+    while from < text.len() && !text.is_char_boundary(from) {
+        from += 1;
+    }
+    text.get(from..)?.find(needle).map(|i| from + i)
 }
 
 /// The index just past the next `needle` at or after `from`, or the end of `text`.
-fn skip_past(text: &[u8], needle: &[u8], from: usize) -> usize {
-    let mut at = from;
-    while let Some(i) = find_byte(text, needle[0], at) {
-        if text[i..].starts_with(needle) {
-            return i + needle.len();
-        }
-        at = i + 1;
-    }
-    text.len()
+fn skip_past(text: &str, needle: &str, from: usize) -> usize {
+    find(text, needle, from).map_or(text.len(), |i| i + needle.len())
 }
 
 #[cfg(test)]
@@ -210,7 +208,7 @@ mod tests {
     }
 
     fn scan(text: &str) -> Result<(), XmlError> {
-        check(text.as_bytes(), &limits(), 4)
+        check(text, &limits(), 4)
     }
 
     fn refused(text: &str) -> &'static str {

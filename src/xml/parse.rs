@@ -47,7 +47,7 @@ pub(crate) fn parse(
     let text = check_encoding(input)?;
     let declaration = declaration(text)?;
     refuse_doctype(&text[declaration.len()..])?;
-    limits::check(text.as_bytes(), limits, max_depth)?;
+    limits::check(text, limits, max_depth)?;
     let doc = parse_tree(text)?;
     refuse_dtd_nodes(&doc)?;
     Ok(Parsed {
@@ -103,7 +103,12 @@ fn check_encoding(input: &[u8]) -> Result<&str, XmlError> {
     if input.starts_with(&[0x00, 0x00, 0xFE, 0xFF]) {
         return refuse("UTF-32 byte order mark");
     }
-    if let Some(at) = input.iter().position(|&b| b == 0) {
+    // `contains` on bytes searches with memchr; the position only when there is one.
+    if let Some(at) = input
+        .contains(&0)
+        .then(|| input.iter().position(|&b| b == 0))
+        .flatten()
+    {
         return Err(XmlError::EncodingUnsupported(format!(
             "NUL byte at offset {at} (UTF-16 or UTF-32 without a byte order mark?)"
         )));
