@@ -2,7 +2,8 @@
 //! what the units do. The documented block runs as written, with the test's own paths and
 //! accounts put in (`nobody` for `hsm-signer`, this test's directory for /run, /var/log and
 //! /etc); then `/proc` must show the unit's user, groups, umask and limits, the socket the
-//! unit's mode and group, and a signature asked for as `www-data` must verify.
+//! unit's mode and group, and a signature asked for as `www-data` must verify. Section 3's
+//! quick test then runs as written in a root shell with `umask 077`.
 
 mod common;
 
@@ -138,7 +139,7 @@ fn run_documented_start(doc: &str) -> Result {
         use std::os::unix::process::CommandExt;
         let mut cmd = token.tool("bash");
         cmd.args(["-euo", "pipefail", "-c", &script])
-            .env("PATH", path)
+            .env("PATH", &path)
             .stdout(Stdio::null())
             .stderr(log)
             .process_group(0);
@@ -192,6 +193,17 @@ fn run_documented_start(doc: &str) -> Result {
         "the signature made without systemd does not verify against the certificate"
     );
     assert_eq!(std::fs::metadata(&audit)?.mode() & 0o777, 0o600, "audit log mode");
+
+    // Section 3's quick test, in the root shell import.md section 2 leaves (umask 077).
+    let quick = localise(&doc_block(doc, "quick-test")?, root);
+    let out = run_ok(
+        token
+            .tool("bash")
+            .args(["-euo", "pipefail", "-c", &format!("umask 077\n{quick}")])
+            .env("PATH", &path),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verified OK"), "{text}");
     drop(shell);
     Ok(())
 }
