@@ -27,7 +27,11 @@ fn doc_block(doc: &str, name: &str) -> Result<String> {
         .split_once("```sh\n")
         .ok_or("no ```sh block after the marker")?
         .1;
-    Ok(body.split_once("```").ok_or("unclosed block")?.0.to_string())
+    Ok(body
+        .split_once("```")
+        .ok_or("unclosed block")?
+        .0
+        .to_string())
 }
 
 /// The block with this test's paths and accounts in place of the production ones.
@@ -102,7 +106,12 @@ fn run_documented_start(doc: &str) -> Result {
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
     let conf_dir = token.conf.parent().ok_or("conf without a directory")?;
     std::fs::set_permissions(conf_dir, std::fs::Permissions::from_mode(0o755))?;
-    run_ok(Command::new("chown").arg("-R").arg("nobody:nogroup").arg(conf_dir.join("tokens")))?;
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg("nobody:nogroup")
+            .arg(conf_dir.join("tokens")),
+    )?;
     std::fs::set_permissions(&token.conf, std::fs::Permissions::from_mode(0o644))?;
     let etc = root.join("etc");
     std::fs::create_dir(&etc)?;
@@ -189,10 +198,20 @@ fn run_documented_start(doc: &str) -> Result {
             .arg(&data),
     )?;
     assert!(
-        openssl_verify(root, &leaves[0].cert, b"bez systemd", &out.stdout, &["-sha256"])?,
+        openssl_verify(
+            root,
+            &leaves[0].cert,
+            b"bez systemd",
+            &out.stdout,
+            &["-sha256"]
+        )?,
         "the signature made without systemd does not verify against the certificate"
     );
-    assert_eq!(std::fs::metadata(&audit)?.mode() & 0o777, 0o600, "audit log mode");
+    assert_eq!(
+        std::fs::metadata(&audit)?.mode() & 0o777,
+        0o600,
+        "audit log mode"
+    );
 
     // Section 3's quick test, in the root shell import.md section 2 leaves (umask 077).
     let quick = localise(&doc_block(doc, "quick-test")?, root);
