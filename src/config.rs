@@ -214,8 +214,8 @@ pub struct KeyConfig {
     /// If set, only these gids may use this key (on top of `[server]`).
     #[serde(default)]
     pub allowed_gids: Option<Vec<u32>>,
-    /// If set, only these `[[clients]]` may use this key over TLS (local callers are
-    /// judged by `allowed_uids` / `allowed_gids` only).
+    /// The `[[clients]]` that may use this key over TLS; without it no TLS client may.
+    /// A key whose rule names only `allowed_clients` serves no local caller.
     #[serde(default)]
     pub allowed_clients: Option<Vec<String>>,
     /// Keep signing after the certificate expired (default: refuse).

@@ -158,13 +158,23 @@ fn pki(dir: &Path) -> Result<Pki> {
 
 /// Starts a daemon with the TLS listener on a free port; returns it and the port.
 fn start(token: &TestToken, pki: &Pki, extra_tls: &str) -> Result<(Daemon, u16)> {
+    start_keys(token, pki, &[EPUAP], extra_tls)
+}
+
+/// [`start`] with these keys.
+fn start_keys(
+    token: &TestToken,
+    pki: &Pki,
+    keys: &[KeySetup],
+    extra_tls: &str,
+) -> Result<(Daemon, u16)> {
     let tls = format!(
         "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{extra_tls}\n",
         pki.server.cert.display(),
         pki.server.key.display(),
         pki.client_ca.display()
     );
-    let mut text = Daemon::config_text(token, &[EPUAP], &tls);
+    let mut text = Daemon::config_text(token, keys, &tls);
     text.push_str(&format!(
         "\n[[clients]]\nname = \"gsko-web1\"\ncertificate_sha256 = \"{}\"\n\n[[clients]]\nname = \"gsko-web2\"\ncertificate_sha256 = \"{}\"\n",
         pki.web1.sha256, pki.web2.sha256
@@ -330,12 +340,13 @@ fn a_pinned_client_signs_over_mutual_tls_and_everyone_else_is_refused() -> Resul
         "{list}"
     );
 
-    // The Unix socket serves beside the listener; allowed_clients does not touch it.
+    // The Unix socket serves beside the listener, but a key whose rule names only
+    // allowed_clients serves no local caller (deny by default across transports).
     let (status, local) = daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?;
-    assert_eq!(status, 200, "{local}");
+    assert_eq!(status, 403, "{local}");
 
     // The audit log names the client, as it names the uid for the socket.
-    // web1 signed, the unpinned refusal, web2 refused on the key, the local signature.
+    // web1 signed, the unpinned refusal, web2 refused on the key, the local refusal.
     let lines = wait_for_lines(&daemon.audit, 4)?;
     let records: Vec<Value> = lines
         .iter()
@@ -370,7 +381,101 @@ fn a_pinned_client_signs_over_mutual_tls_and_everyone_else_is_refused() -> Resul
     );
     assert!(records
         .iter()
-        .any(|r| r["uid"] == 0 && r["outcome"] == "ok"));
+        .any(|r| r["uid"] == 0 && r["outcome"] == "forbidden"));
+    Ok(())
+}
+
+/// Four keys, one per rule shape: clients only, uids only, no one named, both.
+const TLS_ONLY: KeySetup = KeySetup {
+    extra: "allowed_clients = [\"gsko-web1\"]",
+    ..KeySetup::rs256("tls-only", "k-tls-only")
+};
+const LOCAL_ONLY: KeySetup = KeySetup {
+    extra: "allowed_uids = [0]",
+    ..KeySetup::rs256("local-only", "k-local-only")
+};
+const OPEN: KeySetup = KeySetup::rs256("open", "k-open");
+const BOTH: KeySetup = KeySetup {
+    extra: "allowed_uids = [0]\nallowed_clients = [\"gsko-web2\"]",
+    ..KeySetup::rs256("both", "k-both")
+};
+
+#[test]
+fn keys_are_denied_by_default_across_transports() -> Result {
+    let token = TestToken::new()?;
+    let keys = [TLS_ONLY, LOCAL_ONLY, OPEN, BOTH];
+    let leaves = provision(&token, &keys)?;
+    let pki = pki(token.dir.path())?;
+    let (daemon, port) = start_keys(&token, &pki, &keys, "")?;
+    let body = sign_body_data();
+    // Who may use which key; the daemon runs the test as uid 0.
+    let expected: [(&str, [bool; 4]); 3] = [
+        ("local uid 0", [false, true, true, true]),
+        ("gsko-web1", [true, false, false, false]),
+        ("gsko-web2", [false, false, false, true]),
+    ];
+    for (caller, allowed) in expected {
+        let call = |path: &str, body: Option<&str>| -> Result<(u16, Value)> {
+            match caller {
+                "gsko-web1" => answer(&curl_tls(&pki, port, Some(&pki.web1), path, body)?),
+                "gsko-web2" => answer(&curl_tls(&pki, port, Some(&pki.web2), path, body)?),
+                _ => daemon.json(if body.is_some() { "POST" } else { "GET" }, path, body),
+            }
+        };
+        let (status, list) = call("/v1/keys", None)?;
+        assert_eq!(status, 200, "{caller}: {list}");
+        let listed: Vec<&str> = list["keys"]
+            .as_array()
+            .ok_or("no keys array")?
+            .iter()
+            .filter_map(|k| k["name"].as_str())
+            .collect();
+        let wanted: Vec<&str> = keys
+            .iter()
+            .zip(allowed)
+            .filter(|(_, a)| *a)
+            .map(|(k, _)| k.name)
+            .collect();
+        assert_eq!(listed, wanted, "{caller}: GET /v1/keys");
+        for ((key, leaf), may) in keys.iter().zip(&leaves).zip(allowed) {
+            let (status, answer) = call(&format!("/v1/keys/{}/sign", key.name), Some(&body))?;
+            if may {
+                assert_eq!(status, 200, "{caller} on {}: {answer}", key.name);
+                assert!(openssl_verify(
+                    token.dir.path(),
+                    &leaf.cert,
+                    DATA,
+                    &signature_of(&answer)?,
+                    &["-sha256"]
+                )?);
+            } else {
+                assert_eq!(status, 403, "{caller} on {}: {answer}", key.name);
+            }
+        }
+    }
+    // One warning per key that serves no TLS client, at start and again on reload.
+    let warned = |key: &str| {
+        daemon
+            .log_text()
+            .matches(&format!("key {key:?} serves no TLS client"))
+            .count()
+    };
+    assert_eq!(
+        [
+            warned("tls-only"),
+            warned("local-only"),
+            warned("open"),
+            warned("both")
+        ],
+        [0, 1, 1, 0],
+        "{}",
+        daemon.log_text()
+    );
+    daemon.signal("HUP")?;
+    wait_until(Duration::from_secs(10), "the reload", || {
+        Ok(daemon.log_text().contains("configuration reloaded"))
+    })?;
+    assert_eq!([warned("local-only"), warned("open")], [2, 2]);
     Ok(())
 }
 
@@ -438,10 +543,10 @@ fn a_reload_that_unpins_a_client_refuses_it_at_once() -> Result {
         Some(&body),
     )?)?;
     assert_eq!(status, 200);
-    // gsko-web1's pin replaced by gsko-unpinned's: web1 is now unknown.
-    let text = std::fs::read_to_string(&daemon.config)?
-        .replace(&pki.web1.sha256, &pki.unpinned.sha256)
-        .replace("allowed_clients = [\"gsko-web1\"]", "");
+    // gsko-web1's pin replaced by gsko-unpinned's: web1's certificate is now unknown, and
+    // the name "gsko-web1" (which the key allows) belongs to the other certificate.
+    let text =
+        std::fs::read_to_string(&daemon.config)?.replace(&pki.web1.sha256, &pki.unpinned.sha256);
     std::fs::write(&daemon.config, text)?;
     daemon.signal("HUP")?;
     wait_until(Duration::from_secs(10), "the reload", || {
