@@ -102,12 +102,20 @@ impl Drop for Counted {
     }
 }
 
+/// A check run before each request of a connection, for an identity that can stop
+/// holding while the connection stays open (a TLS client whose certificate was unpinned,
+/// expired or revoked): the 403 to answer, after which the connection closes.
+pub type Recheck = Arc<dyn Fn() -> Result<(), ApiError> + Send + Sync>;
+
 /// Serves `stream` from `peer` until it closes; `admitted` is the policy's answer at
-/// accept. `hold` (the connection's slots) is released when the connection ends.
+/// accept, `recheck` the question asked again before each request. `hold` (the
+/// connection's slots) is released when the connection ends.
+#[allow(clippy::too_many_arguments)]
 pub fn serve<S, H>(
     stream: S,
     peer: Peer,
     admitted: bool,
+    recheck: Option<Recheck>,
     app: Router,
     limits: &ConnLimits,
     graceful: Watcher,
@@ -120,7 +128,12 @@ where
     let linger = Arc::new(AtomicBool::new(false));
     let io = ConnIo::new(stream, limits.write_timeout, linger.clone());
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        answer(request, peer.clone(), admitted, app.clone(), linger.clone())
+        let early = if admitted {
+            recheck.as_ref().and_then(|check| check().err())
+        } else {
+            Some(refused(&peer))
+        };
+        answer(request, peer.clone(), early, app.clone(), linger.clone())
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -137,13 +150,13 @@ where
     }
 }
 
-/// One request's answer: from here for a refused peer or a bad Host (and the connection
-/// closes after it), else the router's. Marks the connection to close, lingering, when
-/// the body was left unread.
+/// One request's answer: `refusal` (a peer no longer or never admitted) or a bad Host
+/// answered here, and the connection closes after it; else the router's. Marks the
+/// connection to close, lingering, when the body was left unread.
 async fn answer(
     request: Request<Incoming>,
     peer: Peer,
-    admitted: bool,
+    refusal: Option<ApiError>,
     app: Router,
     linger: Arc<AtomicBool>,
 ) -> Result<Response<axum::body::Body>, Infallible> {
@@ -156,11 +169,7 @@ async fn answer(
             read: read.clone(),
         }),
     );
-    let early = if !admitted {
-        Some(refused(&peer))
-    } else {
-        host_problem(&request)
-    };
+    let early = refusal.or_else(|| host_problem(&request));
     let answered_here = early.is_some();
     let mut response = match early {
         Some(error) => error.into_response(),

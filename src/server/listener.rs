@@ -226,6 +226,7 @@ pub async fn serve(
             stream,
             peer,
             admitted,
+            None,
             app.clone(),
             &limits,
             graceful.watcher(),

@@ -13,7 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use tokio::net::TcpListener;
@@ -40,9 +41,10 @@ fn tls_error(what: impl Into<String>, detail: impl std::fmt::Display) -> TlsErro
     }
 }
 
-/// What a reload may change: the certificates, the client CA and the pins.
+/// What a reload may change: the certificates, the client CA, its CRLs and the pins.
 pub struct TlsSettings {
     acceptor: TlsAcceptor,
+    verifier: Arc<dyn ClientCertVerifier>,
     pins: HashMap<[u8; 32], Arc<str>>,
     handshake_timeout: Duration,
 }
@@ -60,16 +62,23 @@ impl TlsSettings {
                 )
             })?;
         }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| tls_error("client_ca_file", e))?;
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if let Some(path) = &config.crl_file {
+            builder = builder.with_crls(read_crls(path)?);
+        }
+        let verifier = builder.build().map_err(|e| {
+            tls_error(
+                "client_ca_file and crl_file",
+                format!("{e} (a CRL must be X.509 v2 with a CRL Number, signed by a CA of client_ca_file)"),
+            )
+        })?;
         let chain = read_certs(&config.cert_file, "cert_file")?;
         let key = read_key(&config.key_file)?;
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| tls_error("protocol versions", e))?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(verifier.clone())
             .with_single_cert(chain, key)
             .map_err(|e| tls_error("cert_file and key_file", e))?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -86,6 +95,7 @@ impl TlsSettings {
         }
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(server)),
+            verifier,
             pins,
             handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
         })
@@ -101,6 +111,43 @@ impl TlsSettings {
         };
         Peer::Remote(Remote { client })
     }
+
+    /// Does the certificate chain a connection was made with still stand for `peer`
+    /// under these settings: within its validity now, chaining to the current client CA,
+    /// not revoked by the current CRLs, and pinned under the same name? The reason if not.
+    fn still(&self, chain: &[CertificateDer<'static>], peer: &Peer) -> Result<(), String> {
+        let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
+        self.verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map_err(|e| format!("its certificate no longer verifies ({e})"))?;
+        match self.peer(leaf) {
+            now if now == *peer => Ok(()),
+            Peer::Remote(r) if r.client.starts_with("sha256:") => {
+                Err("its certificate is no longer pinned in [[clients]]".into())
+            }
+            now => Err(format!(
+                "its certificate is now pinned as {}",
+                now.describe()
+            )),
+        }
+    }
+}
+
+/// Reads `crl_file`: PEM (one or more `X509 CRL` blocks) or a single DER CRL.
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let context = || format!("crl_file {}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| tls_error(context(), e))?;
+    let crls: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----BEGIN") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls_error(context(), e))?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    if crls.is_empty() {
+        return Err(tls_error(context(), "no PEM CRL in the file"));
+    }
+    Ok(crls)
 }
 
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -191,7 +238,8 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let current = settings.read().expect("tls settings lock").clone();
         let watcher = graceful.watcher();
-        let (app, admit, audit, identities, refusals) = (
+        let (settings, app, admit, audit, identities, refusals) = (
+            settings.clone(),
             app.clone(),
             admit.clone(),
             audit.clone(),
@@ -213,16 +261,16 @@ pub async fn serve(
                     return;
                 }
             };
-            let Some(cert) = stream
+            let chain: Vec<CertificateDer<'static>> = stream
                 .get_ref()
                 .1
                 .peer_certificates()
-                .and_then(|c| c.first())
-                .cloned()
-            else {
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default();
+            let Some(cert) = chain.first() else {
                 return;
             };
-            let peer = current.peer(&cert);
+            let peer = current.peer(cert);
             let admitted = admit(&peer);
             if !admitted {
                 let folded = refusals
@@ -231,7 +279,7 @@ pub async fn serve(
                     .event(peer.key(), std::time::Instant::now());
                 if let Some(folded) = folded {
                     tracing::warn!(peer = %peer.describe(), %address, folded, "refused a TLS client whose certificate is not pinned in [[clients]]");
-                    if let Some(audit) = audit {
+                    if let Some(audit) = audit.clone() {
                         let mut record = crate::audit::Record::system("refused_peer", "forbidden")
                             .with_detail(serde_json::json!({ "connections": 1 + folded, "address": address.to_string() }));
                         record.status = 403;
@@ -244,10 +292,12 @@ pub async fn serve(
                 tracing::warn!(peer = %peer.describe(), "max_connections_per_identity reached; closing a TLS connection");
                 return;
             };
+            let recheck = recheck(settings, chain, peer.clone(), audit, address);
             conn::serve(
                 stream,
                 peer,
                 admitted,
+                Some(recheck),
                 app,
                 &limits,
                 watcher,
@@ -266,4 +316,41 @@ pub async fn serve(
             "TLS requests still running after the grace period; stopping anyway"
         );
     }
+}
+
+/// The check before each request on a TLS connection: the certificate it was made with
+/// must still stand for `peer` under the settings in force now (a reload may have
+/// unpinned or re-pinned it, a CRL revoked it, or it may have expired). A refusal is
+/// logged and audited as `refused_peer`; the connection closes after the 403, so each
+/// connection is refused this way at most once.
+fn recheck(
+    settings: Shared,
+    chain: Vec<CertificateDer<'static>>,
+    peer: Peer,
+    audit: Option<crate::audit::AuditLog>,
+    address: std::net::SocketAddr,
+) -> conn::Recheck {
+    Arc::new(move || {
+        let current = settings.read().expect("tls settings lock").clone();
+        let Err(reason) = current.still(&chain, &peer) else {
+            return Ok(());
+        };
+        tracing::warn!(peer = %peer.describe(), %address, %reason, "refused a request on an open TLS connection; closing it");
+        if let Some(audit) = audit.clone() {
+            let mut record = crate::audit::Record::system("refused_peer", "forbidden").with_detail(
+                serde_json::json!({
+                    "connections": 1,
+                    "address": address.to_string(),
+                    "reason": reason,
+                }),
+            );
+            record.status = 403;
+            record.caller = peer.caller();
+            tokio::task::spawn_blocking(move || audit.record(record));
+        }
+        Err(super::error::ApiError::forbidden(format!(
+            "{} may no longer use this daemon: {reason}; the connection closes",
+            peer.describe()
+        )))
+    })
 }
