@@ -906,6 +906,55 @@ fn a_client_named_like_an_unpinned_fingerprint_is_refused() -> Result {
     Ok(())
 }
 
+/// Refusals on the TLS listener are folded and flushed like the socket's: 40 connections
+/// of an unpinned certificate within a second give a few `refused_peer` records that
+/// count all 40 (before both listeners shared one admission, only the first was).
+#[test]
+fn every_refused_tls_connection_is_audited_folded() -> Result {
+    let token = TestToken::new()?;
+    provision(&token, &[EPUAP])?;
+    let pki = pki(token.dir.path())?;
+    let (daemon, port) = start(&token, &pki, "")?;
+    let script = r#"
+import socket, ssl, sys
+port, cert, key, ca, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(ca)
+ctx.load_cert_chain(cert, key)
+for _ in range(n):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
+    s.sendall(b"GET /v1/keys HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert s.recv(12) == b"HTTP/1.1 403"
+    s.close()
+"#;
+    run_ok(
+        Command::new("python3")
+            .args(["-c", script, &port.to_string()])
+            .arg(&pki.unpinned.cert)
+            .arg(&pki.unpinned.key)
+            .arg(&pki.server_ca)
+            .arg("40"),
+    )?;
+    let mut audited = 0;
+    let mut records = 0;
+    wait_until(Duration::from_secs(5), "40 refusals audited", || {
+        let refused: Vec<Value> = std::fs::read_to_string(&daemon.audit)?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["op"] == "refused_peer")
+            .collect();
+        records = refused.len();
+        audited = refused
+            .iter()
+            .map(|r| r["detail"]["connections"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        Ok(audited >= 40)
+    })?;
+    eprintln!("40 refused TLS connections: {records} refused_peer records counting {audited}");
+    assert_eq!(audited, 40);
+    Ok(())
+}
+
 #[test]
 fn slowloris_handshakes_and_a_thousand_idle_tls_connections_do_not_starve_a_pinned_client() -> Result
 {

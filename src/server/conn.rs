@@ -1,13 +1,11 @@
-//! One connection, from accept to close: who it belongs to (for the per-identity limit),
-//! the answers given here before the router (a peer no rule admits, a request without
+//! One connection, from accept to close: the answers given here before the router (a peer no rule admits, a request without
 //! exactly one Host), and the close: `Connection: close` and a lingering close whenever
 //! an answer leaves part of the request body unread.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,8 +21,6 @@ use tower::ServiceExt;
 use super::conn_io::ConnIo;
 use super::error::ApiError;
 use super::peer::Peer;
-
-pub use super::peer::IdentityKey;
 
 /// How connections are served.
 #[derive(Debug, Clone, Copy)]
@@ -48,56 +44,6 @@ impl ConnLimits {
             max_per_identity: server.max_connections_per_identity,
             header_timeout: config.read_timeout(),
             write_timeout: Duration::from_millis(server.write_timeout_ms),
-        }
-    }
-}
-
-/// Open connections per identity.
-#[derive(Debug)]
-pub struct Identities {
-    max: usize,
-    open: Mutex<HashMap<IdentityKey, usize>>,
-}
-
-/// One open connection counted for its identity; uncounted when dropped.
-#[derive(Debug)]
-pub struct Counted {
-    identities: Arc<Identities>,
-    key: IdentityKey,
-}
-
-impl Identities {
-    /// At most `max` open connections per identity.
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Counts a connection for `key`, or `None` if `key` already has `max` open.
-    pub fn enter(self: &Arc<Self>, key: IdentityKey) -> Option<Counted> {
-        let mut open = self.open.lock().expect("identities lock");
-        let count = open.entry(key.clone()).or_default();
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(Counted {
-            identities: self.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut open = self.identities.open.lock().expect("identities lock");
-        if let Some(count) = open.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.key);
-            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! use which key) → [`crate::signer`] (queue, session, signature) → [`error`] (statuses),
 //! with [`crate::audit`], [`metrics`] and [`health`] beside it.
 
+pub mod admission;
 mod audited;
 mod body;
 pub mod checkpoints;
@@ -13,9 +14,11 @@ pub mod error;
 #[doc(hidden)]
 pub mod floor;
 pub mod fold;
+pub mod handshakes;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod notices;
 pub mod peer;
 pub mod policy;
 pub mod protection;
@@ -224,9 +227,13 @@ async fn run(
         ),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let limits = listener::ConnLimits::of(&config);
     let policy = state.clone();
-    let admit: listener::Admission = Arc::new(move |peer| policy.policy().admits(peer));
+    let admission = admission::Admission::new(
+        app(state.clone()),
+        listener::ConnLimits::of(&config),
+        Arc::new(move |peer| policy.policy().admits(peer)),
+        state.audit.clone(),
+    );
     let grace = Duration::from_millis(server.shutdown_grace_ms);
     let (tls_settings, tls_serving) = match &server.tls {
         None => (None, None),
@@ -243,11 +250,8 @@ async fn run(
             let serving = tokio::spawn(tls::serve(
                 tcp,
                 settings.clone(),
-                tls_config.max_handshakes,
-                app(state.clone()),
-                limits,
-                admit.clone(),
-                state.audit.clone(),
+                tls::HandshakeLimits::of(tls_config),
+                admission.clone(),
                 stop_rx.clone(),
                 grace,
             ));
@@ -262,15 +266,7 @@ async fn run(
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
-    let serving = tokio::spawn(listener::serve(
-        listener,
-        app(state.clone()),
-        limits,
-        admit,
-        state.audit.clone(),
-        stop_rx,
-        grace,
-    ));
+    let serving = tokio::spawn(listener::serve(listener, admission, stop_rx, grace));
     let health = tokio::spawn(health::run_periodic(state.clone()));
     signals.wait(&config, &state, tls_settings.as_ref()).await;
     health.abort();

@@ -3,8 +3,9 @@
 //! rustls with the ring provider, TLS 1.2 and 1.3 only, no OpenSSL on this path. A client
 //! certificate is required and must chain to `client_ca_file`; then its SHA-256 must be
 //! pinned in `[[clients]]`, which gives the caller its name: a valid chain alone admits
-//! no one. After the handshake the connection is served exactly like a Unix socket
-//! connection ([`super::conn::serve`]), with the same limits.
+//! no one. Handshakes in progress are counted per source ([`super::handshakes`]). After
+//! the handshake the connection goes to the [`Admission`] the Unix socket uses too, and
+//! every request on it checks the certificate again against the settings in force.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -20,9 +21,10 @@ use rustls::RootCertStore;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::conn::{self, ConnLimits, Identities};
-use super::fold::Fold;
-use super::listener::Admission;
+use super::admission::Admission;
+use super::conn::Recheck;
+use super::handshakes::{Handshakes, Ticket};
+use super::notices::{HandshakeEnd, Notices};
 use super::peer::{Peer, Remote};
 use crate::config::{ClientConfig, TlsConfig};
 
@@ -188,78 +190,62 @@ pub async fn bind(config: &TlsConfig) -> Result<TcpListener, TlsError> {
         .map_err(|e| tls_error(format!("listen {}", config.listen), e))
 }
 
-/// Accepts TCP connections until `stop` fires: at most `max_handshakes` in the handshake
-/// at once, each within its timeout; then the peer is its pinned name, judged by the
-/// policy like a local peer, and served by [`conn::serve`].
-#[allow(clippy::too_many_arguments)]
+/// How many handshakes may be in progress (`[server.tls]`).
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeLimits {
+    /// `max_handshakes`.
+    pub max: usize,
+    /// `max_handshakes_per_source`.
+    pub per_source: usize,
+}
+
+impl HandshakeLimits {
+    /// The limits `config` sets.
+    pub fn of(config: &TlsConfig) -> Self {
+        Self {
+            max: config.max_handshakes,
+            per_source: config.max_handshakes_per_source,
+        }
+    }
+}
+
+/// Accepts TCP connections until `stop` fires, each through a handshake counted for its
+/// source ([`Handshakes`]) and cut off after its timeout; then the client's pinned name
+/// is its peer, and the connection goes to `admission`, shared with the Unix socket.
 pub async fn serve(
     listener: TcpListener,
     settings: Shared,
-    max_handshakes: usize,
-    app: axum::Router,
-    limits: ConnLimits,
-    admit: Admission,
-    audit: Option<crate::audit::AuditLog>,
+    limits: HandshakeLimits,
+    admission: Arc<Admission>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes));
-    let identities = Identities::new(limits.max_per_identity);
-    let refusals = Arc::new(std::sync::Mutex::new(Fold::new(Duration::from_secs(1))));
-    let mut busy = Fold::new(Duration::from_secs(1));
+    let handshakes = Handshakes::new(limits.max, limits.per_source);
     loop {
         let (tcp, address) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    if let Some(folded) = busy.event("accept", std::time::Instant::now()) {
-                        tracing::warn!(error = %e, folded, "TLS accept failed; retrying in 100 ms");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    admission.notices().accept_failed("TLS", &e);
+                    tokio::time::sleep(super::listener::ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             _ = stop.changed() => break,
         };
-        let (Ok(slot), Ok(handshake)) = (
-            slots.clone().try_acquire_owned(),
-            handshakes.clone().try_acquire_owned(),
-        ) else {
-            if let Some(folded) = busy.event("full", std::time::Instant::now()) {
-                tracing::warn!(
-                    folded,
-                    "TLS: connection or handshake limit reached; closing a new connection"
-                );
-            }
+        let source = super::handshakes::source(address.ip());
+        let Some(ticket) = handshakes.begin(source) else {
+            admission.notices().handshake(source, HandshakeEnd::Refused);
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let current = settings.read().expect("tls settings lock").clone();
         let watcher = graceful.watcher();
-        let (settings, app, admit, audit, identities, refusals) = (
-            settings.clone(),
-            app.clone(),
-            admit.clone(),
-            audit.clone(),
-            identities.clone(),
-            refusals.clone(),
-        );
+        let (settings, admission) = (settings.clone(), admission.clone());
         tokio::spawn(async move {
-            let accepted =
-                tokio::time::timeout(current.handshake_timeout, current.acceptor.accept(tcp)).await;
-            drop(handshake);
-            let stream = match accepted {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::info!(%address, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%address, "TLS handshake timed out");
-                    return;
-                }
+            let Some(stream) = handshake(tcp, &current, ticket, admission.notices()).await else {
+                return;
             };
             let chain: Vec<CertificateDer<'static>> = stream
                 .get_ref()
@@ -271,41 +257,11 @@ pub async fn serve(
                 return;
             };
             let peer = current.peer(cert);
-            let admitted = admit(&peer);
-            if !admitted {
-                let folded = refusals
-                    .lock()
-                    .expect("refusals lock")
-                    .event(peer.key(), std::time::Instant::now());
-                if let Some(folded) = folded {
-                    tracing::warn!(peer = %peer.describe(), %address, folded, "refused a TLS client whose certificate is not pinned in [[clients]]");
-                    if let Some(audit) = audit.clone() {
-                        let mut record = crate::audit::Record::system("refused_peer", "forbidden")
-                            .with_detail(serde_json::json!({ "connections": 1 + folded, "address": address.to_string() }));
-                        record.status = 403;
-                        record.caller = peer.caller();
-                        tokio::task::spawn_blocking(move || audit.record(record));
-                    }
-                }
-            }
-            let Some(counted) = identities.enter(peer.key()) else {
-                tracing::warn!(peer = %peer.describe(), "max_connections_per_identity reached; closing a TLS connection");
-                return;
-            };
-            let recheck = recheck(settings, chain, peer.clone(), audit, address);
-            conn::serve(
-                stream,
-                peer,
-                admitted,
-                Some(recheck),
-                app,
-                &limits,
-                watcher,
-                (slot, counted),
-            )
-            .await;
+            let recheck = recheck(settings, chain, peer.clone(), admission.clone(), address);
+            admission.serve(stream, peer, Some(recheck), watcher);
         });
     }
+    admission.notices().flush();
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -318,6 +274,35 @@ pub async fn serve(
     }
 }
 
+/// The handshake of `tcp` under `settings`, within its timeout and until `ticket` is
+/// aborted to make room; an end without a connection is counted in `notices`.
+async fn handshake(
+    tcp: tokio::net::TcpStream,
+    settings: &TlsSettings,
+    mut ticket: Ticket,
+    notices: &Notices,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(settings.handshake_timeout, settings.acceptor.accept(tcp)) => accepted,
+        _ = &mut ticket.aborted => {
+            notices.handshake(ticket.source(), HandshakeEnd::Aborted);
+            return None;
+        }
+    };
+    match accepted {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(source = %ticket.source(), error = %e, "TLS handshake refused");
+            notices.handshake(ticket.source(), HandshakeEnd::Failed);
+            None
+        }
+        Err(_) => {
+            notices.handshake(ticket.source(), HandshakeEnd::TimedOut);
+            None
+        }
+    }
+}
+
 /// The check before each request on a TLS connection: the certificate it was made with
 /// must still stand for `peer` under the settings in force now (a reload may have
 /// unpinned or re-pinned it, a CRL revoked it, or it may have expired). A refusal is
@@ -327,27 +312,17 @@ fn recheck(
     settings: Shared,
     chain: Vec<CertificateDer<'static>>,
     peer: Peer,
-    audit: Option<crate::audit::AuditLog>,
+    admission: Arc<Admission>,
     address: std::net::SocketAddr,
-) -> conn::Recheck {
+) -> Recheck {
     Arc::new(move || {
         let current = settings.read().expect("tls settings lock").clone();
         let Err(reason) = current.still(&chain, &peer) else {
             return Ok(());
         };
-        tracing::warn!(peer = %peer.describe(), %address, %reason, "refused a request on an open TLS connection; closing it");
-        if let Some(audit) = audit.clone() {
-            let mut record = crate::audit::Record::system("refused_peer", "forbidden").with_detail(
-                serde_json::json!({
-                    "connections": 1,
-                    "address": address.to_string(),
-                    "reason": reason,
-                }),
-            );
-            record.status = 403;
-            record.caller = peer.caller();
-            tokio::task::spawn_blocking(move || audit.record(record));
-        }
+        admission
+            .notices()
+            .refused_on_open_connection(&peer, address, &reason);
         Err(super::error::ApiError::forbidden(format!(
             "{} may no longer use this daemon: {reason}; the connection closes",
             peer.describe()
