@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::server::graceful::Watcher;
@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 use super::conn::{self, ConnLimits, Recheck};
+use super::conn_io::Activity;
 use super::notices::Notices;
 use super::peer::{IdentityKey, Peer};
 
@@ -78,7 +79,8 @@ impl Admission {
         if !admitted {
             self.notices.refused(&peer);
         }
-        let Some(counted) = self.identities.enter(peer.key()) else {
+        let activity = Activity::new();
+        let Some(counted) = self.identities.enter(peer.key(), activity.clone()) else {
             self.notices
                 .identity_full(peer.key(), self.limits.max_per_identity);
             return;
@@ -91,6 +93,7 @@ impl Admission {
             self.app.clone(),
             &self.limits,
             graceful,
+            activity,
             (slot, counted),
         ));
     }
@@ -110,11 +113,11 @@ async fn flush_every_second(admission: Weak<Admission>) {
     }
 }
 
-/// Open connections per identity.
+/// Open connections per identity, each with its [`Activity`].
 #[derive(Debug)]
 pub struct Identities {
     max: usize,
-    open: Mutex<HashMap<IdentityKey, usize>>,
+    open: Mutex<HashMap<IdentityKey, Vec<Arc<Activity>>>>,
 }
 
 /// One open connection counted for its identity; uncounted when dropped.
@@ -122,6 +125,7 @@ pub struct Identities {
 pub struct Counted {
     identities: Arc<Identities>,
     key: IdentityKey,
+    activity: Arc<Activity>,
 }
 
 impl Identities {
@@ -133,17 +137,37 @@ impl Identities {
         })
     }
 
-    /// Counts a connection for `key`, or `None` if `key` already has `max` open.
-    pub fn enter(self: &Arc<Self>, key: IdentityKey) -> Option<Counted> {
+    /// Counts the connection of `activity` for `key`. At `max`, the identity's oldest
+    /// connection idle for at least [`super::conn_io::IDLE_AFTER`] is told to close and
+    /// uncounted to make room (as nginx and Apache close idle keep-alive connections
+    /// under pressure); a connection with a request in flight never is. `None` when all
+    /// of them are busy.
+    pub fn enter(self: &Arc<Self>, key: IdentityKey, activity: Arc<Activity>) -> Option<Counted> {
+        self.enter_at(key, activity, Instant::now())
+    }
+
+    fn enter_at(
+        self: &Arc<Self>,
+        key: IdentityKey,
+        activity: Arc<Activity>,
+        now: Instant,
+    ) -> Option<Counted> {
         let mut open = self.open.lock().expect("identities lock");
-        let count = open.entry(key.clone()).or_default();
-        if *count >= self.max {
-            return None;
+        let connections = open.entry(key.clone()).or_default();
+        if connections.len() >= self.max {
+            let oldest_idle = connections
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.idle_since(now).map(|since| (since, i)))
+                .min()
+                .map(|(_, i)| i)?;
+            connections.swap_remove(oldest_idle).close();
         }
-        *count += 1;
+        connections.push(activity.clone());
         Some(Counted {
             identities: self.clone(),
             key,
+            activity,
         })
     }
 }
@@ -151,11 +175,79 @@ impl Identities {
 impl Drop for Counted {
     fn drop(&mut self) {
         let mut open = self.identities.open.lock().expect("identities lock");
-        if let Some(count) = open.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(connections) = open.get_mut(&self.key) {
+            connections.retain(|c| !Arc::ptr_eq(c, &self.activity));
+            if connections.is_empty() {
                 open.remove(&self.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// True once the connection of `activity` was told to close.
+    fn told_to_close(activity: &Activity) -> bool {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(10), activity.closing())
+                .await
+                .is_ok()
+        })
+    }
+
+    #[test]
+    fn the_oldest_idle_connection_gives_way_and_a_busy_one_never_does() {
+        let identities = Identities::new(2);
+        let uid = || IdentityKey::Uid(33);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let first = Activity::new();
+        let second = Activity::new();
+        let _a = identities.enter_at(uid(), first.clone(), at(0));
+        let _b = identities.enter_at(uid(), second.clone(), at(0));
+        // Neither has been idle for a second yet.
+        assert!(identities
+            .enter_at(uid(), Activity::new(), at(500))
+            .is_none());
+        // `second` answered a request just now, `first` has idled since its accept:
+        // at 1.1 s both count as idle, and the oldest idle one gives way.
+        second.responded();
+        let third = Activity::new();
+        third.read_a_request_byte();
+        let _c = identities.enter_at(uid(), third.clone(), at(1100));
+        assert!(_c.is_some(), "an idle connection gave way");
+        assert!(told_to_close(&first));
+        assert!(!told_to_close(&second));
+        // `third` has a request in flight: `second` goes, never `third`.
+        let fourth = Activity::new();
+        fourth.read_a_request_byte();
+        let _d = identities.enter_at(uid(), fourth, at(2200));
+        assert!(_d.is_some(), "room made");
+        assert!(told_to_close(&second));
+        assert!(!told_to_close(&third));
+        // Only connections with requests in flight left: refused. Another uid is not
+        // affected.
+        assert!(identities
+            .enter_at(uid(), Activity::new(), at(9000))
+            .is_none());
+        assert!(identities
+            .enter_at(IdentityKey::Uid(0), Activity::new(), at(9000))
+            .is_some());
+        // Once a response is written and a second has passed, that one gives way too.
+        third.responded();
+        assert!(identities
+            .enter_at(
+                uid(),
+                Activity::new(),
+                Instant::now() + Duration::from_millis(1100)
+            )
+            .is_some());
+        assert!(told_to_close(&third));
     }
 }

@@ -18,7 +18,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::ServiceExt;
 
-use super::conn_io::ConnIo;
+use super::conn_io::{Activity, ConnIo};
 use super::error::ApiError;
 use super::peer::Peer;
 
@@ -53,9 +53,10 @@ impl ConnLimits {
 /// expired or revoked): the 403 to answer, after which the connection closes.
 pub type Recheck = Arc<dyn Fn() -> Result<(), ApiError> + Send + Sync>;
 
-/// Serves `stream` from `peer` until it closes; `admitted` is the policy's answer at
-/// accept, `recheck` the question asked again before each request. `hold` (the
-/// connection's slots) is released when the connection ends.
+/// Serves `stream` from `peer` until it closes, or until `activity` is told to close it
+/// while idle; `admitted` is the policy's answer at accept, `recheck` the question asked
+/// again before each request. `hold` (the connection's slots) is released when the
+/// connection ends.
 #[allow(clippy::too_many_arguments)]
 pub fn serve<S, H>(
     stream: S,
@@ -65,6 +66,7 @@ pub fn serve<S, H>(
     app: Router,
     limits: &ConnLimits,
     graceful: Watcher,
+    activity: Arc<Activity>,
     hold: H,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
@@ -72,14 +74,30 @@ where
     H: Send + 'static,
 {
     let linger = Arc::new(AtomicBool::new(false));
-    let io = ConnIo::new(stream, limits.write_timeout, linger.clone());
+    let io = ConnIo::new(
+        stream,
+        limits.write_timeout,
+        linger.clone(),
+        activity.clone(),
+    );
+    let responses = activity.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let early = if admitted {
             recheck.as_ref().and_then(|check| check().err())
         } else {
             Some(refused(&peer))
         };
-        answer(request, peer.clone(), early, app.clone(), linger.clone())
+        let answered = answer(request, peer.clone(), early, app.clone(), linger.clone());
+        let activity = responses.clone();
+        async move {
+            let response = answered.await?;
+            Ok::<_, Infallible>(response.map(|body| {
+                axum::body::Body::new(Responded {
+                    inner: body,
+                    activity,
+                })
+            }))
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -89,8 +107,13 @@ where
         .serve_connection(TokioIo::new(io), service);
     let watched = graceful.watch(connection);
     async move {
-        if let Err(e) = watched.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        tokio::select! {
+            ended = watched => if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            },
+            () = activity.closing() => {
+                tracing::debug!("closed an idle connection to admit another of its caller");
+            }
         }
         drop(hold);
     }
@@ -149,6 +172,39 @@ fn host_problem<B>(request: &Request<B>) -> Option<ApiError> {
             "an HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2); this one has {hosts}"
         ))
     })
+}
+
+/// A response body that marks its connection idle once hyper has written the last of it
+/// and dropped it.
+struct Responded {
+    inner: axum::body::Body,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Responded {
+    fn drop(&mut self) {
+        self.activity.responded();
+    }
+}
+
+impl Body for Responded {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The request body, noting when it has been read to its end.
