@@ -284,11 +284,17 @@ async fn run(
     Ok(())
 }
 
-/// SIGTERM, SIGINT and SIGHUP, caught from before the socket is bound.
+/// SIGTERM, SIGINT and SIGHUP, caught from before the socket is bound; and SIGXFSZ,
+/// caught and never acted on.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    /// A write past RLIMIT_FSIZE (`LimitFSIZE=`, `prlimit --fsize`) raises SIGXFSZ, whose
+    /// default action kills the daemon. Caught, the write fails with EFBIG instead, and
+    /// the audit log fails closed (503 `audit_unavailable`) as on a full disk, until the
+    /// limit is lifted. Kept only so that the handler is installed; never read.
+    _xfsz: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -298,6 +304,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            _xfsz: signal(SignalKind::from_raw(nix::libc::SIGXFSZ))?,
         })
     }
 
