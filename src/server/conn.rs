@@ -159,7 +159,8 @@ async fn answer(
     Ok(response)
 }
 
-/// The answer to a peer that no rule admitted at accept (logged, folded, by the listener).
+/// The answer to a peer that no rule admitted at accept (logged, folded, by
+/// [`super::notices::Notices`]).
 fn refused(peer: &Peer) -> ApiError {
     super::policy::refusal(peer)
 }

@@ -1,7 +1,9 @@
 //! `hsm-signer serve`: the daemon. The request path follows the modules:
-//! [`listener`] (socket, peer credentials) → [`routes`] (HTTP, JSON) → [`policy`] (who may
-//! use which key) → [`crate::signer`] (queue, session, signature) → [`error`] (statuses),
-//! with [`crate::audit`], [`metrics`] and [`health`] beside it.
+//! [`listener`] (socket, peer credentials) or [`tls`] (handshake, pinned name) →
+//! [`admission`] (limits, shared by both) → [`conn`] (one connection) → [`routes`] (HTTP,
+//! JSON) → [`policy`] (who may use which key) → [`crate::signer`] (queue, session,
+//! signature) → [`error`] (statuses), with [`crate::audit`], [`metrics`] and [`health`]
+//! beside it.
 
 pub mod admission;
 mod audited;
