@@ -367,6 +367,15 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
             a.tls.as_ref().map(|t| &t.listen) != b.tls.as_ref().map(|t| &t.listen),
         ),
         (
+            "[server.tls] max_handshakes, max_handshakes_per_source",
+            a.tls
+                .as_ref()
+                .map(|t| (t.max_handshakes, t.max_handshakes_per_source))
+                != b.tls
+                    .as_ref()
+                    .map(|t| (t.max_handshakes, t.max_handshakes_per_source)),
+        ),
+        (
             "[audit] file",
             running.config.audit.file != new.config.audit.file,
         ),

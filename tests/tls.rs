@@ -723,6 +723,51 @@ fn a_reload_that_repins_a_client_cuts_its_open_connections() -> Result {
     Ok(())
 }
 
+/// A reload whose TLS files cannot be read (here a `crl_file` that does not exist) keeps
+/// the running certificates, but still applies the new pins: a re-pinned certificate's
+/// open connection is cut off all the same.
+#[test]
+fn a_reload_whose_tls_files_fail_still_applies_the_new_pins() -> Result {
+    let token = TestToken::new()?;
+    provision(&token, &[EPUAP])?;
+    let pki = pki(token.dir.path())?;
+    let (daemon, port) = start(&token, &pki, "")?;
+    let body = sign_body_data();
+    let mut web1 = KeptAlive::open(&pki, port, &pki.web1, "/v1/keys/epuap/sign", &body)?;
+    assert_eq!(web1.request()?.0, 200);
+    let text = std::fs::read_to_string(&daemon.config)?
+        .replace(&pki.web1.sha256, &pki.unpinned.sha256)
+        .replace(
+            "[server.tls]\n",
+            &format!(
+                "[server.tls]\ncrl_file = \"{}\"\n",
+                token.path("missing.crl").display()
+            ),
+        );
+    std::fs::write(&daemon.config, text)?;
+    daemon.signal("HUP")?;
+    wait_until(Duration::from_secs(10), "the reload", || {
+        Ok(daemon.log_text().contains("configuration reloaded"))
+    })?;
+    assert!(
+        daemon.log_text().contains("CRLs not reloaded"),
+        "{}",
+        daemon.log_text()
+    );
+    let (status, _, refused) = web1.request()?;
+    assert_eq!(status, 403, "{refused}");
+    assert!(web1.closed()?, "the connection stayed open");
+    let (status, signed) = answer(&curl_tls(
+        &pki,
+        port,
+        Some(&pki.unpinned),
+        "/v1/keys/epuap/sign",
+        Some(&body),
+    )?)?;
+    assert_eq!(status, 200, "{signed}");
+    Ok(())
+}
+
 /// A certificate that expires while its connection is open: the next request gets 403
 /// and the connection closes.
 #[test]

@@ -354,11 +354,14 @@ async fn reload(running: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Sha
     }
     // The TLS side first: a pin removed must not outlive the rule that named it.
     if let (Some(shared), Some(tls_config)) = (tls, &new.config.server.tls) {
-        match tls::TlsSettings::load(tls_config, &new.config.clients) {
+        let loaded = tls::TlsSettings::load(tls_config, &new.config.clients).or_else(|e| {
+            tracing::error!(error = %e, "TLS certificates, client CA or CRLs not reloaded; new connections use the previous ones, under the new [[clients]] pins and rules");
+            let running = shared.read().expect("tls settings lock").clone();
+            running.repinned(&new.config.clients)
+        });
+        match loaded {
             Ok(settings) => *shared.write().expect("tls settings lock") = Arc::new(settings),
-            Err(e) => {
-                tracing::error!(error = %e, "TLS certificates or client CA not reloaded; new connections use the previous ones, under the new [[clients]] rules")
-            }
+            Err(e) => tracing::error!(error = %e, "[[clients]] pins not reloaded"),
         }
     }
     // The keys first, so that a request under the new rules finds its key loaded; but

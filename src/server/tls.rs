@@ -84,22 +84,23 @@ impl TlsSettings {
             .with_single_cert(chain, key)
             .map_err(|e| tls_error("cert_file and key_file", e))?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let mut pins = HashMap::new();
-        for client in clients {
-            let hex_pin = client
-                .certificate_sha256
-                .to_ascii_lowercase()
-                .replace(':', "");
-            let mut pin = [0u8; 32];
-            hex::decode_to_slice(&hex_pin, &mut pin)
-                .map_err(|e| tls_error(format!("[[clients]] {:?}", client.name), e))?;
-            pins.insert(pin, Arc::from(client.name.as_str()));
-        }
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             verifier,
-            pins,
+            pins: pins(clients)?,
             handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+        })
+    }
+
+    /// These settings with the pins of `clients`: for a reload whose certificate files
+    /// cannot be read, so that a client unpinned or re-pinned still loses its old
+    /// certificate's connections at once.
+    pub fn repinned(&self, clients: &[ClientConfig]) -> Result<Self, TlsError> {
+        Ok(Self {
+            acceptor: self.acceptor.clone(),
+            verifier: self.verifier.clone(),
+            pins: pins(clients)?,
+            handshake_timeout: self.handshake_timeout,
         })
     }
 
@@ -133,6 +134,22 @@ impl TlsSettings {
             )),
         }
     }
+}
+
+/// The name each pinned certificate's SHA-256 stands for.
+fn pins(clients: &[ClientConfig]) -> Result<HashMap<[u8; 32], Arc<str>>, TlsError> {
+    let mut pins = HashMap::new();
+    for client in clients {
+        let hex_pin = client
+            .certificate_sha256
+            .to_ascii_lowercase()
+            .replace(':', "");
+        let mut pin = [0u8; 32];
+        hex::decode_to_slice(&hex_pin, &mut pin)
+            .map_err(|e| tls_error(format!("[[clients]] {:?}", client.name), e))?;
+        pins.insert(pin, Arc::from(client.name.as_str()));
+    }
+    Ok(pins)
 }
 
 /// Reads `crl_file`: PEM (one or more `X509 CRL` blocks) or a single DER CRL.
