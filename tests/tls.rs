@@ -174,18 +174,19 @@ fn pki(dir: &Path) -> Result<Pki> {
 
 /// Starts a daemon with the TLS listener on a free port; returns it and the port.
 fn start(token: &TestToken, pki: &Pki, extra_tls: &str) -> Result<(Daemon, u16)> {
-    start_keys(token, pki, &[EPUAP], extra_tls)
+    start_keys(token, pki, &[EPUAP], "", extra_tls)
 }
 
-/// [`start`] with these keys.
+/// [`start`] with these keys, and `extra_server` lines under `[server]`.
 fn start_keys(
     token: &TestToken,
     pki: &Pki,
     keys: &[KeySetup],
+    extra_server: &str,
     extra_tls: &str,
 ) -> Result<(Daemon, u16)> {
     let tls = format!(
-        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{extra_tls}\n",
+        "{extra_server}\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{extra_tls}\n",
         pki.server.cert.display(),
         pki.server.key.display(),
         pki.client_ca.display()
@@ -422,7 +423,7 @@ fn keys_are_denied_by_default_across_transports() -> Result {
     let keys = [TLS_ONLY, LOCAL_ONLY, OPEN, BOTH];
     let leaves = provision(&token, &keys)?;
     let pki = pki(token.dir.path())?;
-    let (daemon, port) = start_keys(&token, &pki, &keys, "")?;
+    let (daemon, port) = start_keys(&token, &pki, &keys, "", "")?;
     let body = sign_body_data();
     // Who may use which key; the daemon runs the test as uid 0.
     let expected: [(&str, [bool; 4]); 3] = [

@@ -198,10 +198,11 @@ fn a_certificate_that_expires_is_refused_on_its_open_connection() -> Result {
     provision(&token, &[EPUAP])?;
     let pki = pki(token.dir.path())?;
     let key = KeySpec::P256.generate()?;
+    // Long enough for the daemon to start and answer once.
     let expires = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs()
-        + 3;
+        + 5;
     let cert = pki.ca.issue_until(
         &key,
         "gsko-web1",
@@ -217,7 +218,9 @@ fn a_certificate_that_expires_is_refused_on_its_open_connection() -> Result {
         },
         ..pki
     };
-    let (daemon, port) = start(&token, &pinned, "")?;
+    // An idle keep-alive connection lasts read_timeout_ms (5 s by default): longer here, so
+    // that the connection is still open when the certificate has expired.
+    let (daemon, port) = start_keys(&token, &pinned, &[EPUAP], "read_timeout_ms = 30000", "")?;
     let mut web1 = KeptAlive::open(
         &pinned,
         port,
@@ -231,7 +234,7 @@ fn a_certificate_that_expires_is_refused_on_its_open_connection() -> Result {
         Ok(std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
-            > expires + 1)
+            > expires)
     })?;
     let (status, connection, refused) = web1.request()?;
     assert_eq!(status, 403, "{refused}");
