@@ -113,7 +113,7 @@ async fn flush_every_second(admission: Weak<Admission>) {
     }
 }
 
-/// Open connections per identity, each with its [`Activity`].
+/// Open connections per identity, each with its `Activity`.
 #[derive(Debug)]
 pub struct Identities {
     max: usize,
@@ -138,7 +138,7 @@ impl Identities {
     }
 
     /// Counts the connection of `activity` for `key`. At `max`, the identity's oldest
-    /// connection idle for at least [`super::conn_io::IDLE_AFTER`] is told to close and
+    /// connection idle for at least `IDLE_AFTER` (1 s) is told to close and
     /// uncounted to make room (as nginx and Apache close idle keep-alive connections
     /// under pressure); a connection with a request in flight never is. `None` when all
     /// of them are busy.
