@@ -59,9 +59,21 @@ pub struct TlsConfig {
     /// Time allowed for a TLS handshake, milliseconds.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
-    /// Connections still in the handshake at most; more are closed at once.
+    /// Connections still in the handshake at most; at the limit the oldest handshake of
+    /// the source holding the most is aborted.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
+    /// Handshakes in progress per source (IPv4 address or IPv6 /64) above which new
+    /// connections from it are refused, while more than half of `max_handshakes` are busy.
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Certificate revocation lists of the client CA (PEM or DER), re-read on reload.
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
+}
+
+fn default_max_handshakes_per_source() -> usize {
+    16
 }
 
 fn default_handshake_timeout_ms() -> u64 {
@@ -214,8 +226,8 @@ pub struct KeyConfig {
     /// If set, only these gids may use this key (on top of `[server]`).
     #[serde(default)]
     pub allowed_gids: Option<Vec<u32>>,
-    /// If set, only these `[[clients]]` may use this key over TLS (local callers are
-    /// judged by `allowed_uids` / `allowed_gids` only).
+    /// The `[[clients]]` that may use this key over TLS; without it no TLS client may.
+    /// A key whose rule names only `allowed_clients` serves no local caller.
     #[serde(default)]
     pub allowed_clients: Option<Vec<String>>,
     /// Keep signing after the certificate expired (default: refuse).
@@ -353,6 +365,15 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
         (
             "[server.tls] listen (or adding or removing [server.tls])",
             a.tls.as_ref().map(|t| &t.listen) != b.tls.as_ref().map(|t| &t.listen),
+        ),
+        (
+            "[server.tls] max_handshakes, max_handshakes_per_source",
+            a.tls
+                .as_ref()
+                .map(|t| (t.max_handshakes, t.max_handshakes_per_source))
+                != b.tls
+                    .as_ref()
+                    .map(|t| (t.max_handshakes, t.max_handshakes_per_source)),
         ),
         (
             "[audit] file",
@@ -495,16 +516,23 @@ fn check_connections(server: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// `^[a-z0-9][a-z0-9._-]{0,62}$`: a name that cannot pass for another identity (an
+/// unpinned certificate's `sha256:…`, a uid) nor carry control characters into the logs.
+fn is_client_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let inner = |b: &u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-');
+    matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
+        && bytes.len() <= 63
+        && bytes.iter().all(inner)
+}
+
 fn check_clients(config: &Config) -> Result<(), String> {
     let mut names = HashSet::new();
     let mut pins = HashSet::new();
     for client in &config.clients {
-        if client.name.is_empty()
-            || client.name.len() > 64
-            || client.name.chars().any(|c| c.is_control())
-        {
+        if !is_client_name(&client.name) {
             return Err(format!(
-                "[[clients]] name {:?}: use 1 to 64 printable characters",
+                "[[clients]] name {:?}: use 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit (the daemon names unpinned certificates \"sha256:…\", which no [[clients]] name may look like)",
                 client.name
             ));
         }
@@ -544,9 +572,12 @@ fn check_clients(config: &Config) -> Result<(), String> {
         );
     }
     if let Some(tls) = &config.server.tls {
-        if tls.handshake_timeout_ms == 0 || tls.max_handshakes == 0 {
+        if tls.handshake_timeout_ms == 0
+            || tls.max_handshakes == 0
+            || tls.max_handshakes_per_source == 0
+        {
             return Err(
-                "[server.tls] handshake_timeout_ms and max_handshakes must be above 0".into(),
+                "[server.tls] handshake_timeout_ms, max_handshakes and max_handshakes_per_source must be above 0".into(),
             );
         }
     }
@@ -719,6 +750,34 @@ mod tests {
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_client_name_cannot_pass_for_another_identity() {
+        let pin = "ab".repeat(32);
+        let with_client = |name: &str| {
+            let name = toml::Value::String(name.into());
+            format!("{GOOD}\n[[clients]]\nname = {name}\ncertificate_sha256 = \"{pin}\"\n")
+        };
+        for good in ["gsko-web1", "0", "web.1_a-b", &"a".repeat(63)] {
+            assert!(parse(&with_client(good)).is_ok(), "{good}");
+        }
+        let long = "a".repeat(64);
+        for bad in [
+            "sha256:0011223344556677",
+            "",
+            "GSKO-web1",
+            "-web1",
+            ".web1",
+            "web 1",
+            "web1\n",
+            "uid 0",
+            "gsko\u{202e}1",
+            &long,
+        ] {
+            let err = parse(&with_client(bad)).expect_err(bad).to_string();
+            assert!(err.contains("use 1 to 63 of a-z"), "{bad:?}: {err}");
         }
     }
 }
