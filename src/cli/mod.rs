@@ -730,12 +730,15 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
     } else {
         args.p12.clone()
     };
-    let p12_digest = args.record.as_ref().and_then(|_| match &stdin_bytes {
-        Some(bytes) => Some(crate::record::FileDigest::of(bytes)),
-        None => std::fs::read(&args.p12)
-            .ok()
-            .map(|bytes| crate::record::FileDigest::of(&bytes)),
-    });
+    // Read once, bounded: the digest in the record is of the very bytes imported.
+    let p12_bytes = match stdin_bytes {
+        Some(bytes) => bytes,
+        None => import::read_p12(&args.p12)?,
+    };
+    let p12_digest = args
+        .record
+        .as_ref()
+        .map(|_| crate::record::FileDigest::of(&p12_bytes));
     let password = SecretSource::choose(
         args.password_file.as_deref(),
         P12_PASSWORD_ENV,
@@ -754,12 +757,9 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         method: args.method.into(),
     };
     // Everything that needs only the file is checked before the token is touched.
-    let prepared = match &stdin_bytes {
-        Some(bytes) => import::prepare_bytes(request, bytes, &password)?,
-        None => import::prepare(request, &password)?,
-    };
+    let prepared = import::prepare_bytes(request, &p12_bytes, &password)?;
     drop(password);
-    drop(stdin_bytes);
+    drop(p12_bytes);
     let token = target.open_logged_in(true)?;
     eprintln!(
         "Importing \"{}\" into token \"{}\" (serial {})...",
