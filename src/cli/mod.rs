@@ -460,6 +460,7 @@ pub fn is_pin_refusal(err: &anyhow::Error) -> bool {
                 | crate::token::TokenError::SoPinIncorrect { .. }
                 | crate::token::TokenError::SoPinLocked { .. }
                 | crate::token::TokenError::SoPinFinalTry { .. }
+                | crate::token::TokenError::CurrentPinLength { .. }
         )
     )
 }
