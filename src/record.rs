@@ -5,35 +5,89 @@
 //! officer's and a witness's signatures; Polish first, English beside it. No secret is in
 //! it: the `.p12` is named by its path, size and SHA-256 only.
 
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::import::Imported;
 use crate::report::KeyReport;
 
-/// Refuses a record path that already exists or whose directory does not, before anything
-/// is done.
-pub fn check_writable(path: &Path) -> Result<()> {
-    if path.exists() {
-        bail!(
-            "the record file {} already exists; choose another name (a record is never overwritten)",
-            path.display()
-        );
+/// A record file created before the work it records, so that a record that cannot be
+/// written stops the work before the token is touched. [`RecordFile::fill`] writes the
+/// text; a record dropped unfilled (the work failed) is removed again.
+#[derive(Debug)]
+pub struct RecordFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl RecordFile {
+    /// Creates `path`, mode 0640: a new file only (a record is never overwritten), and
+    /// never through a symlink.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o640)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => anyhow!(
+                    "the record file {} already exists; choose another name (a record is never overwritten)",
+                    path.display()
+                ),
+                _ => anyhow!(
+                    "cannot create the record file {}: {e}; nothing was done. Choose a directory you can write to",
+                    path.display()
+                ),
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: Some(file),
+        })
     }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "the directory of the record file {} does not exist",
-            path.display()
-        );
+
+    /// The path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    Ok(())
+
+    /// Writes the record and keeps the file.
+    pub fn fill(mut self, text: &str) -> Result<()> {
+        let mut file = self.file.take().context("record already written")?;
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", self.path.display()));
+        if written.is_err() {
+            self.remove(&file);
+        }
+        written
+    }
+
+    /// Removes the file this created, and only that one: not a file put in its place.
+    fn remove(&self, file: &File) {
+        let ours = |m: &std::fs::Metadata| (m.dev(), m.ino());
+        match (file.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(a), Ok(b)) if ours(&a) == ours(&b) => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    tracing::warn!(file = %self.path.display(), error = %e, "cannot remove the unfilled record file");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for RecordFile {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            self.remove(&file);
+        }
+    }
 }
 
 /// The size and SHA-256 of a `.p12`, so that every copy of it can be found later with
@@ -167,17 +221,4 @@ pub fn verify_record(report: &KeyReport) -> String {
     });
     out.push_str(SIGNATURES);
     out
-}
-
-/// Writes the record, mode 0640, refusing to replace an existing file.
-pub fn write(path: &Path, text: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o640)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -153,3 +153,65 @@ fn verify_writes_a_record_for_an_auditor_with_the_protection_read_back() -> Resu
     assert!(!missing.exists());
     Ok(())
 }
+
+#[test]
+fn a_record_that_cannot_be_created_stops_the_import_before_the_token() -> Result {
+    let token = TestToken::new()?;
+    let before = baseline(&token, "stays")?;
+    let ca = Ca::sigillum()?;
+    let leaf = ca.leaf(KeySpec::Rsa(2048))?;
+    let p12 = token.path("epuap.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-epuap", POLISH_PASSWORD)?;
+    let password = secret_file(token.dir.path(), "p12-password", POLISH_PASSWORD)?;
+    let closed = token.path("closed");
+    std::fs::create_dir(&closed)?;
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o555))?;
+    let record = closed.join("protokol.txt");
+    // Mode 0555 stops no root: as root, run without CAP_DAC_OVERRIDE, as an operator would.
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+            .arg(env!("CARGO_BIN_EXE_hsm-signer"));
+        cmd
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hsm-signer"))
+    };
+    cmd.args(import_cmd(&token, &p12, &password).get_args())
+        .arg("--record")
+        .arg(&record)
+        .envs(token.env.iter().map(|(k, v)| (k, v)))
+        .env_remove("HSM_SIGNER_PIN")
+        .env_remove("HSM_SIGNER_P12_PASSWORD");
+    let err = run_fails(&mut cmd)?;
+    assert!(
+        err.contains(&format!(
+            "cannot create the record file {}: Permission denied",
+            record.display()
+        )) && err.contains("nothing was done"),
+        "{err}"
+    );
+    assert!(!err.contains("Importing"), "{err}");
+    assert_eq!(token.objects()?, before, "the token changed");
+    assert!(!record.exists());
+    Ok(())
+}
+
+#[test]
+fn a_failed_import_removes_the_record_it_created() -> Result {
+    let token = TestToken::new()?;
+    let ca = Ca::sigillum()?;
+    let leaf = ca.leaf(KeySpec::Rsa(2048))?;
+    let p12 = token.path("epuap.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-epuap", POLISH_PASSWORD)?;
+    let wrong = secret_file(token.dir.path(), "wrong-password", "nie to hasło")?;
+    let record = token.path("protokol.txt");
+    let err = run_fails(
+        import_cmd(&token, &p12, &wrong)
+            .arg("--record")
+            .arg(&record),
+    )?;
+    assert!(err.contains("password"), "{err}");
+    assert!(!record.exists(), "an empty record was left behind");
+    assert_eq!(token.objects()?, Vec::<String>::new());
+    Ok(())
+}

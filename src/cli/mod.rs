@@ -718,9 +718,12 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         stdin_p12_preconditions(&args)?;
     }
     let target = args.token.resolve()?;
-    if let Some(record) = &args.record {
-        crate::record::check_writable(record)?;
-    }
+    // Created before the token is touched, removed again if the import fails.
+    let record = args
+        .record
+        .as_deref()
+        .map(crate::record::RecordFile::create)
+        .transpose()?;
     let stdin_bytes = if from_stdin {
         Some(read_p12_from_stdin()?)
     } else {
@@ -736,8 +739,7 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         Some(bytes) => bytes,
         None => import::read_p12(&args.p12)?,
     };
-    let p12_digest = args
-        .record
+    let p12_digest = record
         .as_ref()
         .map(|_| crate::record::FileDigest::of(&p12_bytes));
     let password = SecretSource::choose(
@@ -769,12 +771,13 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         token.info.serial
     );
     let imported = import::store(&token, prepared)?;
-    if let Some(record) = &args.record {
+    if let Some(record) = record {
         let text = crate::record::import_record(&imported, &p12_name, p12_digest.as_ref());
-        crate::record::write(record, &text).with_context(|| {
+        let path = record.path().to_path_buf();
+        record.fill(&text).with_context(|| {
             "the key was imported and proven, but the record could not be written; `hsm-signer list` prints the details again"
         })?;
-        eprintln!("Record for the security register: {}", record.display());
+        eprintln!("Record for the security register: {}", path.display());
     }
     print(&imported, args.json, |i| {
         let how = match i.method {
@@ -897,14 +900,13 @@ fn verify(
     record: Option<&std::path::Path>,
     json: bool,
 ) -> Result<ExitCode> {
-    if let Some(record) = record {
-        crate::record::check_writable(record)?;
-    }
+    let record = record.map(crate::record::RecordFile::create).transpose()?;
     let token = target.open_logged_in(false)?;
     let report = inventory::verify(&token, label)?;
     if let Some(record) = record {
-        crate::record::write(record, &crate::record::verify_record(&report))?;
-        eprintln!("Record for the security register: {}", record.display());
+        let path = record.path().to_path_buf();
+        record.fill(&crate::record::verify_record(&report))?;
+        eprintln!("Record for the security register: {}", path.display());
     }
     print(&report, json, |r| format!("Key works.\n{}", r.to_text()))
 }
