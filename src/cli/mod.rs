@@ -533,12 +533,16 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         signature
     };
     match &args.output {
-        Some(path) => {
-            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?
-        }
+        Some(path) => write_out(path, &bytes)?,
         None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--out FILE`: a regular file is replaced by rename; a device or pipe is written to.
+fn write_out(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    crate::outfile::write(path, bytes, 0o644, crate::outfile::Existing::Replace)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn sign_xml(args: SignXmlArgs) -> Result<ExitCode> {
@@ -576,8 +580,7 @@ fn sign_xml(args: SignXmlArgs) -> Result<ExitCode> {
         &xml,
         &options,
     ))?;
-    std::fs::write(&args.output, signed)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    write_out(&args.output, &signed)?;
     Ok(ExitCode::SUCCESS)
 }
 
