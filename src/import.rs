@@ -618,7 +618,7 @@ fn commit(
     }
     for handle in old {
         if let Err(e) = session.destroy_object(handle) {
-            tracing::warn!(error = %e, label = %aside, "an old object could not be removed; remove it with `hsm-signer remove`");
+            tracing::warn!(error = %e, label = %crate::text::printable(&aside, crate::text::WHOLE), "an old object could not be removed; remove it with `hsm-signer remove`");
         }
     }
     Ok(())

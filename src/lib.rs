@@ -26,5 +26,6 @@ pub mod report;
 pub mod secret;
 pub mod server;
 pub mod signer;
+pub mod text;
 pub mod token;
 pub mod xml;

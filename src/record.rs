@@ -14,6 +14,7 @@ use anyhow::{anyhow, Context, Result};
 
 use crate::import::Imported;
 use crate::report::KeyReport;
+use crate::text::{printable, WHOLE};
 
 /// A record file created before the work it records, so that a record that cannot be
 /// written stops the work before the token is touched. [`RecordFile::fill`] writes the
@@ -110,6 +111,8 @@ impl FileDigest {
     }
 }
 
+/// One line `Polish / English:   value`. Values that came from outside are escaped by
+/// the caller ([`printable`]), so that none can add a line.
 fn field(pl: &str, en: &str, value: &str) -> String {
     format!("{:<44}{value}\n", format!("{pl} / {en}:"))
 }
@@ -160,7 +163,11 @@ Podpis / Signature:                           ______________________________\n";
 /// The import record's text.
 pub fn import_record(imported: &Imported, p12: &Path, p12_digest: Option<&FileDigest>) -> String {
     let mut out = header("PROTOKÓŁ PRZENIESIENIA KLUCZA DO TOKENA / KEY IMPORT RECORD");
-    out.push_str(&field("Plik .p12", ".p12 file", &p12.display().to_string()));
+    out.push_str(&field(
+        "Plik .p12",
+        ".p12 file",
+        &printable(&p12.display().to_string(), WHOLE),
+    ));
     match p12_digest {
         Some(d) => {
             out.push_str(&field(

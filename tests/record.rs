@@ -215,3 +215,90 @@ fn a_failed_import_removes_the_record_it_created() -> Result {
     assert_eq!(token.objects()?, Vec::<String>::new());
     Ok(())
 }
+
+#[test]
+fn a_dn_with_a_newline_and_bidi_override_imports_and_is_shown_escaped_on_one_line() -> Result {
+    let token = TestToken::new()?;
+    let ca = Ca::sigillum()?;
+    let key = KeySpec::Rsa(2048).generate()?;
+    // What a hostile .p12 could carry: a CN that forges a record line, then reverses
+    // what follows it on screen.
+    let cn = "gsko\nSHA-256:      00forged\u{202e}lp.odwadykzrp";
+    let leaf = Leaf {
+        cert: ca.issue(&key, cn)?,
+        key,
+    };
+    let p12 = token.path("epuap.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-epuap", POLISH_PASSWORD)?;
+    let password = secret_file(token.dir.path(), "p12-password", POLISH_PASSWORD)?;
+    let record = token.path("protokol.txt");
+    let out = run_ok(
+        import_cmd(&token, &p12, &password)
+            .arg("--record")
+            .arg(&record),
+    )?;
+    let escaped = "CN=gsko\\u{000a}SHA-256:      00forged\\u{202e}lp.odwadykzrp";
+    let listed = run_ok(&mut token.on_token("list"))?;
+    let check = token
+        .hsm_signer()
+        .args(["check", "--module", MODULE, "--token", &token.label])
+        .output()?;
+    for (what, text) in [
+        ("record", std::fs::read_to_string(&record)?),
+        ("import", String::from_utf8(out.stdout)?),
+        ("list", String::from_utf8(listed.stdout)?),
+        ("check", String::from_utf8(check.stdout)?),
+    ] {
+        assert!(
+            !text.contains('\u{202e}')
+                && !text
+                    .lines()
+                    .any(|l| l.contains("00forged") && !l.contains(escaped)),
+            "{what}: a raw newline or U+202E:\n{text}"
+        );
+        assert!(text.contains(escaped), "{what}: no {escaped:?} in:\n{text}");
+    }
+    // --json keeps the exact value.
+    let json = run_ok(token.on_token("list").arg("--json"))?;
+    let keys: serde_json::Value = serde_json::from_slice(&json.stdout)?;
+    let subject = keys[0]["certificate"]["subject"]
+        .as_str()
+        .ok_or("no subject in --json")?;
+    assert!(subject.starts_with(&format!("CN={cn}, ")), "{subject:?}");
+    Ok(())
+}
+
+#[test]
+fn a_subject_with_a_control_or_bidi_character_is_refused() -> Result {
+    let token = TestToken::new()?;
+    for (subject, shown) in [
+        ("/C=PL/CN=gsko\nIssuer: CN=x", "U+000A"),
+        ("/C=PL/CN=gsko\u{1b}[31m", "U+001B"),
+        ("/C=PL/CN=\u{202e}lp.okswg", "U+202E"),
+    ] {
+        let err = run_fails(
+            token
+                .on_token("generate")
+                .args([
+                    "--label",
+                    "wk",
+                    "--key-type",
+                    "ec-p256",
+                    "--purpose",
+                    "sign",
+                ])
+                .args(["--self-signed-days", "30", "--subject", subject]),
+        )?;
+        assert!(
+            err.contains(&format!("--subject holds {shown}"))
+                && err.contains("control, format and bidi characters are refused"),
+            "{err}"
+        );
+        assert!(
+            !err.contains('\u{202e}') && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    assert_eq!(token.objects()?, Vec::<String>::new());
+    Ok(())
+}

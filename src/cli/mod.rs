@@ -769,9 +769,9 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
     let token = target.open_logged_in(true)?;
     eprintln!(
         "Importing \"{}\" into token \"{}\" (serial {})...",
-        prepared.label(),
-        token.info.label,
-        token.info.serial
+        shown(prepared.label()),
+        shown(&token.info.label),
+        shown(&token.info.serial)
     );
     let imported = import::store(&token, prepared)?;
     if let Some(record) = record {
@@ -880,12 +880,15 @@ fn list(target: TokenTarget, json: bool) -> Result<ExitCode> {
     });
     let printed = print(&keys, json, |keys| {
         if keys.is_empty() {
-            return format!("Token \"{}\" holds no private keys.\n", token.info.label);
+            return format!(
+                "Token \"{}\" holds no private keys.\n",
+                shown(&token.info.label)
+            );
         }
         keys.iter()
             .map(|k| match k {
                 Listed::Key(r) => r.to_text(),
-                Listed::Problem { problem } => format!("PROBLEM: {problem}\n"),
+                Listed::Problem { problem } => format!("PROBLEM: {}\n", shown(problem)),
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -982,12 +985,13 @@ fn tokens(module: Option<PathBuf>, json: bool) -> Result<ExitCode> {
                 ));
             }
             for t in m["tokens"].as_array().into_iter().flatten() {
+                let field = |name: &str| shown(t[name].as_str().unwrap_or(""));
                 text.push_str(&format!(
                     "  token \"{}\"  serial {}  ({} {})\n",
-                    t["label"].as_str().unwrap_or(""),
-                    t["serial"].as_str().unwrap_or(""),
-                    t["manufacturer"].as_str().unwrap_or(""),
-                    t["model"].as_str().unwrap_or("")
+                    field("label"),
+                    field("serial"),
+                    field("manufacturer"),
+                    field("model")
                 ));
             }
         }
@@ -996,6 +1000,12 @@ fn tokens(module: Option<PathBuf>, json: bool) -> Result<ExitCode> {
         }
         text
     })
+}
+
+/// A value from a token, a certificate or a `.p12`, for text output: whole, with control,
+/// format and bidi characters escaped (`--json` keeps the exact value).
+fn shown(text: &str) -> String {
+    crate::text::printable(text, crate::text::WHOLE)
 }
 
 fn print<T: serde::Serialize>(

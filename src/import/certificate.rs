@@ -271,7 +271,7 @@ fn swap(
     }
     for &handle in old {
         if let Err(e) = session.destroy_object(handle) {
-            tracing::warn!(error = %e, %label, "the old certificate could not be removed (the new one is in place); remove it with pkcs11-tool --delete-object");
+            tracing::warn!(error = %e, label = %crate::text::printable(label, crate::text::WHOLE), "the old certificate could not be removed (the new one is in place); remove it with pkcs11-tool --delete-object");
         }
     }
     Ok(())
