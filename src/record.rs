@@ -117,39 +117,151 @@ fn field(pl: &str, en: &str, value: &str) -> String {
     format!("{:<44}{value}\n", format!("{pl} / {en}:"))
 }
 
-/// Date, host and operator: the login user behind sudo or runuser where the kernel or
-/// sudo tell it, and the uid the command ran as.
+/// Who ran the command, as far as the system tells, and how that was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// The person's account name (or `uid N` when it has none).
+    pub name: String,
+    /// Where the name came from.
+    pub source: OperatorSource,
+}
+
+/// Where [`Operator::name`] came from, most trustworthy first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorSource {
+    /// `/proc/self/loginuid`: set by pam_loginuid at login, kept across sudo, su and
+    /// runuser, and not changeable by the process.
+    LoginUid,
+    /// `SUDO_USER`, which sudo sets and `runuser -u` passes on (an environment
+    /// variable: what the invoking shell says).
+    SudoUser,
+    /// The owner of the controlling terminal (sshd and login give it to the user who
+    /// logged in; it stays theirs behind sudo -i and runuser).
+    Terminal(PathBuf),
+    /// None of these: only the account the command ran as is known.
+    Unknown,
+}
+
+impl Operator {
+    /// Looks at the login session, then `SUDO_USER`, then the controlling terminal.
+    pub fn find() -> Self {
+        let login = std::fs::read_to_string("/proc/self/loginuid")
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        let sudo_user = std::env::var("SUDO_USER").ok();
+        Self::pick(
+            login,
+            sudo_user,
+            controlling_terminal_owner(),
+            current_uid(),
+        )
+    }
+
+    /// The first of `login` (4294967295 is "not set"), `sudo_user` and `terminal` that
+    /// names someone; else the account the command runs as (`uid`).
+    pub fn pick(
+        login: Option<u32>,
+        sudo_user: Option<String>,
+        terminal: Option<(u32, PathBuf)>,
+        uid: u32,
+    ) -> Self {
+        if let Some(id) = login.filter(|&id| id != u32::MAX) {
+            return Self {
+                name: name_of(id),
+                source: OperatorSource::LoginUid,
+            };
+        }
+        if let Some(name) = sudo_user.filter(|n| !n.is_empty()) {
+            return Self {
+                name,
+                source: OperatorSource::SudoUser,
+            };
+        }
+        if let Some((owner, path)) = terminal {
+            return Self {
+                name: name_of(owner),
+                source: OperatorSource::Terminal(path),
+            };
+        }
+        Self {
+            name: name_of(uid),
+            source: OperatorSource::Unknown,
+        }
+    }
+
+    /// The record's "Performed by" value: the person, how that was found, and the
+    /// account the command ran as.
+    pub fn to_field(&self, ran_as: u32) -> String {
+        let how = match &self.source {
+            OperatorSource::LoginUid => {
+                "wg sesji logowania / from the login session, /proc/self/loginuid".to_string()
+            }
+            OperatorSource::SudoUser => "wg zmiennej / from the variable SUDO_USER".to_string(),
+            OperatorSource::Terminal(path) => format!(
+                "właściciel terminala / owner of the terminal {}",
+                path.display()
+            ),
+            OperatorSource::Unknown => {
+                "osoby nie ustalono: brak loginuid, SUDO_USER i terminala / person not known: no loginuid, SUDO_USER or terminal"
+                    .to_string()
+            }
+        };
+        format!(
+            "{} ({how}; polecenie jako / ran as {}, uid {ran_as})",
+            printable(&self.name, WHOLE),
+            printable(&name_of(ran_as), WHOLE)
+        )
+    }
+}
+
+fn current_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+fn name_of(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The controlling terminal (field 7 of /proc/self/stat, `tty_nr`) and its owner. Only
+/// pseudo-terminals (/dev/pts/N) and virtual consoles (/dev/ttyN) are looked up.
+fn controlling_terminal_owner() -> Option<(u32, PathBuf)> {
+    use std::os::unix::fs::MetadataExt;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, field 2, is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let tty_nr: u64 = after_name.split_whitespace().nth(4)?.parse().ok()?;
+    if tty_nr == 0 {
+        return None;
+    }
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    let path = match major {
+        136..=143 => PathBuf::from(format!("/dev/pts/{}", (major - 136) * 256 + minor)),
+        4 if minor < 64 => PathBuf::from(format!("/dev/tty{minor}")),
+        _ => return None,
+    };
+    let meta = std::fs::metadata(&path).ok()?;
+    // Only if it is the very device (a stale /dev entry would name someone else).
+    (meta.rdev() == nix::sys::stat::makedev(major, minor)).then(|| (meta.uid(), path))
+}
+
+/// Date, host and operator (see [`Operator`]), and the uid the command ran as.
 fn header(title: &str) -> String {
     let when = crate::audit::now_rfc3339();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "?".into());
-    let uid = nix::unistd::getuid();
-    let name_of = |uid: nix::unistd::Uid| {
-        nix::unistd::User::from_uid(uid)
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-            .unwrap_or_else(|| format!("uid {uid}"))
-    };
-    // /proc/self/loginuid survives sudo, su and runuser; 4294967295 means "not set".
-    let login = std::fs::read_to_string("/proc/self/loginuid")
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-        .filter(|&id| id != u32::MAX)
-        .map(|id| name_of(nix::unistd::Uid::from_raw(id)))
-        .or_else(|| std::env::var("SUDO_USER").ok())
-        .unwrap_or_else(|| name_of(uid));
     let mut out = format!("{title}\nhsm-signer {}\n\n", env!("CARGO_PKG_VERSION"));
     out.push_str(&field("Data i godzina (UTC)", "Date and time", &when));
-    out.push_str(&field("Serwer", "Host", &host));
+    out.push_str(&field("Serwer", "Host", &printable(&host, WHOLE)));
     out.push_str(&field(
         "Wykonał",
         "Performed by",
-        &format!(
-            "{login} (polecenie jako / ran as {}, uid {uid})",
-            name_of(uid)
-        ),
+        &Operator::find().to_field(current_uid()),
     ));
     out
 }
@@ -228,4 +340,28 @@ pub fn verify_record(report: &KeyReport) -> String {
     });
     out.push_str(SIGNATURES);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_session_comes_first_then_sudo_then_the_terminal() {
+        let tty = Some((0, PathBuf::from("/dev/pts/3")));
+        let sudo = || Some("jan".to_string());
+        let root = Operator::pick(Some(0), sudo(), tty.clone(), 103);
+        assert_eq!(root.source, OperatorSource::LoginUid);
+        assert_eq!(root.name, "root");
+        let by_sudo = Operator::pick(Some(u32::MAX), sudo(), tty.clone(), 103);
+        assert_eq!(
+            (by_sudo.name.as_str(), by_sudo.source),
+            ("jan", OperatorSource::SudoUser)
+        );
+        let by_tty = Operator::pick(None, None, tty, 103);
+        assert_eq!(by_tty.source, OperatorSource::Terminal("/dev/pts/3".into()));
+        let unknown = Operator::pick(None, Some(String::new()), None, 0);
+        assert_eq!(unknown.source, OperatorSource::Unknown);
+        assert!(unknown.to_field(0).starts_with("root (osoby nie ustalono"));
+    }
 }

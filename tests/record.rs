@@ -302,3 +302,93 @@ fn a_subject_with_a_control_or_bidi_character_is_refused() -> Result {
     assert_eq!(token.objects()?, Vec::<String>::new());
     Ok(())
 }
+
+/// The name the record should give when the login session names the person, as
+/// /proc/self/loginuid shows it to this test (None when unset, as in most containers).
+fn login_session_user() -> Result<Option<String>> {
+    let id: u32 = std::fs::read_to_string("/proc/self/loginuid")?
+        .trim()
+        .parse()?;
+    if id == u32::MAX {
+        return Ok(None);
+    }
+    Ok(Some(
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id))?
+            .map(|u| u.name)
+            .unwrap_or_else(|| format!("uid {id}")),
+    ))
+}
+
+fn performed_by(record: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(record)?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("Wykonał / Performed by:"))
+        .ok_or_else(|| format!("no Performed by line in:\n{text}"))?
+        .to_string())
+}
+
+#[test]
+fn the_record_names_the_person_and_says_how_it_knows() -> Result {
+    let token = TestToken::new()?;
+    let ca = Ca::sigillum()?;
+    let leaf = ca.leaf(KeySpec::Rsa(2048))?;
+    let p12 = token.path("epuap.p12");
+    write_p12(&p12, &leaf, &ca, "gsko-epuap", POLISH_PASSWORD)?;
+    let password = secret_file(token.dir.path(), "p12-password", POLISH_PASSWORD)?;
+    let login = login_session_user()?;
+    let ran_as = nix::unistd::User::from_uid(nix::unistd::getuid())?
+        .map(|u| u.name)
+        .ok_or("no name for this uid")?;
+
+    // sudo's SUDO_USER, no terminal (nextest gives none).
+    let record = token.path("sudo.txt");
+    run_ok(
+        import_cmd(&token, &p12, &password)
+            .env("SUDO_USER", "jan-kowalski")
+            .arg("--record")
+            .arg(&record),
+    )?;
+    let line = performed_by(&record)?;
+    let expected = match &login {
+        Some(name) => {
+            format!("{name} (wg sesji logowania / from the login session, /proc/self/loginuid;")
+        }
+        None => "jan-kowalski (wg zmiennej / from the variable SUDO_USER;".to_string(),
+    };
+    assert!(line.contains(&expected), "{line}");
+    assert!(line.contains(&format!("ran as {ran_as}, uid ")), "{line}");
+
+    // No SUDO_USER, on a terminal that belongs to someone else (script(1) makes one).
+    let record = token.path("tty.txt");
+    let import = import_cmd(&token, &p12, &password);
+    let mut line_args = vec![env!("CARGO_BIN_EXE_hsm-signer").to_string()];
+    line_args.extend(import.get_args().map(|a| a.to_string_lossy().into_owned()));
+    line_args.extend([
+        "--replace".into(),
+        "--record".into(),
+        record.display().to_string(),
+    ]);
+    let quoted: Vec<String> = line_args.iter().map(|a| format!("'{a}'")).collect();
+    let session = token.path("session.sh");
+    std::fs::write(
+        &session,
+        format!(
+            "chown nobody \"$(tty)\" && exec {} </dev/null\n",
+            quoted.join(" ")
+        ),
+    )?;
+    let out = token
+        .tool("script")
+        .env_remove("SUDO_USER")
+        .env("SHELL", "/bin/bash")
+        .args(["-qec", &format!("bash {}", session.display()), "/dev/null"])
+        .output()?;
+    let line = performed_by(&record).map_err(|e| format!("{e}\n{out:?}"))?;
+    let expected = match &login {
+        Some(name) => format!("{name} (wg sesji logowania"),
+        None => "nobody (właściciel terminala / owner of the terminal /dev/pts/".to_string(),
+    };
+    assert!(line.contains(&expected), "{line}");
+    Ok(())
+}
