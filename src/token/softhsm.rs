@@ -52,7 +52,7 @@ pub fn check_writer(module: &Path, serial: &str) -> Result<(), String> {
         .map(|u| u.name)
         .unwrap_or_else(|| meta.uid().to_string());
     Err(format!(
-        "the SoftHSM token's directory {} belongs to {owner:?}; as root this command would leave files {owner} cannot read, and the daemon would stop finding its keys. Run it as that account instead: runuser -u {owner} -- env SOFTHSM2_CONF=\"$SOFTHSM2_CONF\" hsm-signer ... (runuser and sudo drop SOFTHSM2_CONF otherwise); nothing was changed",
+        "the SoftHSM token's directory {} belongs to {owner:?}; as root this command would leave files {owner} cannot read, and the daemon would stop finding its keys. Run it as that account instead: runuser -u {owner} -- hsm-signer ... (runuser -u keeps SOFTHSM2_CONF and the exported HSM_SIGNER_PIN; sudo drops them); nothing was changed",
         dir.display()
     ))
 }
