@@ -188,6 +188,16 @@ fn setup() -> Result<Setup> {
 /// /dev/shm holding the e-mail's files, the PIN and the password exported. Returns the
 /// record's text (if written) and the command lines that held a secret.
 fn run_as_documented(s: &Setup, commands: &str) -> Result<(Option<String>, Vec<String>)> {
+    run_typed(s, commands, None).map(|(record, hits, _)| (record, hits))
+}
+
+/// [`run_as_documented`] on a terminal (script(1)) where `typed` is what the reader types,
+/// when given; also returns what the commands printed.
+fn run_typed(
+    s: &Setup,
+    commands: &str,
+    typed: Option<&str>,
+) -> Result<(Option<String>, Vec<String>, String)> {
     let bin = Path::new(env!("CARGO_BIN_EXE_hsm-signer"))
         .parent()
         .ok_or("binary dir")?;
@@ -216,14 +226,36 @@ fn run_as_documented(s: &Setup, commands: &str) -> Result<(Option<String>, Vec<S
         conf = s.conf.display(),
         bin = bin.display(),
     );
+    let script_file = s.dir.path().join("session.sh");
+    std::fs::write(&script_file, &script)?;
     let watcher = Watcher::start(&[SECRET_PIN, SECRET_PASSWORD], "hsm-signer\0import");
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .env_remove("HSM_SIGNER_PIN")
-        .env_remove("HSM_SIGNER_P12_PASSWORD")
-        .stdin(std::process::Stdio::null())
-        .output();
+    let out = match typed {
+        None => Command::new("bash")
+            .arg(&script_file)
+            .env_remove("HSM_SIGNER_PIN")
+            .env_remove("HSM_SIGNER_P12_PASSWORD")
+            .stdin(std::process::Stdio::null())
+            .output(),
+        Some(typed) => (|| {
+            let mut child = Command::new("script")
+                .args([
+                    "-qec",
+                    &format!("bash {}", script_file.display()),
+                    "/dev/null",
+                ])
+                .env_remove("HSM_SIGNER_PIN")
+                .env_remove("HSM_SIGNER_P12_PASSWORD")
+                .env("SHELL", "/bin/bash")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            if let Some(mut stdin) = child.stdin.take() {
+                std::io::Write::write_all(&mut stdin, typed.as_bytes())?;
+            }
+            child.wait_with_output()
+        })(),
+    };
     let (hits, saw_import) = watcher.finish()?;
     let work = PathBuf::from(std::fs::read_to_string(&work_file)?.trim());
     let record = std::fs::read_to_string(work.join("protokol-importu.txt")).ok();
@@ -243,13 +275,21 @@ fn run_as_documented(s: &Setup, commands: &str) -> Result<(Option<String>, Vec<S
         .into());
     }
     assert!(saw_import, "the watcher never saw `hsm-signer import` run");
-    for secret_file in ["pin", "p12-password", "import.p12"] {
+    for secret_file in [
+        "pin",
+        "p12-password",
+        "import.p12",
+        "proba.key",
+        "proba.p12",
+    ] {
         assert!(
             !left.iter().any(|f| f == secret_file),
             "{secret_file} left in $WORK: {left:?}"
         );
     }
-    Ok((record, hits))
+    let printed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Ok((record, hits, printed))
 }
 
 /// The name the record gives: the login session's user when /proc/self/loginuid is set,
@@ -318,6 +358,43 @@ fn the_documented_handover_puts_no_secret_in_any_command_line() -> Result {
             );
             println!("{doc} 2.8, {way}: imported, no secret in any command line");
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_rehearsal_runs_through_the_same_runuser_command() -> Result {
+    if !nix::unistd::geteuid().is_root() {
+        return missing_precondition("needs root, for runuser as in docs/import.md 2.7");
+    }
+    for doc in ["docs/import.md", "docs/pl/import.md"] {
+        let blocks = delegated_blocks(doc, "### 2.7 ")?;
+        let [rehearsal] = blocks.as_slice() else {
+            return Err(format!(
+                "{doc} 2.7: expected 1 block for this test, found {}",
+                blocks.len()
+            )
+            .into());
+        };
+        let s = setup()?;
+        // softhsm2-util's prompts: the rehearsal token's SO PIN and user PIN, twice each;
+        // the user PIN is the one exported for the import.
+        let typed = format!("{SO_PIN}\n{SO_PIN}\n{SECRET_PIN}\n{SECRET_PIN}\n");
+        let (_, hits, printed) = run_typed(&s, &as_nobody(rehearsal), Some(&typed))?;
+        assert!(hits.is_empty(), "{doc} 2.7: a secret in argv: {hits:#?}");
+        for shown in [
+            "The token has been initialized",
+            "Importing \"gsko-proba\" into token \"GSKO-PROBA\"",
+            "Imported and proven.",
+            "Key works.",
+            "has been deleted.",
+        ] {
+            assert!(
+                printed.contains(shown),
+                "{doc} 2.7: no {shown:?} in:\n{printed}"
+            );
+        }
+        println!("{doc} 2.7: the rehearsal ran as nobody through runuser");
     }
     Ok(())
 }
