@@ -273,28 +273,23 @@ Podpis / Signature:                           ______________________________\n\n
 Podpis / Signature:                           ______________________________\n";
 
 /// The import record's text.
-pub fn import_record(imported: &Imported, p12: &Path, p12_digest: Option<&FileDigest>) -> String {
+pub fn import_record(imported: &Imported, p12: &Path, p12_digest: &FileDigest) -> String {
     let mut out = header("PROTOKÓŁ PRZENIESIENIA KLUCZA DO TOKENA / KEY IMPORT RECORD");
     out.push_str(&field(
         "Plik .p12",
         ".p12 file",
         &printable(&p12.display().to_string(), WHOLE),
     ));
-    match p12_digest {
-        Some(d) => {
-            out.push_str(&field(
-                "Rozmiar pliku .p12",
-                ".p12 size",
-                &format!("{} B", d.size),
-            ));
-            out.push_str(&field("SHA-256 pliku .p12", ".p12 SHA-256", &d.sha256));
-        }
-        None => out.push_str(&field(
-            "SHA-256 pliku .p12",
-            ".p12 SHA-256",
-            "(not readable)",
-        )),
-    }
+    out.push_str(&field(
+        "Rozmiar pliku .p12",
+        ".p12 size",
+        &format!("{} B", p12_digest.size),
+    ));
+    out.push_str(&field(
+        "SHA-256 pliku .p12",
+        ".p12 SHA-256",
+        &p12_digest.sha256,
+    ));
     out.push_str(&field(
         "Sposób zapisu klucza",
         "Method",
@@ -308,16 +303,21 @@ pub fn import_record(imported: &Imported, p12: &Path, p12_digest: Option<&FileDi
          The private key is stored on the token as sensitive and not extractable; the proof\n\
          above is a signature made on the token and verified against the certificate.\n\n",
     );
-    if let Some(d) = p12_digest {
-        out.push_str(&format!(
-            "Pozostałe kopie pliku .p12 znajdzie / Other copies of the .p12 are found by:\n  \
-             find / -xdev -type f -size {}c -exec sha256sum {{}} + | grep {}\n\n",
-            d.size, d.sha256
-        ));
-    }
+    let d = p12_digest;
+    out.push_str(&format!(
+        "Pozostałe kopie pliku .p12 znajdzie / Other copies of the .p12 are found by:\n  \
+         find / -xdev -type f -size {}c -exec sha256sum {{}} + | grep {}\n\n",
+        d.size, d.sha256
+    ));
+    // As import.md 5.1 and 5.3 say: the copies on servers go; one offline copy in the
+    // safe may stay, if the security policy keeps one for the recovery plan.
     out.push_str(
-        "Plik .p12 i jego hasło należy teraz zniszczyć (docs/pl/import.md).\n\
-         The .p12 file and its password are now to be destroyed (docs/import.md).\n\n",
+        "Pliki .p12 i hasło do nich należy teraz usunąć z serwerów (docs/pl/import.md, 5.3).\n\
+         Jedną kopię offline w sejfie, z hasłem przechowywanym osobno, zostawia się tylko,\n\
+         jeśli przewiduje to polityka bezpieczeństwa urzędu (5.1).\n\
+         The .p12 files and their password are now to be removed from the servers\n\
+         (docs/import.md, 5.3). One offline copy in the safe, its password kept apart, stays\n\
+         only if the security policy keeps one (5.1).\n\n",
     );
     out.push_str(SIGNATURES);
     out

@@ -742,9 +742,7 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         Some(bytes) => bytes,
         None => import::read_p12(&args.p12)?,
     };
-    let p12_digest = record
-        .as_ref()
-        .map(|_| crate::record::FileDigest::of(&p12_bytes));
+    let p12_digest = crate::record::FileDigest::of(&p12_bytes);
     let password = SecretSource::choose(
         args.password_file.as_deref(),
         P12_PASSWORD_ENV,
@@ -775,7 +773,7 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
     );
     let imported = import::store(&token, prepared)?;
     if let Some(record) = record {
-        let text = crate::record::import_record(&imported, &p12_name, p12_digest.as_ref());
+        let text = crate::record::import_record(&imported, &p12_name, &p12_digest);
         let path = record.path().to_path_buf();
         record.fill(&text).with_context(|| {
             "the key was imported and proven, but the record could not be written; `hsm-signer list` prints the details again"
