@@ -82,7 +82,7 @@ pub fn warn_if_pin_beside_tokens(module: &Path, pin_file: &Path, accepted: bool)
         tracing::warn!(
             pin_file = %pin_file.display(),
             token_dir = %tokens.display(),
-            "SoftHSM keeps the key in files that the PIN file on the same filesystem unlocks: a copy of that disk (a backup, a snapshot, the drive) is a copy of the key. Encrypt the disk, keep both out of backups, put the PIN file on a separate medium, or use a real token (docs/import.md 2.2); then set [token] allow_softhsm_in_production = true"
+            "SoftHSM keeps the key in files that the PIN file on the same filesystem unlocks: a copy of that disk (a backup, a snapshot, the drive) is a copy of the key. Encrypt the disk, keep both out of backups, put the PIN file on a separate medium, or use a real token (docs/security.md, \"A copy of the server's disk\"); then set [token] allow_softhsm_in_production = true"
         );
     }
 }
