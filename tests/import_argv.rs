@@ -16,8 +16,16 @@ use std::sync::{Arc, Mutex};
 use common::fixtures::*;
 use common::*;
 
-const SECRET_PIN: &str = "Pin-7f3a9c2e51";
-const SECRET_PASSWORD: &str = "Hasło-e1d0c4b5ąę";
+/// A PIN and a password of this setup's own: the watcher reads every process on the
+/// machine, so two tests (or a test and a control) never share a value.
+fn unique(what: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "{what}-{}-{}-7f3a9c",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
 
 /// The commands of each ```console block that `doc` hands to this test in the section
 /// whose heading starts with `heading`, one string per block (continuation lines kept).
@@ -125,12 +133,15 @@ impl Watcher {
 /// A SoftHSM token "GSKO" that `nobody` owns, in a directory of this test's own, and the
 /// `.p12` and `.cer` of Sigillum's e-mail.
 struct Setup {
+    pin: String,
+    password: String,
     dir: tempfile::TempDir,
     conf: PathBuf,
     fixtures: PathBuf,
 }
 
 fn setup() -> Result<Setup> {
+    let (pin, password) = (unique("Pin"), unique("Hasło-ąę"));
     let dir = tempfile::tempdir()?;
     std::fs::set_permissions(
         dir.path(),
@@ -159,7 +170,7 @@ fn setup() -> Result<Setup> {
                 "--init-token",
                 "--free",
             ])
-            .args(["--label", "GSKO", "--so-pin", SO_PIN, "--pin", SECRET_PIN])
+            .args(["--label", "GSKO", "--so-pin", SO_PIN, "--pin", &pin])
             .env("SOFTHSM2_CONF", &conf),
     )?;
     let fixtures = dir.path().join("mail");
@@ -171,13 +182,15 @@ fn setup() -> Result<Setup> {
         &leaf,
         &ca,
         "gsko-epuap",
-        SECRET_PASSWORD,
+        &password,
     )?;
     std::fs::write(
         fixtures.join("epuap-gmina-przykladowo.cer"),
         leaf.cert.to_pem()?,
     )?;
     Ok(Setup {
+        pin,
+        password,
         dir,
         conf,
         fixtures,
@@ -191,12 +204,13 @@ fn run_as_documented(s: &Setup, commands: &str) -> Result<(Option<String>, Vec<S
     run_typed(s, commands, None).map(|(record, hits, _)| (record, hits))
 }
 
-/// [`run_as_documented`] on a terminal (script(1)) where `typed` is what the reader types,
-/// when given; also returns what the commands printed.
+/// [`run_as_documented`], on a terminal (script(1)) where the reader types `typed`, one
+/// answer after each prompt ending in "PIN: ", when given; also returns what the commands
+/// printed.
 fn run_typed(
     s: &Setup,
     commands: &str,
-    typed: Option<&str>,
+    typed: Option<&[&str]>,
 ) -> Result<(Option<String>, Vec<String>, String)> {
     let bin = Path::new(env!("CARGO_BIN_EXE_hsm-signer"))
         .parent()
@@ -208,7 +222,8 @@ fn run_typed(
     std::fs::write(
         &secrets,
         format!(
-            "export HSM_SIGNER_PIN='{SECRET_PIN}' HSM_SIGNER_P12_PASSWORD='{SECRET_PASSWORD}'\n"
+            "export HSM_SIGNER_PIN='{}' HSM_SIGNER_P12_PASSWORD='{}'\n",
+            s.pin, s.password
         ),
     )?;
     let script = format!(
@@ -228,7 +243,7 @@ fn run_typed(
     );
     let script_file = s.dir.path().join("session.sh");
     std::fs::write(&script_file, &script)?;
-    let watcher = Watcher::start(&[SECRET_PIN, SECRET_PASSWORD], "hsm-signer\0import");
+    let watcher = Watcher::start(&[&s.pin, &s.password], "hsm-signer\0import");
     let out = match typed {
         None => Command::new("bash")
             .arg(&script_file)
@@ -236,25 +251,7 @@ fn run_typed(
             .env_remove("HSM_SIGNER_P12_PASSWORD")
             .stdin(std::process::Stdio::null())
             .output(),
-        Some(typed) => (|| {
-            let mut child = Command::new("script")
-                .args([
-                    "-qec",
-                    &format!("bash {}", script_file.display()),
-                    "/dev/null",
-                ])
-                .env_remove("HSM_SIGNER_PIN")
-                .env_remove("HSM_SIGNER_P12_PASSWORD")
-                .env("SHELL", "/bin/bash")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()?;
-            if let Some(mut stdin) = child.stdin.take() {
-                std::io::Write::write_all(&mut stdin, typed.as_bytes())?;
-            }
-            child.wait_with_output()
-        })(),
+        Some(answers) => type_at_prompts(&script_file, answers),
     };
     let (hits, saw_import) = watcher.finish()?;
     let work = PathBuf::from(std::fs::read_to_string(&work_file)?.trim());
@@ -292,6 +289,66 @@ fn run_typed(
     Ok((record, hits, printed))
 }
 
+/// Runs `bash script` on a terminal and types each answer once its prompt ("... PIN: ") is
+/// on the screen, as a person would: softhsm2-util discards what was typed before it asks.
+fn type_at_prompts(script: &Path, answers: &[&str]) -> std::io::Result<std::process::Output> {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("bash {}", script.display()), "/dev/null"])
+        .env_remove("HSM_SIGNER_PIN")
+        .env_remove("HSM_SIGNER_P12_PASSWORD")
+        .env("SHELL", "/bin/bash")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let screen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let screen = screen.clone();
+        let mut stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen.lock().expect("screen").extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let prompts = |screen: &Mutex<Vec<u8>>| {
+        let screen = screen.lock().expect("screen");
+        screen.windows(5).filter(|w| w == b"PIN: ").count()
+    };
+    let mut stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+    for (asked, answer) in answers.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while prompts(&screen) <= asked && Instant::now() < deadline && child.try_wait()?.is_none()
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The prompt is printed just before the terminal's echo is turned off.
+        std::thread::sleep(Duration::from_millis(200));
+        stdin.write_all(format!("{answer}\n").as_bytes())?;
+    }
+    drop(stdin);
+    let status = child.wait()?;
+    reader
+        .join()
+        .map_err(|_| std::io::Error::other("screen reader panicked"))?;
+    let mut stderr = Vec::new();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_end(&mut stderr)?;
+    }
+    let stdout = screen.lock().expect("screen").clone();
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
 /// The name the record gives: the login session's user when /proc/self/loginuid is set,
 /// else SUDO_USER, which `runuser -u` passes on.
 fn expected_operator() -> Result<String> {
@@ -314,11 +371,13 @@ fn the_documented_handover_puts_no_secret_in_any_command_line() -> Result {
             "needs root, for runuser and install -o as in docs/import.md 2.8",
         );
     }
-    // The watcher does catch the old form, `env VAR="$VAR"` on runuser's command line.
+    // The watcher does catch the old form, `env VAR="$VAR"` on runuser's command line: here
+    // an import that waits 2 s for its `.p12` on standard input, then finds none.
     let s = setup()?;
     let (_, hits) = run_as_documented(
         &s,
-        "runuser -u nobody -- env HSM_SIGNER_PIN=\"$HSM_SIGNER_PIN\" hsm-signer import --help >/dev/null; sleep 0.5\n",
+        "sleep 2 | runuser -u nobody -- env HSM_SIGNER_PIN=\"$HSM_SIGNER_PIN\" \\\n\
+         hsm-signer import --module /usr/lib/softhsm/libsofthsm2.so --token GSKO --p12 - 2>/dev/null || true\n",
     )?;
     assert!(
         hits.iter().any(|h| h.contains("env HSM_SIGNER_PIN=")),
@@ -379,7 +438,7 @@ fn the_rehearsal_runs_through_the_same_runuser_command() -> Result {
         let s = setup()?;
         // softhsm2-util's prompts: the rehearsal token's SO PIN and user PIN, twice each;
         // the user PIN is the one exported for the import.
-        let typed = format!("{SO_PIN}\n{SO_PIN}\n{SECRET_PIN}\n{SECRET_PIN}\n");
+        let typed = [SO_PIN, SO_PIN, &s.pin, &s.pin];
         let (_, hits, printed) = run_typed(&s, &as_nobody(rehearsal), Some(&typed))?;
         assert!(hits.is_empty(), "{doc} 2.7: a secret in argv: {hits:#?}");
         for shown in [
