@@ -495,7 +495,7 @@ fn put_private_key(
                 }
                 tracing::warn!(
                     "token \"{}\" refuses a plaintext private key (C_CreateObject returned {}); importing it wrapped instead (C_UnwrapKey)",
-                    token.info.label,
+                    crate::text::printable(&token.info.label, crate::text::WHOLE),
                     e.rv().map(ckr_name).unwrap_or_default()
                 );
                 Ok((unwrap_key(token, p, label)?, Method::Unwrap))

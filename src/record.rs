@@ -266,11 +266,12 @@ fn header(title: &str) -> String {
     out
 }
 
+// The security officer is "pełnomocnik ds. bezpieczeństwa informacji" (docs/pl/slownik.md).
 const SIGNATURES: &str = "\
-Inspektor bezpieczeństwa / Security officer:  ______________________________\n\n\
-Podpis / Signature:                           ______________________________\n\n\
-Świadek / Witness:                            ______________________________\n\n\
-Podpis / Signature:                           ______________________________\n";
+Pełnomocnik ds. bezpieczeństwa informacji / Security officer:  ______________________________\n\n\
+Podpis / Signature:                                            ______________________________\n\n\
+Świadek / Witness:                                             ______________________________\n\n\
+Podpis / Signature:                                            ______________________________\n";
 
 /// The import record's text.
 pub fn import_record(imported: &Imported, p12: &Path, p12_digest: &FileDigest) -> String {

@@ -29,7 +29,7 @@ fn import_writes_a_record_for_the_security_register_and_never_overwrites_one() -
         "verified against the certificate",
         &p12_sha,
         &leaf.sha256_hex()?,
-        "Inspektor bezpieczeństwa / Security officer:",
+        "Pełnomocnik ds. bezpieczeństwa informacji / Security officer:",
         "Świadek / Witness:",
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
