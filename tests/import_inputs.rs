@@ -170,3 +170,27 @@ fn a_fifo_and_dev_zero_as_p12_or_password_are_refused_and_nothing_is_imported() 
     assert_eq!(token.objects()?, Vec::<String>::new());
     Ok(())
 }
+
+#[test]
+fn a_p12_on_standard_input_that_never_ends_is_refused_after_2_s() -> Result {
+    let token = TestToken::new()?;
+    let password = secret_file(token.dir.path(), "p12-password", POLISH_PASSWORD)?;
+    let fifo = token.path("p12.fifo");
+    mkfifo(&fifo)?;
+    // Standard input is a pipe whose write end this test holds open and never closes.
+    let stdin = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)?;
+    let (err, _) = timed_failure(
+        "--p12 - from a writer that never finishes",
+        import_cmd(&token, Path::new("-"), &password).stdin(stdin),
+    )?;
+    assert!(
+        err.contains("--p12 -: cannot read the .p12 from standard input")
+            && err.contains("not complete within 2 s"),
+        "{err}"
+    );
+    assert_eq!(token.objects()?, Vec::<String>::new());
+    Ok(())
+}

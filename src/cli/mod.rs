@@ -808,23 +808,22 @@ fn stdin_p12_preconditions(args: &ImportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads the whole `.p12` from standard input (at most 1 MiB: Sigillum's files are a few
-/// kB), into memory that is wiped when dropped.
+/// Reads the whole `.p12` from standard input, into memory that is wiped when dropped: at
+/// most 1 MiB (Sigillum's files are a few kB), complete within 2 s, from a file or a pipe
+/// only (see [`crate::secret::bounded`]), so that a writer that never finishes cannot hang
+/// the import.
 fn read_p12_from_stdin() -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    const LIMIT: u64 = 1 << 20;
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::io::stdin(), LIMIT + 1),
-        &mut bytes,
-    )
-    .context("reading the .p12 from standard input")?;
-    if bytes.is_empty() {
-        bail!("--p12 -: standard input is empty; redirect the .p12 file (--p12 - < FILE)");
+    use crate::secret::bounded::{self, ReadError};
+    match bounded::read_stdin(bounded::SMALL_FILE) {
+        Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+        Ok(_) | Err(ReadError::NoWriter) => {
+            bail!("--p12 -: standard input is empty; redirect the .p12 file (--p12 - < FILE)")
+        }
+        Err(ReadError::TooLarge(_)) => bail!(
+            "--p12 -: standard input holds more than 1 MiB, which is no .p12 from Sigillum (a few kB); check what is piped in"
+        ),
+        Err(e) => bail!("--p12 -: cannot read the .p12 from standard input: {e}"),
     }
-    if bytes.len() as u64 > LIMIT {
-        bail!("--p12 -: standard input holds more than 1 MiB, which is no .p12 from Sigillum (a few kB); check what is piped in");
-    }
-    Ok(bytes)
 }
 
 fn run_import_cert(args: ImportCertArgs) -> Result<ExitCode> {

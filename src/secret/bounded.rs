@@ -73,15 +73,38 @@ pub fn read(path: &Path, bound: Bound) -> Result<(Zeroizing<Vec<u8>>, Metadata),
             Some(libc::ENXIO) => ReadError::NotAFile("socket"),
             _ => ReadError::Io(e),
         })?;
+    read_open(file, bound, true)
+}
+
+/// Reads standard input within `bound`, through the descriptor the process was given: not
+/// by opening /dev/stdin again, which would check the file's permissions against this
+/// account (`runuser -u hsm-signer -- hsm-signer import --p12 - < root-only.p12` must work).
+pub fn read_stdin(bound: Bound) -> Result<Zeroizing<Vec<u8>>, ReadError> {
+    let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    read_open(File::from(fd), bound, false).map(|(bytes, _)| bytes)
+}
+
+/// `nonblocking`: the descriptor was opened with O_NONBLOCK (else it is standard input,
+/// whose mode this process does not change: it is shared with the shell).
+fn read_open(
+    file: File,
+    bound: Bound,
+    nonblocking: bool,
+) -> Result<(Zeroizing<Vec<u8>>, Metadata), ReadError> {
     let meta = file.metadata()?;
     let kind = meta.file_type();
     let bytes = if kind.is_file() {
         if meta.len() > bound.max_bytes as u64 {
             return Err(too_large(bound));
         }
-        read_until_end(file, bound, false)?
+        read_until_end(file, bound, Pipe::No)?
     } else if kind.is_fifo() {
-        read_until_end(file, bound, true)?
+        let pipe = if nonblocking {
+            Pipe::NonBlocking
+        } else {
+            Pipe::Blocking
+        };
+        read_until_end(file, bound, pipe)?
     } else if kind.is_dir() {
         return Err(ReadError::NotAFile("directory"));
     } else if kind.is_char_device() {
@@ -105,17 +128,31 @@ fn too_large(bound: Bound) -> ReadError {
     ReadError::TooLarge(size)
 }
 
-/// Reads to end of file, at most `bound.max_bytes`, waiting in `poll` (never in `read`)
-/// while a pipe's writer has not written yet.
+/// How a descriptor is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pipe {
+    /// A regular file: never waits.
+    No,
+    /// A pipe opened with O_NONBLOCK: `read` says at once whether there is data, none yet
+    /// (then `poll` waits for it), or no writer at all (end of file).
+    NonBlocking,
+    /// A blocking pipe (standard input): `read` only once `poll` says it will not block.
+    Blocking,
+}
+
+/// Reads to end of file, at most `bound.max_bytes`, and no read waits past the deadline.
 fn read_until_end(
     mut file: File,
     bound: Bound,
-    pipe: bool,
+    pipe: Pipe,
 ) -> Result<Zeroizing<Vec<u8>>, ReadError> {
     let deadline = Instant::now() + bound.within;
     let mut bytes = Zeroizing::new(Vec::with_capacity(256));
     let mut chunk = Zeroizing::new([0u8; 4096]);
     loop {
+        if pipe == Pipe::Blocking {
+            wait_readable(&file, deadline, bound)?;
+        }
         match file.read(&mut chunk[..]) {
             Ok(0) => break,
             Ok(n) => {
@@ -130,7 +167,7 @@ fn read_until_end(
         }
     }
     // A FIFO opened while no process holds its write end reads as end of file at once.
-    if pipe && bytes.is_empty() {
+    if pipe != Pipe::No && bytes.is_empty() {
         return Err(ReadError::NoWriter);
     }
     Ok(bytes)
