@@ -96,6 +96,11 @@ pub struct TokenConfig {
     pub pin_file: Option<PathBuf>,
     /// Signatures under way at once, one session each [default: twice the CPUs].
     pub sessions: Option<usize>,
+    /// With SoftHSM: the operator has made a copy of the disk useless to a thief (disk
+    /// encryption, backups without the token and the PIN file, the PIN file on another
+    /// medium), so `serve` does not warn that the PIN file lies beside the token files.
+    #[serde(default)]
+    pub allow_softhsm_in_production: bool,
 }
 
 /// `[server]`.

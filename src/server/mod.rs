@@ -147,6 +147,11 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?
     };
     let pin = crate::secret::read_daemon_file(&config.pin_file, "token PIN")?;
+    crate::token::softhsm::warn_if_pin_beside_tokens(
+        &config.module,
+        &config.pin_file,
+        config.config.token.allow_softhsm_in_production,
+    );
     let metrics = metrics::Metrics::default();
     let signer = Signer::start(SignerSettings {
         module: config.module.clone(),

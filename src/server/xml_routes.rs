@@ -22,12 +22,13 @@ use super::audited::Audited;
 use super::error::ApiError;
 use super::peer::Peer;
 use super::policy::KeyRule;
-use super::routes::{check_key, choose_algorithm, printable};
+use super::routes::{check_key, choose_algorithm};
 use super::state::AppState;
 use crate::algorithm::Algorithm;
 use crate::cert::KeyKind;
 use crate::config::Purpose;
 use crate::signer::{KeySigner, SignError as TokenSignError};
+use crate::text::printable;
 use crate::xml::{self, SamlOptions, SignError, WssOptions};
 
 /// The longest Timestamp validity accepted, in seconds (one day).
@@ -117,7 +118,7 @@ pub(super) async fn admit_and_read(
     policy.admit(peer)?;
     let Path(name) =
         name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
-    audited.seen.key = printable(&name);
+    audited.seen.key = printable(&name, 128);
     let rule = policy.key(&name, peer)?;
     rule.require(wanted)?;
     let settings = state.settings();
@@ -134,7 +135,7 @@ fn resolve(
     audited: &mut Audited,
 ) -> Result<Admitted, ApiError> {
     if let Some(given) = given {
-        audited.seen.algorithm = printable(given);
+        audited.seen.algorithm = printable(given, 128);
     }
     let key = state.signer.key_for_signing(&rule.label)?;
     let algorithm = match given {
