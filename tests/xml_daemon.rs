@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::daemon::{provision, Daemon, KeySetup};
+use common::daemon::{provision, sign_body, Daemon, KeySetup};
 use common::fixtures::{KeySpec, Leaf};
 use common::verifiers::*;
 use common::*;
@@ -369,7 +369,8 @@ fn saml_wk_authn_request_es256_and_artifact_resolve_by_reference_id() -> Result 
 
 #[test]
 fn hostile_documents_get_their_status_and_code_and_signing_still_works() -> Result {
-    let s = setup("max_body_bytes = 65536")?;
+    // The JSON endpoints' limit is far below the XML one: XML bodies never meet it.
+    let s = setup("max_body_bytes = 4096\nmax_xml_body_bytes = 65536")?;
     let env = |body: &str| {
         format!("<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>")
     };
@@ -464,7 +465,7 @@ fn hostile_documents_get_their_status_and_code_and_signing_still_works() -> Resu
             "bad_xml",
         ),
         (
-            "over max_body_bytes",
+            "over max_xml_body_bytes",
             wss,
             serde_json::json!({"envelope": huge}),
             413,
@@ -519,7 +520,43 @@ fn hostile_documents_get_their_status_and_code_and_signing_still_works() -> Resu
             !message.contains("root:") && !message.contains("lol"),
             "{what}: {message}"
         );
+        if status == 413 {
+            assert!(
+                message.contains("65536 bytes ([server] max_xml_body_bytes)"),
+                "{what}: {message}"
+            );
+        }
     }
+    // An envelope far over max_body_bytes, under max_xml_body_bytes, is signed; `sign`
+    // keeps its own limit and names it.
+    let answer = sign_wss(
+        &s.daemon,
+        "epuap",
+        serde_json::json!({"envelope": env(&"x".repeat(30_000))}),
+    )?;
+    assert_wss_verifies(
+        s.token.dir.path(),
+        text(&answer, "envelope")?,
+        text(&answer, "body_id")?,
+        &s.rsa_pem,
+        SOAP11,
+    )?;
+    let (got, answer) = s.daemon.json(
+        "POST",
+        "/v1/keys/epuap/sign",
+        Some(&sign_body("RS256", "data", &[b'a'; 5000])),
+    )?;
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("4096 bytes ([server] max_body_bytes)")),
+        "{answer}"
+    );
     // The refusals left the daemon able to sign, and what it signs verifies.
     let answer = sign_saml(
         &s.daemon,

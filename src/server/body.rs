@@ -1,5 +1,6 @@
 //! Reading a request body with a size limit and a deadline, so a huge or a dribbling
-//! body costs the daemon nothing.
+//! body costs the daemon nothing. JSON endpoints and XML endpoints have limits of their
+//! own, and a 413 names the setting that refused the body.
 
 use std::time::Duration;
 
@@ -7,8 +8,50 @@ use axum::body::{Body, Bytes};
 
 use super::error::ApiError;
 
-/// Reads `body` whole: at most `limit` bytes (else 413), within `deadline` (else 408).
+/// Which setting bounds a body, for the 413 message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// `[server] max_body_bytes`: `sign` and the other JSON endpoints.
+    Json,
+    /// `[server] max_xml_body_bytes`: the endpoints that take an XML document.
+    Xml,
+}
+
+impl Limit {
+    fn too_large(self, limit: usize) -> ApiError {
+        match self {
+            Limit::Json => ApiError::too_large(
+                limit,
+                "max_body_bytes",
+                "send a digest to /sign instead of the data",
+            ),
+            Limit::Xml => ApiError::too_large(
+                limit,
+                "max_xml_body_bytes",
+                "an operator may raise it for larger documents",
+            ),
+        }
+    }
+}
+
+/// Reads the body of a JSON endpoint whole: at most `limit` bytes (else 413 naming
+/// `max_body_bytes`), within `deadline` (else 408).
 pub async fn read(body: Body, limit: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+    read_under(body, limit, deadline, Limit::Json).await
+}
+
+/// Reads the body of an XML endpoint whole, as [`read`] does, under
+/// `[server] max_xml_body_bytes`.
+pub async fn read_xml(body: Body, limit: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+    read_under(body, limit, deadline, Limit::Xml).await
+}
+
+async fn read_under(
+    body: Body,
+    limit: usize,
+    deadline: Duration,
+    kind: Limit,
+) -> Result<Bytes, ApiError> {
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::too_slow()),
         Ok(Ok(bytes)) => Ok(bytes),
@@ -17,7 +60,7 @@ pub async fn read(body: Body, limit: usize, deadline: Duration) -> Result<Bytes,
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
             if too_large {
-                Err(ApiError::too_large(limit))
+                Err(kind.too_large(limit))
             } else {
                 Err(ApiError::bad_request(format!(
                     "could not read the request body: {e}"

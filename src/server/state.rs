@@ -15,8 +15,10 @@ use crate::signer::KeySigner;
 /// Settings that a reload may change.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Largest body accepted.
+    /// Largest body accepted by the JSON endpoints.
     pub max_body_bytes: usize,
+    /// Largest body accepted by the XML endpoints.
+    pub max_xml_body_bytes: usize,
     /// How long a request may wait for the token.
     pub request_timeout: Duration,
     /// How long a client may take to send its body.
@@ -38,6 +40,7 @@ impl Settings {
     pub fn from_config(config: &Resolved) -> Self {
         Self {
             max_body_bytes: config.config.server.max_body_bytes,
+            max_xml_body_bytes: config.config.server.max_xml_body_bytes,
             request_timeout: config.request_timeout(),
             read_timeout: config.read_timeout(),
             health_interval: Duration::from_secs(config.config.health.interval_seconds.max(1)),
@@ -59,6 +62,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The last self-test.
     pub health: HealthState,
+    /// Places for XML requests being read and processed (`[server] max_xml_in_flight`):
+    /// bounds the memory that large documents take at once.
+    pub xml_places: Arc<tokio::sync::Semaphore>,
     policy: RwLock<Arc<Policy>>,
     settings: RwLock<Arc<Settings>>,
     protections: RwLock<Option<Arc<Protections>>>,
@@ -77,6 +83,7 @@ impl AppState {
             audit,
             metrics,
             health: HealthState::default(),
+            xml_places: Arc::new(tokio::sync::Semaphore::new(config.xml_in_flight())),
             policy: RwLock::new(Arc::new(Policy::from_config(config))),
             settings: RwLock::new(Arc::new(Settings::from_config(config))),
             protections: RwLock::new(None),

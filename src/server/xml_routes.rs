@@ -121,7 +121,8 @@ pub(super) async fn admit_and_read(
     let rule = policy.key(&name, peer)?;
     rule.require(wanted)?;
     let settings = state.settings();
-    let bytes = super::body::read(body, settings.max_body_bytes, settings.read_timeout).await?;
+    let bytes =
+        super::body::read_xml(body, settings.max_xml_body_bytes, settings.read_timeout).await?;
     Ok((rule, bytes))
 }
 
