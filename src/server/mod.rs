@@ -22,6 +22,7 @@ pub mod protection;
 pub mod routes;
 pub mod state;
 pub mod tls;
+mod xml_form;
 mod xml_routes;
 
 use std::path::Path;
