@@ -1231,3 +1231,62 @@ fn xml_places_bound_the_documents_in_work_and_leave_sign_alone() -> Result {
     assert_wss_verifies(s.token.dir.path(), &signed, "id-body-1", &s.rsa_pem, SOAP11)?;
     Ok(())
 }
+
+/// A tpSigning call carrying a document of `payload_bytes` random bytes in base64, in
+/// lines of 76 characters as MIME encoders write it, with a fixed Body `wsu:Id`.
+fn envelope_with_document(payload_bytes: usize) -> Result<String> {
+    use base64::Engine;
+    let mut random = vec![0u8; payload_bytes];
+    openssl::rand::rand_bytes(&mut random)?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&random);
+    let mut lines = String::with_capacity(encoded.len() + encoded.len() / 76 + 1);
+    for chunk in encoded.as_bytes().chunks(76) {
+        lines.push_str(std::str::from_utf8(chunk)?);
+        lines.push('\n');
+    }
+    Ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\" xmlns:wsu=\"{WSU}\"><soapenv:Header/><soapenv:Body wsu:Id=\"id-body-1\"><ns:addDocumentToSigning xmlns:ns=\"http://signing.ws.comarch.gov\"><doc>{lines}</doc><successURL>https://gsko.gmina.example/ok</successURL></ns:addDocumentToSigning></soapenv:Body></soapenv:Envelope>\n"
+    ))
+}
+
+/// An 8 MB envelope (a scanned PDF of 6 MiB in base64) is signed under the default
+/// configuration, in both forms, with the same signature, and xmlsec1 verifies it.
+#[test]
+fn an_8_mb_envelope_is_signed_under_the_default_configuration() -> Result {
+    let s = setup("")?;
+    let dir = s.token.dir.path();
+    let envelope = envelope_with_document(6 * 1024 * 1024)?;
+    assert!(envelope.len() > 8_000_000, "{}", envelope.len());
+    let (status, raw, headers) = post_raw(&s.daemon, dir, "/v1/keys/epuap/wss/sign", &envelope)?;
+    assert_eq!(status, 200, "{}", &raw[..raw.len().min(500)]);
+    assert_eq!(header(&headers, "body-id")?, "id-body-1");
+    let file = dir.join("signed-8mb.xml");
+    std::fs::write(&file, &raw)?;
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&file, &s.rsa_pem, &wss_id_attrs(SOAP11))?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+    }
+    // The JSON form, from a file: 8 MB is too long for curl's command line.
+    let body = dir.join("8mb.json");
+    std::fs::write(&body, serde_json::json!({"envelope": envelope}).to_string())?;
+    let (status, answer) = s.daemon.curl_with(
+        &[],
+        "POST",
+        "/v1/keys/epuap/wss/sign",
+        None,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ],
+    )?;
+    let json: serde_json::Value = serde_json::from_slice(&answer)?;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        signature_value(text(&json, "envelope")?)?,
+        signature_value(&raw)?
+    );
+    Ok(())
+}
