@@ -124,10 +124,10 @@ impl Audited {
         self.settle(&claim, ran)
     }
 
-    /// Runs `job` on a blocking thread of its own, NOT on a token session, within
-    /// `timeout`, and writes the record on that thread as [`Audited::run`] does. For work
-    /// that must not hold a session while it runs (parsing and canonicalising a large XML
-    /// document): the job takes a session itself for its token call alone. When `timeout`
+    /// Runs `job` on an XML thread ([`super::xml_threads`]), NOT on a token session,
+    /// within `timeout`, and writes the record on that thread as [`Audited::run`] does.
+    /// For work that must not hold a session while it runs (parsing and canonicalising a
+    /// large XML document): the job takes a session itself for its token call alone. When `timeout`
     /// passes first, the caller gets 503 `token_timeout` and the job runs on to its end,
     /// its answer dropped.
     pub async fn run_off_session<T, F>(
@@ -143,13 +143,13 @@ impl Audited {
         let recorder = self.recorder(state)?;
         let claim = recorder.claim.clone();
         let mut seen = self.seen.clone();
-        let call = tokio::task::spawn_blocking(move || {
+        let call = state.xml_threads.run(move || {
             let result = job(&mut seen);
             recorder.close(result, seen)
         });
         let ran = match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(ran)) => Ok(ran),
-            Ok(Err(panicked)) => Err(ApiError::internal(&panicked)),
+            Ok(Some(ran)) => Ok(ran),
+            Ok(None) => Err(ApiError::internal(&"the XML job panicked")),
             Err(_) => Err(ApiError::from(SignError::Timeout(timeout))),
         };
         self.settle(&claim, ran)

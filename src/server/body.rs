@@ -52,12 +52,11 @@ async fn read_under(
     deadline: Duration,
     kind: Limit,
 ) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+    match tokio::time::timeout(deadline, collect(body, limit)).await {
         Err(_) => Err(ApiError::too_slow()),
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            let too_large = e.is::<http_body_util::LengthLimitError>()
                 || e.to_string().contains("length limit");
             if too_large {
                 Err(kind.too_large(limit))
@@ -68,4 +67,22 @@ async fn read_under(
             }
         }
     }
+}
+
+/// The body's frames appended to one buffer sized from `Content-Length` (when it fits the
+/// limit), so a large body is held once: collecting the frames and then joining them, as
+/// `axum::body::to_bytes` does, holds it twice for a moment. The limit is
+/// `http_body_util::Limited`'s.
+async fn collect(body: Body, limit: usize) -> Result<Bytes, axum::BoxError> {
+    use axum::body::HttpBody;
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(body, limit);
+    let announced = usize::try_from(body.size_hint().lower()).unwrap_or(limit);
+    let mut buffer = Vec::with_capacity(announced.min(limit));
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buffer))
 }

@@ -24,6 +24,7 @@ pub mod state;
 pub mod tls;
 mod xml_form;
 mod xml_routes;
+mod xml_threads;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -66,6 +66,8 @@ pub struct AppState {
     /// Places for XML requests being read and processed (`[server] max_xml_in_flight`):
     /// bounds the memory that large documents take at once.
     pub xml_places: Arc<tokio::sync::Semaphore>,
+    /// The threads that do the XML work, one per request at most.
+    pub xml_threads: super::xml_threads::XmlThreads,
     /// Each key as last seen loaded, by label (configured labels only, so bounded).
     known_keys: Mutex<HashMap<String, Arc<KeyInfo>>>,
     policy: RwLock<Arc<Policy>>,
@@ -87,6 +89,7 @@ impl AppState {
             metrics,
             health: HealthState::default(),
             xml_places: Arc::new(tokio::sync::Semaphore::new(config.xml_in_flight())),
+            xml_threads: Default::default(),
             known_keys: Mutex::default(),
             policy: RwLock::new(Arc::new(Policy::from_config(config))),
             settings: RwLock::new(Arc::new(Settings::from_config(config))),
