@@ -2,7 +2,10 @@
 //! SoftHSM2 token, over its socket through curl, and verifiers we did not write check
 //! the answers against the key's certificate: xmlsec1, zeep + signxml
 //! (tests/verifiers/verify_xml.py) and the JDK (tests/verifiers/VerifyXml.java), each
-//! also saying WHAT was signed. Hostile documents get their status and code.
+//! also saying WHAT was signed. Hostile documents get their status and code. The raw form
+//! (`application/xml` in and out) signs what the JSON form signs, for curl, PHP's curl and
+//! Python; an 8 MB envelope is signed under the default configuration; `max_xml_in_flight`
+//! bounds the documents in work; a malformed document gets 400 while the token is down.
 
 mod common;
 
