@@ -117,8 +117,14 @@ pub struct ServerConfig {
     pub allowed_uids: Vec<u32>,
     /// Peer gids allowed (primary gid of the peer process).
     pub allowed_gids: Vec<u32>,
-    /// Largest request body accepted, bytes.
+    /// Largest request body accepted by the JSON endpoints (`sign`, …), bytes.
     pub max_body_bytes: usize,
+    /// Largest request body accepted by the XML endpoints (`wss/sign`, `saml/sign`,
+    /// `saml/decrypt`), bytes: a SOAP envelope can carry a scanned PDF.
+    pub max_xml_body_bytes: usize,
+    /// XML requests read and processed at once at most; more wait for a place within their
+    /// `request_timeout_ms` [default: the number of token sessions].
+    pub max_xml_in_flight: Option<usize>,
     /// Signing requests that may wait for a session; more get 503.
     pub queue_depth: usize,
     /// How long a request may wait for the token before it gets 503, milliseconds.
@@ -152,6 +158,8 @@ impl Default for ServerConfig {
             allowed_uids: Vec::new(),
             allowed_gids: Vec::new(),
             max_body_bytes: 1024 * 1024,
+            max_xml_body_bytes: 16 * 1024 * 1024,
+            max_xml_in_flight: None,
             queue_depth: 256,
             request_timeout_ms: 5_000,
             read_timeout_ms: 5_000,
@@ -328,6 +336,14 @@ impl Resolved {
     pub fn read_timeout(&self) -> Duration {
         Duration::from_millis(self.config.server.read_timeout_ms)
     }
+
+    /// XML requests in work at once: `[server] max_xml_in_flight`, or one per session.
+    pub fn xml_in_flight(&self) -> usize {
+        self.config
+            .server
+            .max_xml_in_flight
+            .unwrap_or(self.sessions)
+    }
 }
 
 /// The settings that differ between `running` and `new` but only take effect at start:
@@ -347,6 +363,10 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
         ),
         ("[server] socket_group", a.socket_group != b.socket_group),
         ("[server] queue_depth", a.queue_depth != b.queue_depth),
+        (
+            "[server] max_xml_in_flight",
+            a.max_xml_in_flight != b.max_xml_in_flight,
+        ),
         (
             "[server] max_connections",
             a.max_connections != b.max_connections,
@@ -483,6 +503,11 @@ fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
     if config.server.max_body_bytes == 0 || config.server.queue_depth == 0 {
         return Err(invalid(
             "[server] max_body_bytes and queue_depth must be above 0".into(),
+        ));
+    }
+    if config.server.max_xml_body_bytes == 0 || config.server.max_xml_in_flight == Some(0) {
+        return Err(invalid(
+            "[server] max_xml_body_bytes and max_xml_in_flight must be above 0".into(),
         ));
     }
     // Twice the CPUs: while one signature's result travels back to its caller, the
@@ -667,6 +692,8 @@ mod tests {
             vec![Algorithm::Rs256, Algorithm::Rs1]
         );
         assert_eq!(r.config.server.max_body_bytes, 1024 * 1024);
+        assert_eq!(r.config.server.max_xml_body_bytes, 16 * 1024 * 1024);
+        assert_eq!(r.xml_in_flight(), r.sessions);
         Ok(())
     }
 
@@ -726,6 +753,10 @@ mod tests {
             (
                 GOOD.replace("[server]", "[server]\nwrite_timeout_ms = 0"),
                 "write_timeout_ms",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nmax_xml_in_flight = 0"),
+                "max_xml_in_flight",
             ),
             (
                 GOOD.replace(

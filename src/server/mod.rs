@@ -27,7 +27,9 @@ pub mod protection;
 pub mod routes;
 pub mod state;
 pub mod tls;
+mod xml_form;
 mod xml_routes;
+mod xml_threads;
 
 use std::path::Path;
 use std::sync::Arc;
