@@ -3,6 +3,7 @@
 //! line first and performance data after `|`.
 
 use crate::cert::CertInfo;
+use crate::text::{printable, WHOLE};
 
 /// A monitoring state, ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,6 +58,8 @@ pub fn judge(
         .collect();
     ordered.sort_by_key(|(_, cert)| cert.days_left);
     for (name, cert) in ordered {
+        // One line per certificate, whatever its label or subject holds.
+        let name = printable(name, WHOLE);
         let days = cert.days_left;
         let state = if days < crit_days {
             State::Critical
@@ -70,14 +73,17 @@ pub fn judge(
             "{}: {name}: {days} days left (until {}), {}",
             state.word(),
             cert.not_after,
-            cert.subject
+            printable(&cert.subject, WHOLE)
         ));
         perf.push(format!("'days_left_{name}'={days};{warn_days};{crit_days}"));
     }
     if details.is_empty() {
         worst = State::Unknown;
         details.push(match label {
-            Some(l) => format!("UNKNOWN: no certificate labelled \"{l}\" on the token"),
+            Some(l) => format!(
+                "UNKNOWN: no certificate labelled \"{}\" on the token",
+                printable(l, WHOLE)
+            ),
             None => "UNKNOWN: no certificates on the token".into(),
         });
     }

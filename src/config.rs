@@ -62,9 +62,21 @@ pub struct TlsConfig {
     /// Time allowed for a TLS handshake, milliseconds.
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
-    /// Connections still in the handshake at most; more are closed at once.
+    /// Connections still in the handshake at most; at the limit the oldest handshake of
+    /// the source holding the most is aborted.
     #[serde(default = "default_max_handshakes")]
     pub max_handshakes: usize,
+    /// Handshakes in progress per source (IPv4 address or IPv6 /64) above which new
+    /// connections from it are refused, while more than half of `max_handshakes` are busy.
+    #[serde(default = "default_max_handshakes_per_source")]
+    pub max_handshakes_per_source: usize,
+    /// Certificate revocation lists of the client CA (PEM or DER), re-read on reload.
+    #[serde(default)]
+    pub crl_file: Option<PathBuf>,
+}
+
+fn default_max_handshakes_per_source() -> usize {
+    16
 }
 
 fn default_handshake_timeout_ms() -> u64 {
@@ -87,6 +99,11 @@ pub struct TokenConfig {
     pub pin_file: Option<PathBuf>,
     /// Signatures under way at once, one session each [default: twice the CPUs].
     pub sessions: Option<usize>,
+    /// With SoftHSM: the operator has made a copy of the disk useless to a thief (disk
+    /// encryption, backups without the token and the PIN file, the PIN file on another
+    /// medium), so `serve` does not warn that the PIN file lies beside the token files.
+    #[serde(default)]
+    pub allow_softhsm_in_production: bool,
 }
 
 /// `[server]`.
@@ -103,8 +120,14 @@ pub struct ServerConfig {
     pub allowed_uids: Vec<u32>,
     /// Peer gids allowed (primary gid of the peer process).
     pub allowed_gids: Vec<u32>,
-    /// Largest request body accepted, bytes.
+    /// Largest request body accepted by the JSON endpoints (`sign`, …), bytes.
     pub max_body_bytes: usize,
+    /// Largest request body accepted by the XML endpoints (`wss/sign`, `saml/sign`,
+    /// `saml/decrypt`), bytes: a SOAP envelope can carry a scanned PDF.
+    pub max_xml_body_bytes: usize,
+    /// XML requests read and processed at once at most; more wait for a place within their
+    /// `request_timeout_ms` [default: the number of token sessions].
+    pub max_xml_in_flight: Option<usize>,
     /// Signing requests that may wait for a session; more get 503.
     pub queue_depth: usize,
     /// How long a request may wait for the token before it gets 503, milliseconds.
@@ -138,6 +161,8 @@ impl Default for ServerConfig {
             allowed_uids: Vec::new(),
             allowed_gids: Vec::new(),
             max_body_bytes: 1024 * 1024,
+            max_xml_body_bytes: 16 * 1024 * 1024,
+            max_xml_in_flight: None,
             queue_depth: 256,
             request_timeout_ms: 5_000,
             read_timeout_ms: 5_000,
@@ -217,8 +242,8 @@ pub struct KeyConfig {
     /// If set, only these gids may use this key (on top of `[server]`).
     #[serde(default)]
     pub allowed_gids: Option<Vec<u32>>,
-    /// If set, only these `[[clients]]` may use this key over TLS (local callers are
-    /// judged by `allowed_uids` / `allowed_gids` only).
+    /// The `[[clients]]` that may use this key over TLS; without it no TLS client may.
+    /// A key whose rule names only `allowed_clients` serves no local caller.
     #[serde(default)]
     pub allowed_clients: Option<Vec<String>>,
     /// Keep signing after the certificate expired (default: refuse).
@@ -314,6 +339,14 @@ impl Resolved {
     pub fn read_timeout(&self) -> Duration {
         Duration::from_millis(self.config.server.read_timeout_ms)
     }
+
+    /// XML requests in work at once: `[server] max_xml_in_flight`, or one per session.
+    pub fn xml_in_flight(&self) -> usize {
+        self.config
+            .server
+            .max_xml_in_flight
+            .unwrap_or(self.sessions)
+    }
 }
 
 /// The settings that differ between `running` and `new` but only take effect at start:
@@ -333,6 +366,10 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
         ),
         ("[server] socket_group", a.socket_group != b.socket_group),
         ("[server] queue_depth", a.queue_depth != b.queue_depth),
+        (
+            "[server] max_xml_in_flight",
+            a.max_xml_in_flight != b.max_xml_in_flight,
+        ),
         (
             "[server] max_connections",
             a.max_connections != b.max_connections,
@@ -356,6 +393,15 @@ pub fn needs_restart(running: &Resolved, new: &Resolved) -> Vec<&'static str> {
         (
             "[server.tls] listen (or adding or removing [server.tls])",
             a.tls.as_ref().map(|t| &t.listen) != b.tls.as_ref().map(|t| &t.listen),
+        ),
+        (
+            "[server.tls] max_handshakes, max_handshakes_per_source",
+            a.tls
+                .as_ref()
+                .map(|t| (t.max_handshakes, t.max_handshakes_per_source))
+                != b.tls
+                    .as_ref()
+                    .map(|t| (t.max_handshakes, t.max_handshakes_per_source)),
         ),
         (
             "[audit] file",
@@ -462,6 +508,11 @@ fn resolve(config: Config, path: &Path) -> Result<Resolved, ConfigError> {
             "[server] max_body_bytes and queue_depth must be above 0".into(),
         ));
     }
+    if config.server.max_xml_body_bytes == 0 || config.server.max_xml_in_flight == Some(0) {
+        return Err(invalid(
+            "[server] max_xml_body_bytes and max_xml_in_flight must be above 0".into(),
+        ));
+    }
     // Twice the CPUs: while one signature's result travels back to its caller, the
     // next is already on the token, so no core idles between them (docs/performance.md:
     // on 2 cores, 4 sessions gave RS256 +18 % and ES256 +27 % over 2).
@@ -498,16 +549,23 @@ fn check_connections(server: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// `^[a-z0-9][a-z0-9._-]{0,62}$`: a name that cannot pass for another identity (an
+/// unpinned certificate's `sha256:…`, a uid) nor carry control characters into the logs.
+fn is_client_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let inner = |b: &u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-');
+    matches!(bytes.first(), Some(b'a'..=b'z' | b'0'..=b'9'))
+        && bytes.len() <= 63
+        && bytes.iter().all(inner)
+}
+
 fn check_clients(config: &Config) -> Result<(), String> {
     let mut names = HashSet::new();
     let mut pins = HashSet::new();
     for client in &config.clients {
-        if client.name.is_empty()
-            || client.name.len() > 64
-            || client.name.chars().any(|c| c.is_control())
-        {
+        if !is_client_name(&client.name) {
             return Err(format!(
-                "[[clients]] name {:?}: use 1 to 64 printable characters",
+                "[[clients]] name {:?}: use 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit (the daemon names unpinned certificates \"sha256:…\", which no [[clients]] name may look like)",
                 client.name
             ));
         }
@@ -547,9 +605,12 @@ fn check_clients(config: &Config) -> Result<(), String> {
         );
     }
     if let Some(tls) = &config.server.tls {
-        if tls.handshake_timeout_ms == 0 || tls.max_handshakes == 0 {
+        if tls.handshake_timeout_ms == 0
+            || tls.max_handshakes == 0
+            || tls.max_handshakes_per_source == 0
+        {
             return Err(
-                "[server.tls] handshake_timeout_ms and max_handshakes must be above 0".into(),
+                "[server.tls] handshake_timeout_ms, max_handshakes and max_handshakes_per_source must be above 0".into(),
             );
         }
     }
@@ -634,6 +695,8 @@ mod tests {
             vec![Algorithm::Rs256, Algorithm::Rs1]
         );
         assert_eq!(r.config.server.max_body_bytes, 1024 * 1024);
+        assert_eq!(r.config.server.max_xml_body_bytes, 16 * 1024 * 1024);
+        assert_eq!(r.xml_in_flight(), r.sessions);
         Ok(())
     }
 
@@ -695,6 +758,10 @@ mod tests {
                 "write_timeout_ms",
             ),
             (
+                GOOD.replace("[server]", "[server]\nmax_xml_in_flight = 0"),
+                "max_xml_in_flight",
+            ),
+            (
                 GOOD.replace(
                     "label = \"gsko-epuap\"",
                     "label = \"gsko-epuap\"\npurpose = \"decrypt\"",
@@ -722,6 +789,34 @@ mod tests {
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_client_name_cannot_pass_for_another_identity() {
+        let pin = "ab".repeat(32);
+        let with_client = |name: &str| {
+            let name = toml::Value::String(name.into());
+            format!("{GOOD}\n[[clients]]\nname = {name}\ncertificate_sha256 = \"{pin}\"\n")
+        };
+        for good in ["gsko-web1", "0", "web.1_a-b", &"a".repeat(63)] {
+            assert!(parse(&with_client(good)).is_ok(), "{good}");
+        }
+        let long = "a".repeat(64);
+        for bad in [
+            "sha256:0011223344556677",
+            "",
+            "GSKO-web1",
+            "-web1",
+            ".web1",
+            "web 1",
+            "web1\n",
+            "uid 0",
+            "gsko\u{202e}1",
+            &long,
+        ] {
+            let err = parse(&with_client(bad)).expect_err(bad).to_string();
+            assert!(err.contains("use 1 to 63 of a-z"), "{bad:?}: {err}");
         }
     }
 }

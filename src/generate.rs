@@ -13,7 +13,6 @@ mod proof;
 pub mod subject;
 pub mod x509;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use cryptoki::mechanism::MechanismType;
@@ -26,6 +25,7 @@ use x509_cert::name::Name;
 use crate::algorithm::Algorithm;
 use crate::cert::{CertDer, CertError, CertInfo, Curve, KeyKind};
 use crate::import::random_suffix;
+use crate::outfile::Existing;
 use crate::token::{
     cert_template, check_mechanisms, clear_decrypt, disable_signing, find_objects,
     generate_key_pair, identify, pair_gen_mechanism, read_key_attrs, read_public_key, relabel,
@@ -74,8 +74,10 @@ pub struct GenerateRequest {
     pub purpose: Purpose,
     /// The subject, parsed ([`subject::parse_subject`]).
     pub subject: Name,
-    /// Where to write the PKCS#10 request (PEM).
+    /// Where to write the PKCS#10 request (PEM): a new file, never through a symlink.
     pub csr: Option<PathBuf>,
+    /// Replace a regular file already at `csr` (by rename).
+    pub replace_csr: bool,
     /// Store a self-signed certificate valid this many days.
     pub self_signed_days: Option<u32>,
     /// Keep a decryption key that the token will not stop from signing.
@@ -223,34 +225,39 @@ impl GenerateRequest {
             return Err(GenerateError::NoDays);
         }
         if let Some(path) = &self.csr {
-            check_writable(path).map_err(|why| GenerateError::CsrPath {
+            let csr_path = |why: String| GenerateError::CsrPath {
                 path: path.clone(),
                 why,
-            })?;
+            };
+            crate::outfile::check(path, self.csr_existing())
+                .map_err(|e| csr_path(e.to_string()))?;
+            check_directory(path).map_err(csr_path)?;
         }
         Ok(())
     }
-}
 
-/// The file can be written: an existing writable file, or a new one in a writable
-/// directory. Nothing is created here, so a later refusal leaves no empty file behind.
-fn check_writable(path: &Path) -> Result<(), String> {
-    use nix::unistd::{access, AccessFlags};
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Err("it is a directory".into()),
-        Ok(_) => access(path, AccessFlags::W_OK).map_err(|e| format!("not writable ({e})")),
-        Err(_) => {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            if !dir.is_dir() {
-                return Err(format!("the directory {} does not exist", dir.display()));
-            }
-            access(dir, AccessFlags::W_OK)
-                .map_err(|e| format!("the directory {} is not writable ({e})", dir.display()))
+    fn csr_existing(&self) -> Existing {
+        if self.replace_csr {
+            Existing::Replace
+        } else {
+            Existing::Refuse
         }
     }
+}
+
+/// The CSR's directory exists and can be written. Nothing is created here, so a later
+/// refusal leaves no empty file behind.
+fn check_directory(path: &Path) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("the directory {} does not exist", dir.display()));
+    }
+    access(dir, AccessFlags::W_OK)
+        .map_err(|e| format!("the directory {} is not writable ({e})", dir.display()))
 }
 
 /// The algorithm the key signs its own CSR / certificate with.
@@ -285,7 +292,7 @@ pub fn generate(token: &OpenToken, request: &GenerateRequest) -> Result<Generate
         .and_then(|staged| {
             relabel(session, &created, &request.label)?;
             if let (Some(path), Some(pem)) = (&request.csr, &staged.csr) {
-                write_csr(path, pem)?;
+                write_csr(path, pem, request.csr_existing())?;
             }
             Ok(staged)
         })
@@ -463,26 +470,11 @@ fn spki_key_id(spki: &[u8]) -> Result<Vec<u8>, TokenError> {
     })
 }
 
-fn write_csr(path: &Path, pem: &str) -> Result<(), GenerateError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| GenerateError::CsrWrite {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(path)
-        .map_err(fail)?;
-    file.write_all(pem.as_bytes()).map_err(fail)?;
-    file.sync_all().or_else(|e| {
-        // Character devices (a test's /dev/full) cannot sync; what matters is the write.
-        if e.raw_os_error() == Some(libc::EINVAL) {
-            Ok(())
-        } else {
-            Err(fail(e))
+fn write_csr(path: &Path, pem: &str, existing: Existing) -> Result<(), GenerateError> {
+    crate::outfile::write(path, pem.as_bytes(), 0o644, existing).map_err(|e| {
+        GenerateError::CsrWrite {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
         }
     })
 }

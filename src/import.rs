@@ -16,18 +16,20 @@
 
 pub mod certificate;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use openssl::x509::X509;
 use secrecy::SecretString;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::cert::{cert_matches_key, load_cert_bytes, CertDer, CertError, CertInfo};
 use crate::p12::{self, KeyMaterial, P12Error};
 use crate::proof::{prove, Proof};
 use crate::report::KeyReport;
+use crate::secret::bounded;
 use crate::token::{
     cert_template, check_unwrap_mechanisms, ckr_name, find_objects, offers_any_unwrap,
     private_key_template, public_key_template, refuses_plaintext_keys, relabel, unwrap_private_key,
@@ -250,8 +252,24 @@ impl Prepared {
 /// Opens and checks everything that does not need the token: the `.p12` with its
 /// password, the certificate file, the label and the ID.
 pub fn prepare(request: ImportRequest, password: &SecretString) -> Result<Prepared, ImportError> {
-    let material = p12::open_file(&request.p12, password)?;
-    prepare_material(request, material)
+    let bytes = read_p12(&request.p12)?;
+    prepare_bytes(request, &bytes, password)
+}
+
+/// Reads a `.p12` from `path`: at most 1 MiB within 2 s, and never from a device, a
+/// socket or a FIFO with no writer (see [`crate::secret::bounded`]).
+pub fn read_p12(path: &Path) -> Result<Zeroizing<Vec<u8>>, ImportError> {
+    read_small(path).map_err(|e| {
+        ImportError::from(P12Error::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e),
+        })
+    })
+}
+
+/// Reads a small input file (a `.p12`, a certificate) within [`bounded::SMALL_FILE`].
+pub(crate) fn read_small(path: &Path) -> Result<Zeroizing<Vec<u8>>, bounded::ReadError> {
+    bounded::read(path, bounded::SMALL_FILE).map(|(bytes, _)| bytes)
 }
 
 /// [`prepare`] for a `.p12` already read into memory (from standard input); `request.p12`
@@ -302,7 +320,7 @@ fn pick_certificate(request: &ImportRequest, material: &KeyMaterial) -> Result<X
         path: path.clone(),
         detail,
     };
-    let bytes = std::fs::read(path).map_err(|e| file_err(e.to_string()))?;
+    let bytes = read_small(path).map_err(|e| file_err(e.to_string()))?;
     let cert = load_cert_bytes(&bytes)
         .map_err(|_| file_err("not a DER or PEM X.509 certificate".into()))?;
     if !cert_matches_key(&cert, &material.key) {
@@ -477,7 +495,7 @@ fn put_private_key(
                 }
                 tracing::warn!(
                     "token \"{}\" refuses a plaintext private key (C_CreateObject returned {}); importing it wrapped instead (C_UnwrapKey)",
-                    token.info.label,
+                    crate::text::printable(&token.info.label, crate::text::WHOLE),
                     e.rv().map(ckr_name).unwrap_or_default()
                 );
                 Ok((unwrap_key(token, p, label)?, Method::Unwrap))
@@ -600,7 +618,7 @@ fn commit(
     }
     for handle in old {
         if let Err(e) = session.destroy_object(handle) {
-            tracing::warn!(error = %e, label = %aside, "an old object could not be removed; remove it with `hsm-signer remove`");
+            tracing::warn!(error = %e, label = %crate::text::printable(&aside, crate::text::WHOLE), "an old object could not be removed; remove it with `hsm-signer remove`");
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::cert::{CertError, CertInfo, KeyKind};
 use crate::proof::Proof;
+use crate::text::{printable, WHOLE};
 use crate::token::{read_key_attrs, KeyAttrs, StoredKey, TokenError, TokenSummary};
 use cryptoki::session::Session;
 
@@ -58,8 +59,10 @@ impl KeyReport {
         })
     }
 
-    /// The text the officer reads.
+    /// The text the officer reads. Names from the token and the certificates are shown
+    /// with control, format and bidi characters escaped ([`printable`]), whole.
     pub fn to_text(&self) -> String {
+        let shown = |text: &str| printable(text, WHOLE);
         let c = &self.certificate;
         let a = &self.attributes;
         let yes = |b: bool| if b { "yes" } else { "no" };
@@ -67,13 +70,14 @@ impl KeyReport {
         let _ = writeln!(
             out,
             "Token:        {} (serial {})",
-            self.token, self.token_serial
+            shown(&self.token),
+            shown(&self.token_serial)
         );
-        let _ = writeln!(out, "Label:        {}", self.label);
+        let _ = writeln!(out, "Label:        {}", shown(&self.label));
         let _ = writeln!(out, "ID:           {}", self.id);
         let _ = writeln!(out, "Key:          {}", self.key);
-        let _ = writeln!(out, "Subject:      {}", c.subject);
-        let _ = writeln!(out, "Issuer:       {}", c.issuer);
+        let _ = writeln!(out, "Subject:      {}", shown(&c.subject));
+        let _ = writeln!(out, "Issuer:       {}", shown(&c.issuer));
         let _ = writeln!(out, "Serial:       {}", c.serial);
         let _ = writeln!(out, "Valid from:   {}", c.not_before);
         let _ = writeln!(
@@ -84,7 +88,12 @@ impl KeyReport {
         );
         let _ = writeln!(out, "SHA-256:      {}", c.sha256);
         for ca in &self.chain {
-            let _ = writeln!(out, "CA:           {} (until {})", ca.subject, ca.not_after);
+            let _ = writeln!(
+                out,
+                "CA:           {} (until {})",
+                shown(&ca.subject),
+                ca.not_after
+            );
         }
         let _ = writeln!(out, "Use:          {}", usage(a));
         let _ = writeln!(
@@ -108,7 +117,7 @@ impl KeyReport {
             );
         }
         for problem in crate::proof::problems(a) {
-            let _ = writeln!(out, "PROBLEM:      {problem}");
+            let _ = writeln!(out, "PROBLEM:      {}", shown(problem));
         }
         out
     }

@@ -8,6 +8,8 @@ use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+pub mod bounded;
+
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
@@ -36,15 +38,16 @@ pub enum SecretSource {
 /// Why a secret could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// The secret file could not be read.
+    /// The secret file could not be read, or is no file to read a secret from (a FIFO
+    /// with no writer, a device, more than 4 KiB, input not complete within 2 s).
     #[error("cannot read the {what} from {path}: {source}")]
     File {
         /// What the secret is for ("token PIN", ".p12 password").
         what: &'static str,
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// What went wrong.
+        source: bounded::ReadError,
     },
     /// The secret is not valid UTF-8.
     #[error("the {what} from {origin} is not valid UTF-8; save the file as UTF-8 (Polish letters are fine)")]
@@ -128,11 +131,7 @@ impl SecretSource {
 /// (as ssh is with key files): a file that others may read or write, or its group may
 /// write, is refused. 0640 with a dedicated group stays allowed.
 pub fn read_daemon_file(path: &Path, what: &'static str) -> Result<SecretString, SecretError> {
-    let meta = std::fs::metadata(path).map_err(|source| SecretError::File {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let (bytes, meta) = read_bounded(path, what)?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o027 != 0 {
         return Err(SecretError::Exposed {
@@ -141,23 +140,37 @@ pub fn read_daemon_file(path: &Path, what: &'static str) -> Result<SecretString,
             mode,
         });
     }
-    read_file(path, what)
+    to_secret(bytes, path, what)
 }
 
 fn read_file(path: &Path, what: &'static str) -> Result<SecretString, SecretError> {
-    let file_err = |source| SecretError::File {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(file_err)?;
+    let (bytes, meta) = read_bounded(path, what)?;
     if meta.permissions().mode() & 0o077 != 0 {
         tracing::warn!(
             file = %path.display(),
             "the {what} file can be read by group or others; chmod 600 it"
         );
     }
-    let mut bytes = Zeroizing::new(std::fs::read(path).map_err(file_err)?);
+    to_secret(bytes, path, what)
+}
+
+/// At most 4 KiB within 2 s, from a regular file or a pipe only (see [`bounded`]).
+fn read_bounded(
+    path: &Path,
+    what: &'static str,
+) -> Result<(Zeroizing<Vec<u8>>, std::fs::Metadata), SecretError> {
+    bounded::read(path, bounded::SECRET).map_err(|source| SecretError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn to_secret(
+    mut bytes: Zeroizing<Vec<u8>>,
+    path: &Path,
+    what: &'static str,
+) -> Result<SecretString, SecretError> {
     strip_one_newline(&mut bytes);
     let text = std::str::from_utf8(&bytes).map_err(|_| SecretError::NotUtf8 {
         what,

@@ -368,6 +368,8 @@ fn run_doc(doc: &str, steps: &[Step]) -> Result<Vec<String>> {
             ),
         )
         .env("HOME", &home)
+        // scripts/test's marker, which finds processes a test left running.
+        .envs(std::env::var_os("HSM_SIGNER_TEST_RUN").map(|v| ("HSM_SIGNER_TEST_RUN", v)))
         .env("LANG", "C.UTF-8")
         .env("LC_ALL", "C.UTF-8")
         .env("SOFTHSM2_CONF", &conf)

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,6 +15,7 @@ use common::*;
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 
+const SPY: &str = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
 const SUBJECT: &str = "/C=PL/O=Gmina Przykładowo/CN=gsko.przykladowo.pl";
 
 /// `generate` on `token` with the given extra arguments, `--json`, expected to succeed.
@@ -571,21 +573,37 @@ fn unwritable_csr_path_is_refused_before_the_token_is_touched() -> Result {
 
 #[test]
 fn failure_after_generation_removes_everything_created() -> Result {
-    // /dev/full passes the up-front writability check, and every write to it fails
-    // (ENOSPC): the failure comes after the key, its certificate and its proof exist.
-    // pkcs11-spy logs every call, to show that the key and its certificate were made
-    // and then destroyed.
+    // The CSR is the one file here larger than RLIMIT_FSIZE: a subject of twelve
+    // 64-character OUs makes it about 1.7 kB, while SoftHSM's object files stay under
+    // 1.2 kB. With SIGXFSZ ignored (the shell's `trap "" XFSZ` survives exec), writing it
+    // fails with EFBIG after the key exists and is proven. pkcs11-spy logs every call
+    // into a FIFO (no pipe is under RLIMIT_FSIZE), to show that the key was made and
+    // then destroyed.
     let r = refusing()?;
-    let spy_log = r.token.path("spy.log");
-    let mut cmd = r.token.hsm_signer();
-    cmd.env("PKCS11SPY", MODULE)
-        .env("PKCS11SPY_OUTPUT", &spy_log)
+    let spy_fifo = r.token.path("spy.fifo");
+    nix::unistd::mkfifo(&spy_fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    let reader = {
+        let fifo = spy_fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo))
+    };
+    let mut subject = String::from("/C=PL/O=Gmina Przykładowo");
+    for i in 0..12 {
+        subject.push_str(&format!("/OU={i:02}{}", "x".repeat(62)));
+    }
+    subject.push_str("/CN=gsko.przykladowo.pl");
+    let csr = r.token.path("wk.csr");
+    let mut cmd = Command::new("bash");
+    cmd.envs(r.token.env.iter().map(|(k, v)| (k, v)))
+        .env("PKCS11SPY", MODULE)
+        .env("PKCS11SPY_OUTPUT", &spy_fifo)
         .args([
-            "generate",
-            "--module",
-            "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
+            "-c",
+            r#"trap "" XFSZ; exec prlimit --fsize=1500 -- "$@""#,
+            "bash",
         ])
-        .args(["--token", &r.token.label, "--pin-file"])
+        .arg(env!("CARGO_BIN_EXE_hsm-signer"))
+        .args(["generate", "--module", SPY, "--token", &r.token.label])
+        .arg("--pin-file")
         .arg(&r.token.pin_file)
         .args([
             "--label",
@@ -595,20 +613,73 @@ fn failure_after_generation_removes_everything_created() -> Result {
             "--purpose",
             "sign",
         ])
-        .args(["--self-signed-days", "30", "--subject", SUBJECT]);
-    let stderr = r.refused(
-        cmd.args(["--csr", "/dev/full"]),
+        .args(["--subject", &subject, "--csr"])
+        .arg(&csr);
+    let refused = r.refused(
+        &mut cmd,
         &[
-            "writing the CSR to /dev/full failed",
+            &format!(
+                "writing the CSR to {} failed: File too large",
+                csr.display()
+            ),
             "every object created was removed, the token is as it was",
         ],
-    )?;
-    assert!(stderr.contains("No space left on device"), "{stderr}");
-    let spy = std::fs::read_to_string(&spy_log)?;
+    );
+    // Should the spy never have opened its FIFO, this open ends the reader's wait.
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&spy_fifo),
+    );
+    let spy = reader.join().map_err(|_| "spy reader panicked")??;
+    refused?;
+    assert!(!csr.exists(), "a partial CSR was left behind");
     assert_eq!(spy.matches("C_GenerateKeyPair").count(), 1, "{spy}");
-    // The self-signed certificate object, then key, public key and certificate destroyed.
-    assert_eq!(spy.matches("C_CreateObject").count(), 1, "{spy}");
-    assert_eq!(spy.matches("C_DestroyObject").count(), 3, "{spy}");
+    // The key and its public key, destroyed.
+    assert_eq!(spy.matches("C_DestroyObject").count(), 2, "{spy}");
+    Ok(())
+}
+
+#[test]
+fn the_csr_is_a_new_file_never_written_through_a_symlink() -> Result {
+    let r = refusing()?;
+    let target = r.token.path("precious.txt");
+    std::fs::write(&target, "keep me")?;
+    let link = r.token.path("wk.csr");
+    std::os::unix::fs::symlink(&target, &link)?;
+    for force in [false, true] {
+        let mut cmd = r.generate(true);
+        cmd.args(["--subject", SUBJECT, "--csr"]).arg(&link);
+        if force {
+            cmd.arg("--force");
+        }
+        r.refused(
+            &mut cmd,
+            &[
+                &format!("cannot write the CSR to {}", link.display()),
+                "it is a symbolic link, which is never written through or replaced",
+                "nothing was created",
+            ],
+        )?;
+    }
+    assert_eq!(std::fs::read_to_string(&target)?, "keep me");
+    // An existing regular file is kept, unless --force replaces it.
+    let old = r.token.path("old.csr");
+    std::fs::write(&old, "old")?;
+    r.refused(
+        r.generate(true)
+            .args(["--subject", SUBJECT, "--csr"])
+            .arg(&old),
+        &["it already exists (regular file)", "--force"],
+    )?;
+    assert_eq!(std::fs::read_to_string(&old)?, "old");
+    run_ok(
+        r.generate(true)
+            .args(["--subject", SUBJECT, "--force", "--csr"])
+            .arg(&old),
+    )?;
+    assert_csr(&old)?;
     Ok(())
 }
 

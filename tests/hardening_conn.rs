@@ -2,7 +2,8 @@
 //! with an allowed caller signing (and its signatures checked with openssl) while the
 //! attack runs: a refused uid flooding connections, a client that never reads, clients
 //! that send the body after the headers (Python's http.client), requests without one
-//! Host, a socket path swapped for a symlink, and SIGTERM with stalled connections.
+//! Host, a socket path swapped for a symlink, SIGTERM with stalled connections, and a
+//! caller whose idle keep-alive connections fill its share.
 
 mod common;
 
@@ -14,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::daemon::{
-    openssl_verify, parse_http, provision, raw_http, serve_once, sign_body, signature_of, Daemon,
-    KeySetup,
+    openssl_verify, parse_http, provision, raw_http, serve_once, sign_body, signature_of,
+    wait_until, Daemon, KeySetup,
 };
 use common::fixtures::Leaf;
 use common::*;
@@ -586,4 +587,155 @@ fn out_of_file_descriptors_the_daemon_backs_off_logs_once_a_second_and_recovers(
         &["-sha256"]
     )?);
     Ok(())
+}
+
+/// One GET on a kept-alive connection: the status, once the whole answer is read.
+fn keep_alive_get(stream: &mut UnixStream, path: &str) -> Result<u16> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err("closed before the answer".into());
+        }
+        answer.extend_from_slice(&buf[..n]);
+        let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or("no content-length")?;
+        if answer.len() >= end + 4 + length {
+            return Ok(parse_http(&answer)?.0);
+        }
+    }
+}
+
+/// True when the daemon has closed `stream`.
+fn closed_by_daemon(stream: &mut UnixStream) -> Result<bool> {
+    stream.set_nonblocking(true)?;
+    let mut buf = [0u8; 1];
+    let closed = match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    };
+    stream.set_nonblocking(false)?;
+    Ok(closed)
+}
+
+/// PHP-FPM pools that leak persistent connections: 200 idle keep-alive connections from
+/// uid 0 (max_connections_per_identity is 64), then uid 0's next request. Before, it was
+/// refused; now uid 0's oldest connection idle for a second is closed to admit it. A
+/// connection with a request in flight never is: with 64 of those, a new connection is
+/// refused as before, and they all still get their answers.
+#[test]
+fn idle_connections_give_way_to_a_new_connection_of_the_same_caller() -> Result {
+    let token = TestToken::new()?;
+    let keys = [EPUAP];
+    let leaves = provision(&token, &keys)?;
+    let daemon = Daemon::start(&token, &keys, "")?;
+    let body = sign_body("RS256", "data", DATA);
+    let post = format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let half_a_request = || -> Result<UnixStream> {
+        let mut stream = UnixStream::connect(&daemon.socket)?;
+        stream.write_all(b"POST /v1/keys/epuap/sign HTTP/1.1\r\nHost: x\r\n")?;
+        Ok(stream)
+    };
+    let mut busy = (0..64)
+        .map(|_| half_a_request())
+        .collect::<Result<Vec<_>>>()?;
+    // The start's readiness probe may still hold a slot for a moment: open again any
+    // connection it crowded out.
+    std::thread::sleep(Duration::from_millis(300));
+    for stream in &mut busy {
+        if closed_by_daemon(stream)? {
+            *stream = half_a_request()?;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    for stream in &mut busy {
+        assert!(!closed_by_daemon(stream)?, "64 requests in flight not held");
+    }
+    let refused = raw_http(
+        &daemon.socket,
+        &common::daemon::raw_post("/v1/keys/epuap/sign", &body),
+        Duration::from_secs(2),
+    )?;
+    assert!(
+        refused.is_empty(),
+        "admitted past 64 requests in flight: {}",
+        String::from_utf8_lossy(&refused)
+    );
+    for stream in &mut busy {
+        assert!(
+            !closed_by_daemon(stream)?,
+            "a request in flight was cut off"
+        );
+    }
+    busy[0].write_all(post.as_bytes())?;
+    let answer = raw_answer(&mut busy[0])?;
+    assert_eq!(parse_http(&answer)?.0, 200);
+    // Their clients leave; the daemon sees the end of each stream and closes it.
+    drop(busy);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // 200 idle connections: every other one answered a request first.
+    let mut idle = Vec::new();
+    let mut answered = 0;
+    for i in 0..200 {
+        let mut stream = UnixStream::connect(&daemon.socket)?;
+        if i % 2 == 0 && keep_alive_get(&mut stream, "/v1/health").is_ok() {
+            answered += 1;
+        }
+        idle.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let started = Instant::now();
+    let (status, signed) = daemon.json("POST", "/v1/keys/epuap/sign", Some(&body))?;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{signed}");
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[0].cert,
+        DATA,
+        &signature_of(&signed)?,
+        &["-sha256"]
+    )?);
+    let mut open = 0;
+    wait_until(Duration::from_secs(5), "one idle connection closed", || {
+        open = 0;
+        for stream in &mut idle {
+            open += usize::from(!closed_by_daemon(stream)?);
+        }
+        Ok(open == 63)
+    })?;
+    eprintln!(
+        "200 idle connections from uid 0 ({answered} answered a request first), {open} still open; uid 0's next request: {status} in {took:?}"
+    );
+    Ok(())
+}
+
+/// Reads one whole answer from `stream` (the daemon closes after it or not).
+fn raw_answer(stream: &mut UnixStream) -> Result<Vec<u8>> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !answer.ends_with(b"}") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    Ok(answer)
 }

@@ -238,3 +238,79 @@ fn pin_change_changes_the_user_pin_and_with_so_the_so_pin() -> Result {
     );
     Ok(())
 }
+
+/// The token's flags line as `pkcs11-tool -L` (OpenSC) shows it for this token.
+fn token_flags(token: &TestToken) -> Result<String> {
+    let out = run_ok(token.tool("pkcs11-tool").args(["--module", MODULE, "-L"]))?;
+    let text = String::from_utf8(out.stdout)?;
+    let block = text
+        .split("Slot ")
+        .find(|b| b.contains(&format!("token label        : {}\n", token.label)))
+        .ok_or("token not listed by pkcs11-tool -L")?;
+    Ok(block
+        .lines()
+        .find(|l| l.trim_start().starts_with("token flags"))
+        .ok_or("no flags line")?
+        .to_string())
+}
+
+#[test]
+fn a_current_pin_outside_the_token_limits_is_refused_without_spending_a_try() -> Result {
+    let token = token_with_key()?;
+    let spy_log = token.path("spy.log");
+    let list = || {
+        let mut cmd = token.hsm_signer();
+        cmd.env("PKCS11SPY", MODULE)
+            .env("PKCS11SPY_OUTPUT", &spy_log)
+            .args(["list", "--module", SPY, "--token", &token.label]);
+        cmd
+    };
+    let empty = secret_file(token.dir.path(), "empty-pin", "")?;
+    let one = secret_file(token.dir.path(), "one-pin", "1")?;
+    let long = secret_file(token.dir.path(), "long-pin", &"1".repeat(300))?;
+    for (file, bytes) in [(&empty, 0), (&one, 1), (&long, 300)] {
+        let out = list().arg("--pin-file").arg(file).output()?;
+        let err = String::from_utf8(out.stderr)?;
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(
+            err.contains(&format!(
+                "the PIN for token \"{}\" has {bytes} bytes; the token takes 4 to 255: not logging in, so no try was spent",
+                token.label
+            )),
+            "{err}"
+        );
+    }
+    // 100,000 bytes from the environment, which has no 4 KiB file bound.
+    let out = list().env("HSM_SIGNER_PIN", "7".repeat(100_000)).output()?;
+    let err = String::from_utf8(out.stderr)?;
+    assert!(err.contains("has 100000 bytes"), "{err}");
+    // The old PIN of `pin change` is checked the same way.
+    let new = secret_file(token.dir.path(), "new-pin", NEW_PIN)?;
+    let out = token
+        .hsm_signer()
+        .env("PKCS11SPY", MODULE)
+        .env("PKCS11SPY_OUTPUT", &spy_log)
+        .args(["pin", "change", "--module", SPY, "--token", &token.label])
+        .arg("--pin-file")
+        .arg(&one)
+        .arg("--new-pin-file")
+        .arg(&new)
+        .output()?;
+    let err = String::from_utf8(out.stderr)?;
+    assert!(err.contains("has 1 bytes"), "{err}");
+
+    let calls = spied_calls(&spy_log)?;
+    assert!(
+        !calls.iter().any(|c| c == "Login" || c == "SetPIN"),
+        "{calls:?}"
+    );
+    let flags = token_flags(&token)?;
+    assert!(!flags.contains("user PIN count low"), "{flags}");
+    // Control: a wrong PIN of an accepted length does reach C_Login and is counted.
+    let wrong = secret_file(token.dir.path(), "wrong-pin", "0000")?;
+    run_fails(list().arg("--pin-file").arg(&wrong))?;
+    let flags = token_flags(&token)?;
+    assert!(flags.contains("user PIN count low"), "{flags}");
+    assert!(pkcs11_login(&token, PIN, false)?, "the PIN still works");
+    Ok(())
+}

@@ -310,7 +310,7 @@ fn a_key_does_one_job() -> Result {
 #[test]
 fn a_decrypt_key_without_derive_is_refused_with_the_fix() -> Result {
     let token = TestToken::new()?;
-    provision_with_args(&token, &[WK_ENC, WK_SIGN], &[&[], &[]])?;
+    let leaves = provision_with_args(&token, &[WK_ENC, WK_SIGN], &[&[], &[]])?;
     // At start.
     let config = token.path("config.toml");
     std::fs::write(&config, Daemon::config_text(&token, &[WK_ENC, WK_SIGN], ""))?;
@@ -327,7 +327,17 @@ fn a_decrypt_key_without_derive_is_refused_with_the_fix() -> Result {
     common::daemon::wait_until(Duration::from_secs(10), "the reload's refusal", || {
         Ok(daemon.log_text().contains("--allow-derive"))
     })?;
+    // The document is read and checked before the key's presence (docs/api.md, the order
+    // of checks), so a message that is not WK's gets its own answer...
     let (status, answer) = decrypt(&daemon, "wk-enc", "<x/>")?;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("bad_encrypted_assertion")),
+        "{answer}"
+    );
+    // ...and a real one hears that the key is not usable.
+    let (xml, _) = encrypt(&token, &leaves[0], &assertion("noderive"), &[])?;
+    let (status, answer) = decrypt(&daemon, "wk-enc", &xml)?;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (503, Some("key_unavailable")),

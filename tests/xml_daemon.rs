@@ -2,14 +2,17 @@
 //! SoftHSM2 token, over its socket through curl, and verifiers we did not write check
 //! the answers against the key's certificate: xmlsec1, zeep + signxml
 //! (tests/verifiers/verify_xml.py) and the JDK (tests/verifiers/VerifyXml.java), each
-//! also saying WHAT was signed. Hostile documents get their status and code.
+//! also saying WHAT was signed. Hostile documents get their status and code. The raw form
+//! (`application/xml` in and out) signs what the JSON form signs, for curl, PHP's curl and
+//! Python; an 8 MB envelope is signed under the default configuration; `max_xml_in_flight`
+//! bounds the documents in work; a malformed document gets 400 while the token is down.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::daemon::{provision, Daemon, KeySetup};
+use common::daemon::{provision, sign_body, Daemon, KeySetup};
 use common::fixtures::{KeySpec, Leaf};
 use common::verifiers::*;
 use common::*;
@@ -369,7 +372,8 @@ fn saml_wk_authn_request_es256_and_artifact_resolve_by_reference_id() -> Result 
 
 #[test]
 fn hostile_documents_get_their_status_and_code_and_signing_still_works() -> Result {
-    let s = setup("max_body_bytes = 65536")?;
+    // The JSON endpoints' limit is far below the XML one: XML bodies never meet it.
+    let s = setup("max_body_bytes = 4096\nmax_xml_body_bytes = 65536")?;
     let env = |body: &str| {
         format!("<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>")
     };
@@ -464,7 +468,7 @@ fn hostile_documents_get_their_status_and_code_and_signing_still_works() -> Resu
             "bad_xml",
         ),
         (
-            "over max_body_bytes",
+            "over max_xml_body_bytes",
             wss,
             serde_json::json!({"envelope": huge}),
             413,
@@ -519,7 +523,43 @@ fn hostile_documents_get_their_status_and_code_and_signing_still_works() -> Resu
             !message.contains("root:") && !message.contains("lol"),
             "{what}: {message}"
         );
+        if status == 413 {
+            assert!(
+                message.contains("65536 bytes ([server] max_xml_body_bytes)"),
+                "{what}: {message}"
+            );
+        }
     }
+    // An envelope far over max_body_bytes, under max_xml_body_bytes, is signed; `sign`
+    // keeps its own limit and names it.
+    let answer = sign_wss(
+        &s.daemon,
+        "epuap",
+        serde_json::json!({"envelope": env(&"x".repeat(30_000))}),
+    )?;
+    assert_wss_verifies(
+        s.token.dir.path(),
+        text(&answer, "envelope")?,
+        text(&answer, "body_id")?,
+        &s.rsa_pem,
+        SOAP11,
+    )?;
+    let (got, answer) = s.daemon.json(
+        "POST",
+        "/v1/keys/epuap/sign",
+        Some(&sign_body("RS256", "data", &[b'a'; 5000])),
+    )?;
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("4096 bytes ([server] max_body_bytes)")),
+        "{answer}"
+    );
     // The refusals left the daemon able to sign, and what it signs verifies.
     let answer = sign_saml(
         &s.daemon,
@@ -746,6 +786,28 @@ fn token_gone_gives_503_token_unavailable_and_xml_signing_resumes_when_it_is_bac
     }
     let log = s.daemon.log_text();
     assert!(log.contains("token connection lost"), "{log}");
+    // The document is parsed and checked before the token's state (docs/api.md, the
+    // order of checks): a malformed one is the caller's to fix, token or no token.
+    let (status, answer) = post(
+        &s.daemon,
+        "/v1/keys/epuap/wss/sign",
+        &serde_json::json!({"envelope": "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Body>"}),
+    )?;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("bad_xml")),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &s.daemon,
+        "/v1/keys/wk/saml/sign",
+        &serde_json::json!({"xml": WK_AUTHN_REQUEST, "reference_id": "_nope"}),
+    )?;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("reference_not_found")),
+        "{answer}"
+    );
     std::fs::rename(&aside, &dir)?;
     let back = std::time::Instant::now();
     let answer = loop {
@@ -838,5 +900,396 @@ print(json.dumps({"lengths": lengths, "zeros": zeros}))
         let (ok, log) = xmlsec1(file, &s.ec_pem, &[("ID", format!("{SAMLP}:AuthnRequest"))])?;
         assert!(ok, "{}: {log}", file.display());
     }
+    Ok(())
+}
+
+/// TpUserInfo with a fixed Body `wsu:Id`: with no Timestamp, what is signed (SignedInfo)
+/// is then the same on every request, and RSA PKCS#1 v1.5 gives the same signature.
+fn tp_user_info_with_body_id() -> String {
+    TP_USER_INFO.replace(
+        "<soapenv:Body>",
+        &format!("<soapenv:Body xmlns:wsu=\"{WSU}\" wsu:Id=\"id-body-1\">"),
+    )
+}
+
+/// The envelope with the BinarySecurityToken's random `wsu:Id` (`X509-` and 32 hex
+/// digits) masked: the only part of two signings of the same input that differs.
+fn mask_token_ids(xml: &str) -> String {
+    let mut out = String::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find("X509-") {
+        let end = (at + 5 + 32).min(rest.len());
+        out.push_str(&rest[..at]);
+        out.push_str("X509-*");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn signature_value(xml: &str) -> Result<String> {
+    let start = xml
+        .find("SignatureValue>")
+        .ok_or_else(|| format!("no SignatureValue in {xml}"))?
+        + "SignatureValue>".len();
+    let end = xml[start..]
+        .find('<')
+        .ok_or("unterminated SignatureValue")?;
+    Ok(xml[start..start + end].to_string())
+}
+
+/// Headers by name (lower case, without `x-hsm-signer-`), and the Content-Type as
+/// `(content-type)`.
+type Headers = Vec<(String, String)>;
+
+/// POSTs `document` as `application/xml` with curl; the status, the body and the
+/// `x-hsm-signer-*` headers.
+fn post_raw(
+    daemon: &Daemon,
+    dir: &Path,
+    path: &str,
+    document: &str,
+) -> Result<(u16, String, Headers)> {
+    let input = dir.join("raw-input.xml");
+    std::fs::write(&input, document)?;
+    let headers = dir.join("raw-headers.txt");
+    let (status, body) = daemon.curl_with(
+        &[],
+        "POST",
+        path,
+        None,
+        &[
+            "-H",
+            "Content-Type: application/xml",
+            "--data-binary",
+            &format!("@{}", input.display()),
+            "-D",
+            &headers.display().to_string(),
+        ],
+    )?;
+    let mut ours = Vec::new();
+    for line in std::fs::read_to_string(&headers)?.lines() {
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if let Some(name) = name.strip_prefix("x-hsm-signer-") {
+                ours.push((name.to_string(), value.trim().to_string()));
+            }
+            if name == "content-type" {
+                ours.push(("(content-type)".into(), value.trim().to_string()));
+            }
+        }
+    }
+    Ok((status, String::from_utf8(body)?, ours))
+}
+
+fn header<'a>(headers: &'a Headers, name: &str) -> Result<&'a str> {
+    Ok(headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| format!("no {name} header in {headers:?}"))?)
+}
+
+/// The raw form: the document itself in (`application/xml`, options as query
+/// parameters) and out (`application/xml`, metadata in `X-Hsm-Signer-*`). It signs what
+/// the JSON form signs, byte for byte; curl, PHP's curl (examples/php/raw_wss.php) and
+/// Python's http.client all get it, xmlsec1 verifies it, and refusals stay JSON.
+#[test]
+fn raw_xml_in_and_out_signs_what_json_signs_for_curl_php_and_python() -> Result {
+    let s = setup("")?;
+    let dir = s.token.dir.path();
+    let envelope = tp_user_info_with_body_id();
+    let json = sign_wss(
+        &s.daemon,
+        "epuap",
+        serde_json::json!({"envelope": envelope, "algorithm": "RS256"}),
+    )?;
+    let from_json = text(&json, "envelope")?;
+    let wss = "/v1/keys/epuap/wss/sign";
+
+    // curl: the same envelope as the body, the algorithm as a query parameter.
+    let (status, raw, headers) =
+        post_raw(&s.daemon, dir, &format!("{wss}?algorithm=RS256"), &envelope)?;
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(
+        header(&headers, "(content-type)")?,
+        "application/xml; charset=utf-8"
+    );
+    assert_eq!(signature_value(&raw)?, signature_value(from_json)?);
+    assert_eq!(mask_token_ids(&raw), mask_token_ids(from_json));
+    assert_ne!(raw, from_json, "the token ids are fresh on each request");
+    for (name, field) in [
+        ("body-id", "body_id"),
+        ("algorithm", "algorithm"),
+        ("algorithm-uri", "algorithm_uri"),
+        ("key", "key"),
+        ("certificate-sha256", "certificate_sha256"),
+    ] {
+        assert_eq!(header(&headers, name)?, text(&json, field)?, "{name}");
+    }
+    assert_eq!(header(&headers, "reference-uri")?, "#id-body-1");
+    assert_wss_verifies(dir, &raw, "id-body-1", &s.rsa_pem, SOAP11)?;
+
+    // A Timestamp asked for in the query is there and signed.
+    let (status, raw_ts, headers) = post_raw(
+        &s.daemon,
+        dir,
+        &format!("{wss}?timestamp_ttl_seconds=300"),
+        &envelope,
+    )?;
+    assert_eq!(status, 200, "{raw_ts}");
+    let ts = timestamp_id(&raw_ts).ok_or("no Timestamp")?;
+    assert_eq!(
+        header(&headers, "reference-uri")?,
+        format!("#id-body-1 #{ts}")
+    );
+    assert_wss_verifies(dir, &raw_ts, "id-body-1", &s.rsa_pem, SOAP11)?;
+
+    // SAML, by reference_id, with the RSA key: deterministic, so byte for byte the same.
+    let saml = "/v1/keys/epuap/saml/sign";
+    let json = sign_saml(
+        &s.daemon,
+        "epuap",
+        serde_json::json!({"xml": ARTIFACT_RESOLVE, "reference_id": "_a3f1c0de"}),
+    )?;
+    let (status, raw, headers) = post_raw(
+        &s.daemon,
+        dir,
+        &format!("{saml}?reference_id=_a3f1c0de&algorithm=RS256"),
+        ARTIFACT_RESOLVE,
+    )?;
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(raw, text(&json, "xml")?);
+    assert_eq!(header(&headers, "reference-uri")?, "#_a3f1c0de");
+    if have_xmlsec1() {
+        let file = dir.join("raw-artifact-resolve.xml");
+        std::fs::write(&file, &raw)?;
+        let (ok, out) = xmlsec1(
+            &file,
+            &s.rsa_pem,
+            &[("ID", format!("{SAMLP}:ArtifactResolve"))],
+        )?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+    }
+
+    // Refusals stay JSON, with the codes of the JSON form.
+    let refusals: Vec<(String, &str, u16, &str)> = vec![
+        (wss.into(), "<soapenv:Envelope", 400, "bad_xml"),
+        (format!("{wss}?digest=AA"), &envelope, 400, "bad_request"),
+        (
+            format!("{wss}?algorithm=HS256"),
+            &envelope,
+            422,
+            "unsupported_algorithm",
+        ),
+        (
+            format!("{wss}?timestamp_ttl_seconds=0"),
+            &envelope,
+            400,
+            "bad_request",
+        ),
+    ];
+    for (path, document, status, code) in refusals {
+        let (got, body, headers) = post_raw(&s.daemon, dir, &path, document)?;
+        let answer: serde_json::Value = serde_json::from_str(&body)?;
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {answer}"
+        );
+        assert_eq!(header(&headers, "(content-type)")?, "application/json");
+    }
+    // Query parameters on a JSON request are refused, not ignored.
+    let (got, answer) = post(
+        &s.daemon,
+        &format!("{wss}?timestamp_ttl_seconds=60"),
+        &serde_json::json!({"envelope": envelope}),
+    )?;
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{answer}"
+    );
+
+    // PHP's curl (examples/php/raw_wss.php).
+    if have(
+        "php with php-curl",
+        Command::new("php").args(["-r", "exit(function_exists('curl_init') ? 0 : 1);"]),
+    ) {
+        let input = dir.join("php-input.xml");
+        std::fs::write(&input, &envelope)?;
+        let out = run_ok(
+            Command::new("php")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/php/raw_wss.php"))
+                .arg(format!("--socket={}", s.daemon.socket.display()))
+                .arg("--key=epuap")
+                .arg(&input),
+        )?;
+        let signed = String::from_utf8(out.stdout)?;
+        let meta = String::from_utf8(out.stderr)?;
+        assert_eq!(
+            signature_value(&signed)?,
+            signature_value(from_json)?,
+            "{meta}"
+        );
+        assert!(meta.contains("body-id: id-body-1"), "{meta}");
+        assert!(meta.contains("algorithm: RS256"), "{meta}");
+        assert_wss_verifies(dir, &signed, "id-body-1", &s.rsa_pem, SOAP11)?;
+        // A refusal is the JSON error, turned into HsmSignerError.
+        std::fs::write(&input, "<soapenv:Envelope")?;
+        let out = Command::new("php")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/php/raw_wss.php"))
+            .arg(format!("--socket={}", s.daemon.socket.display()))
+            .arg(&input)
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("400 bad_xml"),
+            "{err}"
+        );
+    }
+
+    // Python's http.client, as a caller without curl would do it.
+    let script = r#"
+import http.client, socket, sys
+class Unix(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=10)
+        self.unix = path
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.unix)
+conn = Unix(sys.argv[1])
+conn.request("POST", "/v1/keys/epuap/wss/sign", open(sys.argv[2], "rb").read(), {"Content-Type": "text/xml; charset=utf-8"})
+answer = conn.getresponse()
+assert answer.status == 200, answer.read()
+sys.stderr.write("body-id: %s\n" % answer.getheader("X-Hsm-Signer-Body-Id"))
+sys.stdout.buffer.write(answer.read())
+"#;
+    let input = dir.join("python-input.xml");
+    std::fs::write(&input, &envelope)?;
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(&s.daemon.socket)
+            .arg(&input),
+    )?;
+    let signed = String::from_utf8(out.stdout)?;
+    assert_eq!(signature_value(&signed)?, signature_value(from_json)?);
+    assert!(String::from_utf8(out.stderr)?.contains("body-id: id-body-1"));
+    assert_wss_verifies(dir, &signed, "id-body-1", &s.rsa_pem, SOAP11)?;
+    Ok(())
+}
+
+/// `max_xml_in_flight` places are taken before the body is read: with one place, a
+/// request whose body is still arriving holds it, a second XML request waits for it
+/// within `request_timeout_ms` and then gets 503 `overloaded`, while `/sign` (which needs
+/// no place) is served. Once the first body arrives it is signed.
+#[test]
+fn xml_places_bound_the_documents_in_work_and_leave_sign_alone() -> Result {
+    use std::io::{Read, Write};
+    let s = setup("max_xml_in_flight = 1\nrequest_timeout_ms = 300\nread_timeout_ms = 20000")?;
+    let envelope = tp_user_info_with_body_id();
+    let (head, tail) = envelope.split_at(100);
+    let mut first = std::os::unix::net::UnixStream::connect(&s.daemon.socket)?;
+    first.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    first.write_all(
+        format!(
+            "POST /v1/keys/epuap/wss/sign HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+            envelope.len()
+        )
+        .as_bytes(),
+    )?;
+    // The first request holds the place once the daemon waits for the rest of its body.
+    let wss = serde_json::json!({"envelope": envelope});
+    let mut refused = serde_json::Value::Null;
+    common::daemon::wait_until(
+        std::time::Duration::from_secs(10),
+        "a second XML request to find no place",
+        || {
+            let (status, answer) = post(&s.daemon, "/v1/keys/epuap/wss/sign", &wss)?;
+            refused = answer;
+            Ok(status == 503)
+        },
+    )?;
+    assert_eq!(refused["error"]["code"], "overloaded", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("[server] max_xml_in_flight")),
+        "{refused}"
+    );
+    let (status, answer) = s.daemon.json(
+        "POST",
+        "/v1/keys/epuap/sign",
+        Some(&sign_body("RS256", "data", b"x")),
+    )?;
+    assert_eq!(status, 200, "{answer}");
+    first.write_all(tail.as_bytes())?;
+    let mut reply = Vec::new();
+    first.read_to_end(&mut reply)?;
+    let (status, body) = common::daemon::parse_http(&reply)?;
+    let signed = String::from_utf8(body)?;
+    assert_eq!(status, 200, "{signed}");
+    assert_wss_verifies(s.token.dir.path(), &signed, "id-body-1", &s.rsa_pem, SOAP11)?;
+    Ok(())
+}
+
+/// A tpSigning call carrying a document of `payload_bytes` random bytes in base64, in
+/// lines of 76 characters as MIME encoders write it, with a fixed Body `wsu:Id`.
+fn envelope_with_document(payload_bytes: usize) -> Result<String> {
+    use base64::Engine;
+    let mut random = vec![0u8; payload_bytes];
+    openssl::rand::rand_bytes(&mut random)?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&random);
+    let mut lines = String::with_capacity(encoded.len() + encoded.len() / 76 + 1);
+    for chunk in encoded.as_bytes().chunks(76) {
+        lines.push_str(std::str::from_utf8(chunk)?);
+        lines.push('\n');
+    }
+    Ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\" xmlns:wsu=\"{WSU}\"><soapenv:Header/><soapenv:Body wsu:Id=\"id-body-1\"><ns:addDocumentToSigning xmlns:ns=\"http://signing.ws.comarch.gov\"><doc>{lines}</doc><successURL>https://gsko.gmina.example/ok</successURL></ns:addDocumentToSigning></soapenv:Body></soapenv:Envelope>\n"
+    ))
+}
+
+/// An 8 MB envelope (a scanned PDF of 6 MiB in base64) is signed under the default
+/// configuration, in both forms, with the same signature, and xmlsec1 verifies it.
+#[test]
+fn an_8_mb_envelope_is_signed_under_the_default_configuration() -> Result {
+    let s = setup("")?;
+    let dir = s.token.dir.path();
+    let envelope = envelope_with_document(6 * 1024 * 1024)?;
+    assert!(envelope.len() > 8_000_000, "{}", envelope.len());
+    let (status, raw, headers) = post_raw(&s.daemon, dir, "/v1/keys/epuap/wss/sign", &envelope)?;
+    assert_eq!(status, 200, "{}", &raw[..raw.len().min(500)]);
+    assert_eq!(header(&headers, "body-id")?, "id-body-1");
+    let file = dir.join("signed-8mb.xml");
+    std::fs::write(&file, &raw)?;
+    if have_xmlsec1() {
+        let (ok, out) = xmlsec1(&file, &s.rsa_pem, &wss_id_attrs(SOAP11))?;
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+    }
+    // The JSON form, from a file: 8 MB is too long for curl's command line.
+    let body = dir.join("8mb.json");
+    std::fs::write(&body, serde_json::json!({"envelope": envelope}).to_string())?;
+    let (status, answer) = s.daemon.curl_with(
+        &[],
+        "POST",
+        "/v1/keys/epuap/wss/sign",
+        None,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ],
+    )?;
+    let json: serde_json::Value = serde_json::from_slice(&answer)?;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        signature_value(text(&json, "envelope")?)?,
+        signature_value(&raw)?
+    );
     Ok(())
 }

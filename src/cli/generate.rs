@@ -31,9 +31,13 @@ pub struct GenerateArgs {
     /// Write a '/' inside a value as '\/'.
     #[arg(long)]
     subject: String,
-    /// Write a PKCS#10 certificate request (PEM) here, for a CA.
+    /// Write a PKCS#10 certificate request (PEM) here, for a CA: a new file (a symlink
+    /// is never followed).
     #[arg(long, value_name = "FILE")]
     csr: Option<PathBuf>,
+    /// Replace a regular file already at --csr.
+    #[arg(long, requires = "csr")]
+    force: bool,
     /// Store a self-signed certificate valid this many days on the token, under the same
     /// label and ID (enough for login.gov.pl metadata; a CA-issued certificate can
     /// replace it later with `import-cert`).
@@ -100,6 +104,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         },
         subject: parse_subject(&args.subject)?,
         csr: args.csr,
+        replace_csr: args.force,
         self_signed_days: args.self_signed_days,
         allow_dual_use: args.allow_dual_use,
     };

@@ -460,6 +460,7 @@ pub fn is_pin_refusal(err: &anyhow::Error) -> bool {
                 | crate::token::TokenError::SoPinIncorrect { .. }
                 | crate::token::TokenError::SoPinLocked { .. }
                 | crate::token::TokenError::SoPinFinalTry { .. }
+                | crate::token::TokenError::CurrentPinLength { .. }
         )
     )
 }
@@ -532,12 +533,16 @@ fn sign(args: SignArgs) -> Result<ExitCode> {
         signature
     };
     match &args.output {
-        Some(path) => {
-            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?
-        }
+        Some(path) => write_out(path, &bytes)?,
         None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--out FILE`: a regular file is replaced by rename; a device or pipe is written to.
+fn write_out(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    crate::outfile::write(path, bytes, 0o644, crate::outfile::Existing::Replace)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn sign_xml(args: SignXmlArgs) -> Result<ExitCode> {
@@ -575,8 +580,7 @@ fn sign_xml(args: SignXmlArgs) -> Result<ExitCode> {
         &xml,
         &options,
     ))?;
-    std::fs::write(&args.output, signed)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    write_out(&args.output, &signed)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -717,9 +721,12 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         stdin_p12_preconditions(&args)?;
     }
     let target = args.token.resolve()?;
-    if let Some(record) = &args.record {
-        crate::record::check_writable(record)?;
-    }
+    // Created before the token is touched, removed again if the import fails.
+    let record = args
+        .record
+        .as_deref()
+        .map(crate::record::RecordFile::create)
+        .transpose()?;
     let stdin_bytes = if from_stdin {
         Some(read_p12_from_stdin()?)
     } else {
@@ -730,12 +737,12 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
     } else {
         args.p12.clone()
     };
-    let p12_digest = args.record.as_ref().and_then(|_| match &stdin_bytes {
-        Some(bytes) => Some(crate::record::FileDigest::of(bytes)),
-        None => std::fs::read(&args.p12)
-            .ok()
-            .map(|bytes| crate::record::FileDigest::of(&bytes)),
-    });
+    // Read once, bounded: the digest in the record is of the very bytes imported.
+    let p12_bytes = match stdin_bytes {
+        Some(bytes) => bytes,
+        None => import::read_p12(&args.p12)?,
+    };
+    let p12_digest = crate::record::FileDigest::of(&p12_bytes);
     let password = SecretSource::choose(
         args.password_file.as_deref(),
         P12_PASSWORD_ENV,
@@ -754,26 +761,24 @@ fn run_import(args: ImportArgs) -> Result<ExitCode> {
         method: args.method.into(),
     };
     // Everything that needs only the file is checked before the token is touched.
-    let prepared = match &stdin_bytes {
-        Some(bytes) => import::prepare_bytes(request, bytes, &password)?,
-        None => import::prepare(request, &password)?,
-    };
+    let prepared = import::prepare_bytes(request, &p12_bytes, &password)?;
     drop(password);
-    drop(stdin_bytes);
+    drop(p12_bytes);
     let token = target.open_logged_in(true)?;
     eprintln!(
         "Importing \"{}\" into token \"{}\" (serial {})...",
-        prepared.label(),
-        token.info.label,
-        token.info.serial
+        shown(prepared.label()),
+        shown(&token.info.label),
+        shown(&token.info.serial)
     );
     let imported = import::store(&token, prepared)?;
-    if let Some(record) = &args.record {
-        let text = crate::record::import_record(&imported, &p12_name, p12_digest.as_ref());
-        crate::record::write(record, &text).with_context(|| {
+    if let Some(record) = record {
+        let text = crate::record::import_record(&imported, &p12_name, &p12_digest);
+        let path = record.path().to_path_buf();
+        record.fill(&text).with_context(|| {
             "the key was imported and proven, but the record could not be written; `hsm-signer list` prints the details again"
         })?;
-        eprintln!("Record for the security register: {}", record.display());
+        eprintln!("Record for the security register: {}", path.display());
     }
     print(&imported, args.json, |i| {
         let how = match i.method {
@@ -803,23 +808,22 @@ fn stdin_p12_preconditions(args: &ImportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Reads the whole `.p12` from standard input (at most 1 MiB: Sigillum's files are a few
-/// kB), into memory that is wiped when dropped.
+/// Reads the whole `.p12` from standard input, into memory that is wiped when dropped: at
+/// most 1 MiB (Sigillum's files are a few kB), complete within 2 s, from a file or a pipe
+/// only (see [`crate::secret::bounded`]), so that a writer that never finishes cannot hang
+/// the import.
 fn read_p12_from_stdin() -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    const LIMIT: u64 = 1 << 20;
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::io::stdin(), LIMIT + 1),
-        &mut bytes,
-    )
-    .context("reading the .p12 from standard input")?;
-    if bytes.is_empty() {
-        bail!("--p12 -: standard input is empty; redirect the .p12 file (--p12 - < FILE)");
+    use crate::secret::bounded::{self, ReadError};
+    match bounded::read_stdin(bounded::SMALL_FILE) {
+        Ok(bytes) if !bytes.is_empty() => Ok(bytes),
+        Ok(_) | Err(ReadError::NoWriter) => {
+            bail!("--p12 -: standard input is empty; redirect the .p12 file (--p12 - < FILE)")
+        }
+        Err(ReadError::TooLarge(_)) => bail!(
+            "--p12 -: standard input holds more than 1 MiB, which is no .p12 from Sigillum (a few kB); check what is piped in"
+        ),
+        Err(e) => bail!("--p12 -: cannot read the .p12 from standard input: {e}"),
     }
-    if bytes.len() as u64 > LIMIT {
-        bail!("--p12 -: standard input holds more than 1 MiB, which is no .p12 from Sigillum (a few kB); check what is piped in");
-    }
-    Ok(bytes)
 }
 
 fn run_import_cert(args: ImportCertArgs) -> Result<ExitCode> {
@@ -873,12 +877,15 @@ fn list(target: TokenTarget, json: bool) -> Result<ExitCode> {
     });
     let printed = print(&keys, json, |keys| {
         if keys.is_empty() {
-            return format!("Token \"{}\" holds no private keys.\n", token.info.label);
+            return format!(
+                "Token \"{}\" holds no private keys.\n",
+                shown(&token.info.label)
+            );
         }
         keys.iter()
             .map(|k| match k {
                 Listed::Key(r) => r.to_text(),
-                Listed::Problem { problem } => format!("PROBLEM: {problem}\n"),
+                Listed::Problem { problem } => format!("PROBLEM: {}\n", shown(problem)),
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -896,14 +903,13 @@ fn verify(
     record: Option<&std::path::Path>,
     json: bool,
 ) -> Result<ExitCode> {
-    if let Some(record) = record {
-        crate::record::check_writable(record)?;
-    }
+    let record = record.map(crate::record::RecordFile::create).transpose()?;
     let token = target.open_logged_in(false)?;
     let report = inventory::verify(&token, label)?;
     if let Some(record) = record {
-        crate::record::write(record, &crate::record::verify_record(&report))?;
-        eprintln!("Record for the security register: {}", record.display());
+        let path = record.path().to_path_buf();
+        record.fill(&crate::record::verify_record(&report))?;
+        eprintln!("Record for the security register: {}", path.display());
     }
     print(&report, json, |r| format!("Key works.\n{}", r.to_text()))
 }
@@ -976,12 +982,13 @@ fn tokens(module: Option<PathBuf>, json: bool) -> Result<ExitCode> {
                 ));
             }
             for t in m["tokens"].as_array().into_iter().flatten() {
+                let field = |name: &str| shown(t[name].as_str().unwrap_or(""));
                 text.push_str(&format!(
                     "  token \"{}\"  serial {}  ({} {})\n",
-                    t["label"].as_str().unwrap_or(""),
-                    t["serial"].as_str().unwrap_or(""),
-                    t["manufacturer"].as_str().unwrap_or(""),
-                    t["model"].as_str().unwrap_or("")
+                    field("label"),
+                    field("serial"),
+                    field("manufacturer"),
+                    field("model")
                 ));
             }
         }
@@ -990,6 +997,12 @@ fn tokens(module: Option<PathBuf>, json: bool) -> Result<ExitCode> {
         }
         text
     })
+}
+
+/// A value from a token, a certificate or a `.p12`, for text output: whole, with control,
+/// format and bidi characters escaped (`--json` keeps the exact value).
+fn shown(text: &str) -> String {
+    crate::text::printable(text, crate::text::WHOLE)
 }
 
 fn print<T: serde::Serialize>(

@@ -46,6 +46,14 @@ pub enum SubjectError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A control, format or bidi character anywhere in the subject.
+    #[error("--subject holds {character} ({shown}): control, format and bidi characters are refused, since they would add or reorder lines in the report and the record; type the subject again")]
+    Unsafe {
+        /// The first such character, as U+XXXX.
+        character: String,
+        /// The subject with each such character escaped.
+        shown: String,
+    },
     /// Nothing to identify the key.
     #[error("--subject has no CN: give at least /CN=... (for WK, the GSKO host name)")]
     NoCommonName,
@@ -77,6 +85,12 @@ const ATTRIBUTES: &[(&str, &str, Encoding, usize)] = &[
 /// Parses `/TYPE=value/TYPE=value...` into a Name, one attribute per RDN, in the
 /// order written (the first is the outermost, as in `openssl req -subj`).
 pub fn parse_subject(text: &str) -> Result<Name, SubjectError> {
+    if let Some(c) = text.chars().find(|&c| crate::text::is_unsafe(c)) {
+        return Err(SubjectError::Unsafe {
+            character: format!("U+{:04X}", c as u32),
+            shown: crate::text::printable(text, crate::text::WHOLE),
+        });
+    }
     let Some(body) = text.strip_prefix('/') else {
         return Err(SubjectError::Form { given: text.into() });
     };

@@ -271,7 +271,7 @@ fn swap(
     }
     for &handle in old {
         if let Err(e) = session.destroy_object(handle) {
-            tracing::warn!(error = %e, %label, "the old certificate could not be removed (the new one is in place); remove it with pkcs11-tool --delete-object");
+            tracing::warn!(error = %e, label = %crate::text::printable(label, crate::text::WHOLE), "the old certificate could not be removed (the new one is in place); remove it with pkcs11-tool --delete-object");
         }
     }
     Ok(())
@@ -422,7 +422,7 @@ fn cert_present(session: &Session, der: &[u8]) -> Result<bool, TokenError> {
 }
 
 fn read_cert(path: &Path) -> Result<X509, ImportError> {
-    let bytes = std::fs::read(path).map_err(|e| ImportError::CertFile {
+    let bytes = super::read_small(path).map_err(|e| ImportError::CertFile {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
@@ -435,7 +435,7 @@ fn read_cert(path: &Path) -> Result<X509, ImportError> {
 fn read_chain(paths: &[PathBuf]) -> Result<Vec<X509>, ImportError> {
     let mut out = Vec::new();
     for path in paths {
-        let bytes = std::fs::read(path).map_err(|e| ImportError::CertFile {
+        let bytes = super::read_small(path).map_err(|e| ImportError::CertFile {
             path: path.clone(),
             detail: e.to_string(),
         })?;

@@ -1,9 +1,11 @@
 //! A request that asks for a key: its audit record and its metrics.
 //!
 //! The record of a request that reaches the token is written on the blocking thread
-//! that made the token call, after the call and before the answer leaves
-//! ([`Audited::run`]): if the record cannot be written, the signature is dropped and the
-//! caller gets 503 `audit_unavailable`. A request refused before the token (bad input,
+//! that did its work, after the token call and before the answer leaves: the session's
+//! thread ([`Audited::run`]), or, for XML, the thread that parsed the document and took
+//! a session for the signature alone ([`Audited::run_off_session`]). If the record
+//! cannot be written, the signature is dropped and the caller gets 503
+//! `audit_unavailable`. A request refused before the token (bad input,
 //! policy, token down) is recorded off the async workers in [`Audited::finish`].
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -18,7 +20,7 @@ use super::peer::Peer;
 use super::state::AppState;
 use crate::algorithm::Algorithm;
 use crate::audit::Record;
-use crate::signer::KeySigner;
+use crate::signer::{KeySigner, SignError};
 
 /// What the record needs to know, filled in as the request is understood.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +52,40 @@ const PENDING: u8 = 0;
 const CLAIMED: u8 = 1;
 const ABANDONED: u8 = 2;
 
+/// A finished job's answer and what it saw, once its record is written.
+type Closed<T> = (Result<T, ApiError>, Seen);
+
+/// A job's means to write its request's record on the thread that ran it.
+struct Recorder {
+    claim: Arc<AtomicU8>,
+    audit: Option<crate::audit::AuditLog>,
+    template: Record,
+    started: Instant,
+}
+
+impl Recorder {
+    /// Claims the answer and writes the record (a failed write turns the answer into
+    /// 503 `audit_unavailable`). `None` when the caller's deadline passed while the job
+    /// ran: the handler has answered 503 and records that itself; this answer is dropped.
+    fn close<T>(self, mut result: Result<T, ApiError>, seen: Seen) -> Option<Closed<T>> {
+        if self
+            .claim
+            .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return None;
+        }
+        if let Some(audit) = &self.audit {
+            let (status, outcome) = status_of(&result);
+            let record = fill(self.template, &seen, status, outcome, self.started);
+            if let Err(e) = audit.record(record) {
+                result = Err(ApiError::audit_unavailable(&e));
+            }
+        }
+        Some((result, seen))
+    }
+}
+
 impl Audited {
     /// A request of kind `op` (`sign`, `wss`, `saml`, …) from `peer`, starting now, and
     /// counted in flight until [`Audited::answer`].
@@ -73,40 +109,73 @@ impl Audited {
         T: Send + 'static,
         F: FnOnce(&dyn KeySigner, &mut Seen) -> Result<T, ApiError> + Send + 'static,
     {
+        let recorder = self.recorder(state)?;
+        let claim = recorder.claim.clone();
+        let mut seen = self.seen.clone();
+        let timeout = state.settings().request_timeout;
+        let ran = state
+            .signer
+            .run(timeout, move |signer| {
+                let result = job(signer, &mut seen);
+                recorder.close(result, seen)
+            })
+            .await
+            .map_err(ApiError::from);
+        self.settle(&claim, ran)
+    }
+
+    /// Runs `job` on an XML thread ([`super::xml_threads`]), NOT on a token session,
+    /// within `timeout`, and writes the record on that thread as [`Audited::run`] does.
+    /// For work that must not hold a session while it runs (parsing and canonicalising a
+    /// large XML document): the job takes a session itself for its token call alone. When `timeout`
+    /// passes first, the caller gets 503 `token_timeout` and the job runs on to its end,
+    /// its answer dropped.
+    pub async fn run_off_session<T, F>(
+        &mut self,
+        state: &AppState,
+        timeout: std::time::Duration,
+        job: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Seen) -> Result<T, ApiError> + Send + 'static,
+    {
+        let recorder = self.recorder(state)?;
+        let claim = recorder.claim.clone();
+        let mut seen = self.seen.clone();
+        let call = state.xml_threads.run(move || {
+            let result = job(&mut seen);
+            recorder.close(result, seen)
+        });
+        let ran = match tokio::time::timeout(timeout, call).await {
+            Ok(Some(ran)) => Ok(ran),
+            Ok(None) => Err(ApiError::internal(&"the XML job panicked")),
+            Err(_) => Err(ApiError::from(SignError::Timeout(timeout))),
+        };
+        self.settle(&claim, ran)
+    }
+
+    /// What a job needs to write its own record, or the refusal of a stalled audit log.
+    fn recorder(&mut self, state: &AppState) -> Result<Recorder, ApiError> {
         if let Some(refused) = state.audit.as_ref().and_then(|a| a.refuses_now()) {
             // Counted by the log for its outage record; a write now would only wait.
             self.recorded = true;
             return Err(ApiError::audit_unavailable(&refused));
         }
-        let claim = Arc::new(AtomicU8::new(PENDING));
-        let audit = state.audit.clone();
-        let template = self.template();
-        let started = self.started;
-        let mut seen = self.seen.clone();
-        let job_claim = claim.clone();
-        let timeout = state.settings().request_timeout;
-        let ran = state
-            .signer
-            .run(timeout, move |signer| {
-                let mut result = job(signer, &mut seen);
-                // The caller's deadline passed while the token worked: the handler has
-                // answered 503 and records that itself; this signature is dropped.
-                if job_claim
-                    .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    return None;
-                }
-                if let Some(audit) = &audit {
-                    let (status, outcome) = status_of(&result);
-                    let record = fill(template, &seen, status, outcome, started);
-                    if let Err(e) = audit.record(record) {
-                        result = Err(ApiError::audit_unavailable(&e));
-                    }
-                }
-                Some((result, seen))
-            })
-            .await;
+        Ok(Recorder {
+            claim: Arc::new(AtomicU8::new(PENDING)),
+            audit: state.audit.clone(),
+            template: self.template(),
+            started: self.started,
+        })
+    }
+
+    /// The handler's side once the job ended or its deadline passed.
+    fn settle<T>(
+        &mut self,
+        claim: &AtomicU8,
+        ran: Result<Option<Closed<T>>, ApiError>,
+    ) -> Result<T, ApiError> {
         match ran {
             Ok(Some((result, seen))) => {
                 self.seen = seen;
@@ -123,7 +192,7 @@ impl Audited {
                     // record; the caller still hears of the timeout.
                     self.recorded = true;
                 }
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -168,10 +237,22 @@ impl Audited {
         result: Result<T, ApiError>,
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
+        self.answer_with(state, result, |answer| axum::Json(answer).into_response())
+            .await
+    }
+
+    /// [`Audited::finish`], then the HTTP answer: `ok` of `result`, or its error (JSON).
+    pub async fn answer_with<T>(
+        self,
+        state: &AppState,
+        result: Result<T, ApiError>,
+        ok: impl FnOnce(T) -> axum::response::Response,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
         let result = self.finish(state, result).await;
         state.metrics.in_flight.dec();
         match result {
-            Ok(answer) => axum::Json(answer).into_response(),
+            Ok(answer) => ok(answer),
             Err(e) => e.into_response(),
         }
     }

@@ -1,13 +1,11 @@
-//! One connection, from accept to close: who it belongs to (for the per-identity limit),
-//! the answers given here before the router (a peer no rule admits, a request without
+//! One connection, from accept to close: the answers given here before the router (a peer no rule admits, a request without
 //! exactly one Host), and the close: `Connection: close` and a lingering close whenever
 //! an answer leaves part of the request body unread.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,11 +18,9 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::ServiceExt;
 
-use super::conn_io::ConnIo;
+use super::conn_io::{Activity, ConnIo};
 use super::error::ApiError;
 use super::peer::Peer;
-
-pub use super::peer::IdentityKey;
 
 /// How connections are served.
 #[derive(Debug, Clone, Copy)]
@@ -52,65 +48,25 @@ impl ConnLimits {
     }
 }
 
-/// Open connections per identity.
-#[derive(Debug)]
-pub struct Identities {
-    max: usize,
-    open: Mutex<HashMap<IdentityKey, usize>>,
-}
+/// A check run before each request of a connection, for an identity that can stop
+/// holding while the connection stays open (a TLS client whose certificate was unpinned,
+/// expired or revoked): the 403 to answer, after which the connection closes.
+pub type Recheck = Arc<dyn Fn() -> Result<(), ApiError> + Send + Sync>;
 
-/// One open connection counted for its identity; uncounted when dropped.
-#[derive(Debug)]
-pub struct Counted {
-    identities: Arc<Identities>,
-    key: IdentityKey,
-}
-
-impl Identities {
-    /// At most `max` open connections per identity.
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Counts a connection for `key`, or `None` if `key` already has `max` open.
-    pub fn enter(self: &Arc<Self>, key: IdentityKey) -> Option<Counted> {
-        let mut open = self.open.lock().expect("identities lock");
-        let count = open.entry(key.clone()).or_default();
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(Counted {
-            identities: self.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut open = self.identities.open.lock().expect("identities lock");
-        if let Some(count) = open.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// Serves `stream` from `peer` until it closes; `admitted` is the policy's answer at
-/// accept. `hold` (the connection's slots) is released when the connection ends.
+/// Serves `stream` from `peer` until it closes, or until `activity` is told to close it
+/// while idle; `admitted` is the policy's answer at accept, `recheck` the question asked
+/// again before each request. `hold` (the connection's slots) is released when the
+/// connection ends.
+#[allow(clippy::too_many_arguments)]
 pub fn serve<S, H>(
     stream: S,
     peer: Peer,
     admitted: bool,
+    recheck: Option<Recheck>,
     app: Router,
     limits: &ConnLimits,
     graceful: Watcher,
+    activity: Arc<Activity>,
     hold: H,
 ) -> impl std::future::Future<Output = ()> + Send + 'static
 where
@@ -118,9 +74,30 @@ where
     H: Send + 'static,
 {
     let linger = Arc::new(AtomicBool::new(false));
-    let io = ConnIo::new(stream, limits.write_timeout, linger.clone());
+    let io = ConnIo::new(
+        stream,
+        limits.write_timeout,
+        linger.clone(),
+        activity.clone(),
+    );
+    let responses = activity.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        answer(request, peer.clone(), admitted, app.clone(), linger.clone())
+        let early = if admitted {
+            recheck.as_ref().and_then(|check| check().err())
+        } else {
+            Some(refused(&peer))
+        };
+        let answered = answer(request, peer.clone(), early, app.clone(), linger.clone());
+        let activity = responses.clone();
+        async move {
+            let response = answered.await?;
+            Ok::<_, Infallible>(response.map(|body| {
+                axum::body::Body::new(Responded {
+                    inner: body,
+                    activity,
+                })
+            }))
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -130,20 +107,25 @@ where
         .serve_connection(TokioIo::new(io), service);
     let watched = graceful.watch(connection);
     async move {
-        if let Err(e) = watched.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+        tokio::select! {
+            ended = watched => if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            },
+            () = activity.closing() => {
+                tracing::debug!("closed an idle connection to admit another of its caller");
+            }
         }
         drop(hold);
     }
 }
 
-/// One request's answer: from here for a refused peer or a bad Host (and the connection
-/// closes after it), else the router's. Marks the connection to close, lingering, when
-/// the body was left unread.
+/// One request's answer: `refusal` (a peer no longer or never admitted) or a bad Host
+/// answered here, and the connection closes after it; else the router's. Marks the
+/// connection to close, lingering, when the body was left unread.
 async fn answer(
     request: Request<Incoming>,
     peer: Peer,
-    admitted: bool,
+    refusal: Option<ApiError>,
     app: Router,
     linger: Arc<AtomicBool>,
 ) -> Result<Response<axum::body::Body>, Infallible> {
@@ -156,11 +138,7 @@ async fn answer(
             read: read.clone(),
         }),
     );
-    let early = if !admitted {
-        Some(refused(&peer))
-    } else {
-        host_problem(&request)
-    };
+    let early = refusal.or_else(|| host_problem(&request));
     let answered_here = early.is_some();
     let mut response = match early {
         Some(error) => error.into_response(),
@@ -181,7 +159,8 @@ async fn answer(
     Ok(response)
 }
 
-/// The answer to a peer that no rule admitted at accept (logged, folded, by the listener).
+/// The answer to a peer that no rule admitted at accept (logged, folded, by
+/// [`super::notices::Notices`]).
 fn refused(peer: &Peer) -> ApiError {
     super::policy::refusal(peer)
 }
@@ -194,6 +173,39 @@ fn host_problem<B>(request: &Request<B>) -> Option<ApiError> {
             "an HTTP/1.1 request needs exactly one Host header (RFC 9112 §3.2); this one has {hosts}"
         ))
     })
+}
+
+/// A response body that marks its connection idle once hyper has written the last of it
+/// and dropped it.
+struct Responded {
+    inner: axum::body::Body,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Responded {
+    fn drop(&mut self) {
+        self.activity.responded();
+    }
+}
+
+impl Body for Responded {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The request body, noting when it has been read to its end.

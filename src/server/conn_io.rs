@@ -6,17 +6,89 @@
 //! [`LINGER_FOR`] or [`LINGER_BYTES`], before closing. A client that writes its body
 //! after the headers (Python's http.client, Java) then reads the early answer instead
 //! of failing with EPIPE on a socket already closed under it.
+//!
+//! It also keeps the connection's [`Activity`]: whether a request byte arrived since the
+//! last response, and since when the connection has been idle, so that a caller at its
+//! connection limit can have its oldest idle connection closed instead of being refused.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Sleep;
+
+/// How long a connection must have been idle before it may be closed to admit another
+/// connection of the same caller.
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// What a connection is doing, shared by its stream, its responses and the admission.
+#[derive(Debug)]
+pub struct Activity {
+    accepted: Instant,
+    /// A request byte arrived and its response has not been handed to the stream yet.
+    busy: AtomicBool,
+    /// A write waits for the client to read.
+    writing: AtomicBool,
+    /// Milliseconds after `accepted` when the last response was handed to the stream.
+    idle_since_ms: AtomicU64,
+    close: Notify,
+}
+
+impl Activity {
+    /// A connection accepted now, idle until its first request byte.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            accepted: Instant::now(),
+            busy: AtomicBool::new(false),
+            writing: AtomicBool::new(false),
+            idle_since_ms: AtomicU64::new(0),
+            close: Notify::new(),
+        })
+    }
+
+    /// Since when the connection has been idle for at least [`IDLE_AFTER`] at `now`:
+    /// no request byte since the last response was written, or since the accept, and no
+    /// write waiting. `None` while a request is in flight or the idle time is shorter.
+    pub fn idle_since(&self, now: Instant) -> Option<Instant> {
+        if self.busy.load(Ordering::Acquire) || self.writing.load(Ordering::Acquire) {
+            return None;
+        }
+        let since =
+            self.accepted + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        (now.saturating_duration_since(since) >= IDLE_AFTER).then_some(since)
+    }
+
+    /// The response of the request in flight was handed over whole (hyper dropped its
+    /// body after writing the last of it): idle from now. A request pipelined behind it
+    /// and already read is not seen; the daemon's clients do not pipeline.
+    pub fn responded(&self) {
+        let ms = self.accepted.elapsed().as_millis() as u64;
+        self.idle_since_ms.store(ms, Ordering::Release);
+        self.busy.store(false, Ordering::Release);
+    }
+
+    /// What [`ConnIo`] notes when a request byte arrives.
+    #[cfg(test)]
+    pub fn read_a_request_byte(&self) {
+        self.busy.store(true, Ordering::Release);
+    }
+
+    /// Asks the connection to close (it was idle, and its caller needs the slot).
+    pub fn close(&self) {
+        self.close.notify_one();
+    }
+
+    /// Resolves when [`Activity::close`] was called.
+    pub async fn closing(&self) {
+        self.close.notified().await;
+    }
+}
 
 /// How long a lingering close keeps reading.
 pub const LINGER_FOR: Duration = Duration::from_secs(2);
@@ -30,17 +102,25 @@ pub struct ConnIo<S> {
     stalled: Option<Pin<Box<Sleep>>>,
     linger: Arc<AtomicBool>,
     lingering: Option<Lingering>,
+    activity: Arc<Activity>,
 }
 
 impl<S> ConnIo<S> {
     /// Wraps `stream`; the close lingers if `linger` is true by the time hyper closes.
-    pub fn new(stream: S, write_timeout: Duration, linger: Arc<AtomicBool>) -> Self {
+    /// Reads and writes are noted in `activity`.
+    pub fn new(
+        stream: S,
+        write_timeout: Duration,
+        linger: Arc<AtomicBool>,
+        activity: Arc<Activity>,
+    ) -> Self {
         Self {
             stream,
             write_timeout,
             stalled: None,
             linger,
             lingering: None,
+            activity,
         }
     }
 
@@ -51,6 +131,9 @@ impl<S> ConnIo<S> {
         cx: &mut Context<'_>,
         result: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
+        self.activity
+            .writing
+            .store(result.is_pending(), Ordering::Release);
         if result.is_ready() {
             self.stalled = None;
             return result;
@@ -75,7 +158,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.busy.store(true, Ordering::Release);
+        }
+        result
     }
 }
 

@@ -2,8 +2,9 @@
 //! key (ECDH-ES on the token, the rest in software, see [`crate::xml::ecdh_es`]).
 //!
 //! The checks before the token are those of the signing routes. Parsing, the point
-//! check, the derivation and the decryption run inside [`Audited::run`], on the blocking
-//! thread that holds the token session. The audit record holds the SHA-256 of the
+//! check and the decryption run on a blocking thread that holds no token session; the
+//! derivation alone takes one ([`TokenCall`]), so a malformed document gets 400 while
+//! the token is down. The audit record holds the SHA-256 of the
 //! ciphertext; the plaintext (it carries the citizen's PESEL) goes to the caller only,
 //! never to the record or the log. The daemon does not verify WK's signature on the
 //! assertion: the caller must (docs/wk.md).
@@ -22,7 +23,7 @@ use super::audited::Audited;
 use super::error::ApiError;
 use super::peer::Peer;
 use super::state::AppState;
-use super::xml_routes::admit_and_read;
+use super::xml_routes::{admit_and_read, TokenCall};
 use crate::config::Purpose;
 use crate::xml::{ecdh_es, enc, DEFAULT_MAX_DEPTH};
 
@@ -64,19 +65,21 @@ async fn decrypt_inner(
     body: Body,
     audited: &mut Audited,
 ) -> Result<DecryptResponse, ApiError> {
-    let (rule, bytes) = admit_and_read(state, peer, name, body, audited, Purpose::Decrypt).await?;
+    let (rule, place, bytes) =
+        admit_and_read(state, peer, name, body, audited, Purpose::Decrypt).await?;
     let request: DecryptRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("the body is not a valid decrypt request: {e}"))
     })?;
     drop(bytes);
     audited.seen.algorithm = AUDIT_ALGORITHM.into();
-    // Fast refusal while the token is down or the key is not loaded.
-    state.signer.key_for_signing(&rule.label)?;
     let label = rule.label.clone();
     let key_name = rule.name.clone();
     let document = request.xml;
+    let timeout = state.settings().request_timeout;
+    let token = TokenCall::new(state, timeout);
     audited
-        .run(state, move |signer, seen| {
+        .run_off_session(state, timeout, move |seen| {
+            let _place = place;
             let encrypted = enc::read(document.as_bytes(), DEFAULT_MAX_DEPTH)
                 .map_err(|e| ApiError::decrypt(e.widen()))?;
             drop(document);
@@ -84,7 +87,7 @@ async fn decrypt_inner(
             seen.algorithm = encrypted.algorithm_name().into();
             let mut cert_sha256 = None;
             let decrypted = ecdh_es::decrypt(&encrypted, |point| {
-                let (z, key) = signer.derive_now(&label, point)?;
+                let (z, key) = token.derive(&label, point)?;
                 cert_sha256 = Some(key.cert_sha256.clone());
                 Ok(z)
             })

@@ -81,12 +81,12 @@ impl ApiError {
         )
     }
 
-    /// 413.
-    pub fn too_large(limit: usize) -> Self {
+    /// 413: the body passed `[server] {setting}`; `hint` says what the caller can do.
+    pub fn too_large(limit: usize, setting: &str, hint: &str) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("request body over {limit} bytes; raise [server] max_body_bytes for large envelopes, or send a digest to /sign"),
+            format!("request body over {limit} bytes ([server] {setting}); {hint}"),
         )
     }
 

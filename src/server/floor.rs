@@ -69,16 +69,17 @@ pub fn run(socket: &Path, audit: &Path, hand_off: bool) -> Result<(), ServeError
     ));
     runtime.block_on(async {
         let listener = listener::bind(socket, config.socket_mode, None)?;
-        let limits = listener::ConnLimits::of(&config);
         let policy = state.clone();
-        let admit: listener::Admission = Arc::new(move |peer| policy.policy().admits(peer));
+        let admission = super::admission::Admission::new(
+            app(state.clone()),
+            listener::ConnLimits::of(&config),
+            Arc::new(move |peer| policy.policy().admits(peer)),
+            state.audit.clone(),
+        );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(listener::serve(
             listener,
-            app(state.clone()),
-            limits,
-            admit,
-            state.audit.clone(),
+            admission,
             stop_rx,
             Duration::from_millis(500),
         ));

@@ -1,21 +1,19 @@
-//! The Unix socket: created safely with the configured mode, and the accept loop: the
-//! connection limits, the policy's answer for each peer, and folded notices. Each
-//! connection is then served by [`super::conn`].
+//! The Unix socket: created safely with the configured mode, and its accept loop, which
+//! yields each connection with its peer's credentials to the [`Admission`] both listeners
+//! share.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
 use nix::sys::stat::{umask, Mode};
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
 
-use super::conn::{self, Identities, IdentityKey};
-use super::fold::Fold;
+use super::admission::Admission;
+pub use super::admission::Admits;
+pub use super::conn::ConnLimits;
 use super::peer::Peer;
-pub use conn::ConnLimits;
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -167,72 +165,36 @@ fn check_dir(dir: &Path) -> Result<(), SocketError> {
     Ok(())
 }
 
-/// Accepts connections until `stop` fires, then lets requests in flight finish within
-/// `grace`. `admit` is the policy's answer for a peer, asked once per connection: a peer
-/// it refuses gets one 403 and the connection closes.
+/// Accepts connections until `stop` fires, each handed with its peer's credentials to
+/// `admission` (shared with the TLS listener); then lets requests in flight finish within
+/// `grace`.
 pub async fn serve(
     listener: UnixListener,
-    app: Router,
-    limits: ConnLimits,
-    admit: Admission,
-    audit: Option<crate::audit::AuditLog>,
+    admission: Arc<Admission>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     grace: Duration,
 ) {
-    warn_if_few_files(limits.max_connections);
+    warn_if_few_files(admission.limits().max_connections);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let identities = Identities::new(limits.max_per_identity);
-    let mut notices = Notices::new(audit);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    notices.accept_failed(&e);
+                    admission.notices().accept_failed("socket", &e);
                     // EMFILE/ENFILE stay until a connection closes: do not spin on them.
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
-            _ = tick.tick() => {
-                notices.flush();
-                continue;
-            }
             _ = stop.changed() => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            notices.full(limits.max_connections);
-            continue;
-        };
-        let peer = match Peer::of(&stream) {
-            Ok(peer) => peer,
-            Err(e) => {
-                notices.no_peer(&e);
-                continue;
-            }
-        };
-        let admitted = admit(&peer);
-        if !admitted {
-            notices.refused(&peer);
+        match Peer::of(&stream) {
+            Ok(peer) => admission.serve(stream, peer, None, graceful.watcher()),
+            Err(e) => admission.notices().no_peer(&e),
         }
-        let Some(counted) = identities.enter(peer.key()) else {
-            notices.identity_full(peer.key(), limits.max_per_identity);
-            continue;
-        };
-        tokio::spawn(conn::serve(
-            stream,
-            peer,
-            admitted,
-            app.clone(),
-            &limits,
-            graceful.watcher(),
-            (slot, counted),
-        ));
     }
-    notices.flush();
+    admission.notices().flush();
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -245,12 +207,8 @@ pub async fn serve(
     }
 }
 
-/// The policy's answer for a peer at accept: true if some rule admits it. Cheap, and
-/// silent: the listener logs refusals, folded.
-pub type Admission = Arc<dyn Fn(&Peer) -> bool + Send + Sync>;
-
 /// The pause after a failed accept.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A start-time warning when the open-file limit cannot hold `max_connections`.
 fn warn_if_few_files(max_connections: usize) {
@@ -261,136 +219,6 @@ fn warn_if_few_files(max_connections: usize) {
                 limit = soft,
                 max_connections,
                 "the open-file limit is below max_connections plus 64; raise LimitNOFILE (contrib/hsm-signer.service) or lower [server] max_connections"
-            );
-        }
-    }
-}
-
-/// What the accept loop logs, each folded to one line per second (per uid where there
-/// is one) with the count of what was folded: a flood must not flood the journal.
-struct Notices {
-    /// Refusals are also audited, folded the same way (one record per uid per second).
-    audit: Option<crate::audit::AuditLog>,
-    refused: Fold<IdentityKey>,
-    identity_full: Fold<IdentityKey>,
-    full: Fold<()>,
-    accept_failed: Fold<()>,
-    no_peer: Fold<()>,
-}
-
-impl Notices {
-    fn new(audit: Option<crate::audit::AuditLog>) -> Self {
-        let second = Duration::from_secs(1);
-        Self {
-            audit,
-            refused: Fold::new(second),
-            identity_full: Fold::new(second),
-            full: Fold::new(second),
-            accept_failed: Fold::new(second),
-            no_peer: Fold::new(second),
-        }
-    }
-}
-
-impl Notices {
-    fn refused(&mut self, peer: &Peer) {
-        if let Some(folded) = self.refused.event(peer.key(), Instant::now()) {
-            tracing::warn!(peer = %peer.describe(), folded, "refused a connection from a peer no rule admits");
-            self.audit_refusal(Some(peer), peer.key(), 1 + folded);
-        }
-    }
-
-    /// A `refused_peer` record: `count` connections refused (this one, plus those folded
-    /// since the last record for the uid). Written on a blocking thread, not awaited: the
-    /// accept loop never waits on the disk, and the fold bounds the rate.
-    fn audit_refusal(&self, peer: Option<&Peer>, key: IdentityKey, count: u64) {
-        let Some(audit) = self.audit.clone() else {
-            return;
-        };
-        let mut record = crate::audit::Record::system("refused_peer", "forbidden")
-            .with_detail(serde_json::json!({ "connections": count }));
-        record.status = 403;
-        record.caller = match (peer, key) {
-            (Some(peer), _) => peer.caller(),
-            (None, IdentityKey::Uid(uid)) => crate::audit::Caller {
-                uid: Some(uid),
-                ..Default::default()
-            },
-            (None, IdentityKey::Client(name)) => crate::audit::Caller {
-                client: Some(name.to_string()),
-                ..Default::default()
-            },
-        };
-        tokio::task::spawn_blocking(move || audit.record(record));
-    }
-
-    fn identity_full(&mut self, key: IdentityKey, max: usize) {
-        if let Some(folded) = self.identity_full.event(key.clone(), Instant::now()) {
-            tracing::warn!(
-                identity = %key,
-                max,
-                folded,
-                "max_connections_per_identity reached; closing a new connection"
-            );
-        }
-    }
-
-    fn full(&mut self, max: usize) {
-        if let Some(folded) = self.full.event((), Instant::now()) {
-            tracing::warn!(
-                max,
-                folded,
-                "connection limit reached; closing a new connection"
-            );
-        }
-    }
-
-    fn accept_failed(&mut self, e: &std::io::Error) {
-        if let Some(folded) = self.accept_failed.event((), Instant::now()) {
-            tracing::warn!(error = %e, folded, "accept failed (EMFILE: raise LimitNOFILE); retrying in 100 ms");
-        }
-    }
-
-    fn no_peer(&mut self, e: &std::io::Error) {
-        if let Some(folded) = self.no_peer.event((), Instant::now()) {
-            tracing::warn!(error = %e, folded, "no peer credentials; closing the connection");
-        }
-    }
-
-    /// Logs the counts of the windows that ended.
-    fn flush(&mut self) {
-        let now = Instant::now();
-        for (key, n) in self.refused.ended(now) {
-            tracing::warn!(
-                identity = %key,
-                folded = n,
-                "refused {n} more from {key} in the last second"
-            );
-            self.audit_refusal(None, key, n);
-        }
-        for (key, n) in self.identity_full.ended(now) {
-            tracing::warn!(
-                identity = %key,
-                folded = n,
-                "max_connections_per_identity: closed {n} more from {key} in the last second"
-            );
-        }
-        for ((), n) in self.full.ended(now) {
-            tracing::warn!(
-                folded = n,
-                "connection limit: closed {n} more in the last second"
-            );
-        }
-        for ((), n) in self.accept_failed.ended(now) {
-            tracing::warn!(
-                folded = n,
-                "accept failed {n} more times in the last second"
-            );
-        }
-        for ((), n) in self.no_peer.ended(now) {
-            tracing::warn!(
-                folded = n,
-                "no peer credentials: closed {n} more in the last second"
             );
         }
     }

@@ -1,8 +1,11 @@
 //! `hsm-signer serve`: the daemon. The request path follows the modules:
-//! [`listener`] (socket, peer credentials) → [`routes`] (HTTP, JSON) → [`policy`] (who may
-//! use which key) → [`crate::signer`] (queue, session, signature) → [`error`] (statuses),
-//! with [`crate::audit`], [`metrics`] and [`health`] beside it.
+//! [`listener`] (socket, peer credentials) or [`tls`] (handshake, pinned name) →
+//! [`admission`] (limits, shared by both) → [`conn`] (one connection) → [`routes`] (HTTP,
+//! JSON) → [`policy`] (who may use which key) → [`crate::signer`] (queue, session,
+//! signature) → [`error`] (statuses), with [`crate::audit`], [`metrics`] and [`health`]
+//! beside it.
 
+pub mod admission;
 mod audited;
 mod body;
 pub mod checkpoints;
@@ -13,16 +16,20 @@ pub mod error;
 #[doc(hidden)]
 pub mod floor;
 pub mod fold;
+pub mod handshakes;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod notices;
 pub mod peer;
 pub mod policy;
 pub mod protection;
 pub mod routes;
 pub mod state;
 pub mod tls;
+mod xml_form;
 mod xml_routes;
+mod xml_threads;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -142,6 +149,11 @@ pub fn serve(config_path: &Path) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Setup(format!("cannot install signal handlers: {e}")))?
     };
     let pin = crate::secret::read_daemon_file(&config.pin_file, "token PIN")?;
+    crate::token::softhsm::warn_if_pin_beside_tokens(
+        &config.module,
+        &config.pin_file,
+        config.config.token.allow_softhsm_in_production,
+    );
     let metrics = metrics::Metrics::default();
     let signer = Signer::start(SignerSettings {
         module: config.module.clone(),
@@ -224,9 +236,13 @@ async fn run(
         ),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let limits = listener::ConnLimits::of(&config);
     let policy = state.clone();
-    let admit: listener::Admission = Arc::new(move |peer| policy.policy().admits(peer));
+    let admission = admission::Admission::new(
+        app(state.clone()),
+        listener::ConnLimits::of(&config),
+        Arc::new(move |peer| policy.policy().admits(peer)),
+        state.audit.clone(),
+    );
     let grace = Duration::from_millis(server.shutdown_grace_ms);
     let (tls_settings, tls_serving) = match &server.tls {
         None => (None, None),
@@ -243,11 +259,8 @@ async fn run(
             let serving = tokio::spawn(tls::serve(
                 tcp,
                 settings.clone(),
-                tls_config.max_handshakes,
-                app(state.clone()),
-                limits,
-                admit.clone(),
-                state.audit.clone(),
+                tls::HandshakeLimits::of(tls_config),
+                admission.clone(),
                 stop_rx.clone(),
                 grace,
             ));
@@ -262,15 +275,7 @@ async fn run(
         startup_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
-    let serving = tokio::spawn(listener::serve(
-        listener,
-        app(state.clone()),
-        limits,
-        admit,
-        state.audit.clone(),
-        stop_rx,
-        grace,
-    ));
+    let serving = tokio::spawn(listener::serve(listener, admission, stop_rx, grace));
     let health = tokio::spawn(health::run_periodic(state.clone()));
     signals.wait(&config, &state, tls_settings.as_ref()).await;
     health.abort();
@@ -288,11 +293,17 @@ async fn run(
     Ok(())
 }
 
-/// SIGTERM, SIGINT and SIGHUP, caught from before the socket is bound.
+/// SIGTERM, SIGINT and SIGHUP, caught from before the socket is bound; and SIGXFSZ,
+/// caught and never acted on.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    /// A write past RLIMIT_FSIZE (`LimitFSIZE=`, `prlimit --fsize`) raises SIGXFSZ, whose
+    /// default action kills the daemon. Caught, the write fails with EFBIG instead, and
+    /// the audit log fails closed (503 `audit_unavailable`) as on a full disk, until the
+    /// limit is lifted. Kept only so that the handler is installed; never read.
+    _xfsz: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -302,6 +313,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            _xfsz: signal(SignalKind::from_raw(nix::libc::SIGXFSZ))?,
         })
     }
 
@@ -349,11 +361,14 @@ async fn reload(running: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Sha
     }
     // The TLS side first: a pin removed must not outlive the rule that named it.
     if let (Some(shared), Some(tls_config)) = (tls, &new.config.server.tls) {
-        match tls::TlsSettings::load(tls_config, &new.config.clients) {
+        let loaded = tls::TlsSettings::load(tls_config, &new.config.clients).or_else(|e| {
+            tracing::error!(error = %e, "TLS certificates, client CA or CRLs not reloaded; new connections use the previous ones, under the new [[clients]] pins and rules");
+            let running = shared.read().expect("tls settings lock").clone();
+            running.repinned(&new.config.clients)
+        });
+        match loaded {
             Ok(settings) => *shared.write().expect("tls settings lock") = Arc::new(settings),
-            Err(e) => {
-                tracing::error!(error = %e, "TLS certificates or client CA not reloaded; new connections use the previous ones, under the new [[clients]] rules")
-            }
+            Err(e) => tracing::error!(error = %e, "[[clients]] pins not reloaded"),
         }
     }
     // The keys first, so that a request under the new rules finds its key loaded; but

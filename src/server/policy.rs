@@ -1,5 +1,7 @@
 //! Who may use which key with which algorithm: built from the configuration, swapped
-//! whole on reload.
+//! whole on reload. Deny by default across transports: a rule written for one kind of
+//! caller (uids and gids for the Unix socket, `[[clients]]` names for TLS) never opens a
+//! key to the other kind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,8 +42,22 @@ pub struct KeyRule {
 }
 
 impl Policy {
-    /// Builds the rules from a loaded configuration.
+    /// Builds the rules from a loaded configuration. While `[[clients]]` is not empty,
+    /// each key that serves no TLS client (no `allowed_clients`) gets one warning: with
+    /// the deny-by-default rule such a key is local only, which an operator who pinned
+    /// clients may not expect.
     pub fn from_config(config: &Resolved) -> Self {
+        if !config.config.clients.is_empty() {
+            for key in &config.config.keys {
+                if key.allowed_clients.as_ref().is_none_or(Vec::is_empty) {
+                    tracing::warn!(
+                        key = %key.name,
+                        "key {:?} serves no TLS client: its rule has no allowed_clients",
+                        key.name
+                    );
+                }
+            }
+        }
         let server = &config.config.server;
         let keys: HashMap<String, Arc<KeyRule>> = config
             .config
@@ -164,12 +180,17 @@ impl KeyRule {
         }
     }
 
-    /// Local callers are judged by `allowed_uids` / `allowed_gids` only, TLS callers by
-    /// `allowed_clients` only: a key with `allowed_clients` keeps serving its local
-    /// callers as before.
+    /// Deny by default across transports. A local caller may use a key whose rule names
+    /// no principal at all, or whose `allowed_uids` / `allowed_gids` each match it (each
+    /// list that is set must match); a key whose rule names only `allowed_clients` serves
+    /// no local caller. A TLS client may use a key only if its `allowed_clients` names it.
     fn permits(&self, peer: &Peer) -> bool {
         match peer {
             Peer::Local(l) => {
+                let local_rule = self.allowed_uids.is_some() || self.allowed_gids.is_some();
+                if !local_rule {
+                    return self.allowed_clients.is_none();
+                }
                 self.allowed_uids
                     .as_ref()
                     .is_none_or(|u| u.contains(&l.uid))
@@ -181,7 +202,7 @@ impl KeyRule {
             Peer::Remote(r) => self
                 .allowed_clients
                 .as_ref()
-                .is_none_or(|c| c.iter().any(|name| **name == *r.client)),
+                .is_some_and(|c| c.iter().any(|name| **name == *r.client)),
         }
     }
 }
@@ -200,6 +221,101 @@ impl From<&KeyConfig> for KeyRule {
                 .map(|c| c.iter().map(|n| Arc::from(n.as_str())).collect()),
             allow_expired: k.allow_expired,
             purpose: k.purpose,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::peer::Remote;
+
+    fn rule(uids: Option<&[u32]>, gids: Option<&[u32]>, clients: Option<&[&str]>) -> KeyRule {
+        KeyRule {
+            name: "k".into(),
+            label: Arc::from("k"),
+            algorithms: Vec::new(),
+            allowed_uids: uids.map(<[u32]>::to_vec),
+            allowed_gids: gids.map(<[u32]>::to_vec),
+            allowed_clients: clients.map(|c| c.iter().map(|n| Arc::from(*n)).collect()),
+            allow_expired: false,
+            purpose: Purpose::Sign,
+        }
+    }
+
+    fn client(name: &str) -> Peer {
+        Peer::Remote(Remote {
+            client: Arc::from(name),
+        })
+    }
+
+    /// Local uid × TLS client × each shape of key rule: who may use the key.
+    #[test]
+    fn the_matrix_of_callers_and_key_rules_denies_across_transports() {
+        let www = Peer::local(33, 33);
+        let root = Peer::local(0, 0);
+        let other_gid = Peer::local(33, 1000);
+        let web1 = client("gsko-web1");
+        let web2 = client("gsko-web2");
+        let callers = [&www, &root, &other_gid, &web1, &web2];
+        // One row per rule shape: what each caller above gets.
+        let rows: [(&str, KeyRule, [bool; 5]); 9] = [
+            (
+                "no principal",
+                rule(None, None, None),
+                [true, true, true, false, false],
+            ),
+            (
+                "uids",
+                rule(Some(&[33]), None, None),
+                [true, false, true, false, false],
+            ),
+            (
+                "gids",
+                rule(None, Some(&[33]), None),
+                [true, false, false, false, false],
+            ),
+            (
+                "uids and gids",
+                rule(Some(&[33]), Some(&[33]), None),
+                [true, false, false, false, false],
+            ),
+            (
+                "clients only",
+                rule(None, None, Some(&["gsko-web1"])),
+                [false, false, false, true, false],
+            ),
+            (
+                "uids and clients",
+                rule(Some(&[0]), None, Some(&["gsko-web1", "gsko-web2"])),
+                [false, true, false, true, true],
+            ),
+            (
+                "gids and clients",
+                rule(None, Some(&[1000]), Some(&["gsko-web2"])),
+                [false, false, true, false, true],
+            ),
+            ("empty clients", rule(None, None, Some(&[])), [false; 5]),
+            ("empty uids", rule(Some(&[]), None, None), [false; 5]),
+        ];
+        for (shape, rule, expected) in rows {
+            for (caller, want) in callers.iter().zip(expected) {
+                assert_eq!(rule.permits(caller), want, "{shape}: {}", caller.describe());
+            }
+        }
+    }
+
+    /// An unpinned certificate's `sha256:` name is never in a rule's clients.
+    #[test]
+    fn a_client_name_must_match_exactly() {
+        let only_web1 = rule(None, None, Some(&["gsko-web1"]));
+        for name in [
+            "gsko-web",
+            "gsko-web10",
+            "GSKO-WEB1",
+            "sha256:0011223344556677",
+        ] {
+            assert!(!only_web1.permits(&client(name)), "{name}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: routes and handlers. `app(state)` builds the router, so handlers can be
 //! tested without a socket.
 
+use crate::text::printable;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -85,7 +86,7 @@ async fn sign_inner(
     policy.admit(peer)?;
     let Path(name) =
         name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
-    audited.seen.key = printable(&name);
+    audited.seen.key = printable(&name, 128);
     let rule = policy.key(&name, peer)?;
     rule.require(Purpose::Sign)?;
     let settings = state.settings();
@@ -151,7 +152,7 @@ fn decode(
 ) -> Result<DecodedSign, ApiError> {
     let request: SignRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid sign request: {e}")))?;
-    seen.algorithm = printable(&request.algorithm);
+    seen.algorithm = printable(&request.algorithm, 128);
     let algorithm = choose_algorithm(key, algorithms, &request.algorithm)?;
     seen.algorithm = algorithm.name().into();
     let der = wants_der(&request, algorithm)?;
@@ -165,27 +166,6 @@ fn decode(
     })
 }
 
-/// Keeps what a hostile caller sent out of logs and the audit file in a harmless,
-/// bounded form: control, format (bidi overrides such as U+202E, zero-width characters)
-/// and line or paragraph separators (U+2028, U+2029) are shown as `\u{…}`.
-pub fn printable(text: &str) -> String {
-    use unicode_general_category::{get_general_category, GeneralCategory as G};
-    let mut out = String::new();
-    for c in text.chars().take(128) {
-        match get_general_category(c) {
-            G::Control
-            | G::Format
-            | G::LineSeparator
-            | G::ParagraphSeparator
-            | G::Surrogate
-            | G::PrivateUse
-            | G::Unassigned => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 pub(super) fn choose_algorithm(
     key: &str,
     allowed: &[Algorithm],
@@ -197,7 +177,7 @@ pub(super) fn choose_algorithm(
             "unsupported_algorithm",
             format!(
                 "unknown algorithm {:?}; known: {} or their XML-DSig URIs",
-                printable(given),
+                printable(given, 128),
                 known.join(", ")
             ),
         )
@@ -224,7 +204,7 @@ fn wants_der(request: &SignRequest, algorithm: Algorithm) -> Result<bool, ApiErr
         )),
         Some(other) => Err(ApiError::bad_request(format!(
             "format {:?}: use \"raw\" (r||s, XML-DSig) or \"der\"",
-            printable(other)
+            printable(other, 128)
         ))),
     }
 }
@@ -406,7 +386,7 @@ async fn get_certificate(
         }
         other => Err(ApiError::bad_request(format!(
             "format {:?}: use pem, der or base64",
-            printable(other)
+            printable(other, 128)
         ))),
     }
 }

@@ -1,72 +1,138 @@
 //! `POST /v1/keys/{name}/wss/sign` and `POST /v1/keys/{name}/saml/sign`: the daemon signs
-//! a whole XML document with [`crate::xml`] and answers with the final bytes.
+//! a whole XML document with [`crate::xml`] and answers with the final bytes, in JSON or
+//! as the document itself ([`super::xml_form`]).
 //!
-//! The checks before the token are those of `/sign`, in the same order. Everything that
-//! touches the document (parse, c14n, signature insertion, the re-parse check) runs
-//! inside [`Audited::run`], on the blocking thread that holds the token session:
-//! libxml2 documents are not `Send` and never reach an async worker. Neither the
-//! document nor any part of it goes to the audit record or the log; the record holds
-//! the SHA-256 of the canonical SignedInfo and the reference URIs.
+//! The order of checks: peer, key name, purpose; a place among the XML requests in work
+//! (`[server] max_xml_in_flight`, waited for within `request_timeout_ms`), then the body
+//! (`max_xml_body_bytes`), its JSON or query options, the algorithm against the key's
+//! list, the key's type and certificate validity as last seen loaded; then, on a
+//! blocking thread that holds no token session, the parse, every structure check and
+//! the c14n; only the signature itself takes a session ([`TokenCall`]). So a malformed
+//! document gets 400 while the token is down, and a large envelope never keeps `/sign`
+//! waiting for a session. libxml2 documents are not `Send` and never reach an async
+//! worker. Neither the document nor any part of it goes to the audit record or the log;
+//! the record holds the SHA-256 of the canonical SignedInfo and the reference URIs.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use axum::Extension;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedSemaphorePermit;
+use zeroize::Zeroizing;
 
 use super::audited::Audited;
 use super::error::ApiError;
 use super::peer::Peer;
 use super::policy::KeyRule;
-use super::routes::{check_key, choose_algorithm, printable};
+use super::routes::{check_key, choose_algorithm};
 use super::state::AppState;
+use super::xml_form::{self, Answer, Form, Metadata};
 use crate::algorithm::Algorithm;
 use crate::cert::KeyKind;
 use crate::config::Purpose;
-use crate::signer::{KeySigner, SignError as TokenSignError};
+use crate::signer::{KeyInfo, KeySigner, SignError as TokenSignError, Signed};
+use crate::text::printable;
 use crate::xml::{self, SamlOptions, SignError, WssOptions};
 
 /// The longest Timestamp validity accepted, in seconds (one day).
 const MAX_TTL_SECONDS: u32 = 86_400;
 
-/// The body of `POST /v1/keys/{name}/wss/sign`.
+/// The JSON body of `POST /v1/keys/{name}/wss/sign`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WssRequest {
+struct WssJson {
     envelope: String,
     algorithm: Option<String>,
     timestamp_ttl_seconds: Option<u32>,
 }
 
-/// The body of `POST /v1/keys/{name}/saml/sign`.
+/// The options of `wss/sign`: the JSON body's other fields, or the query parameters of
+/// a raw one.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SamlRequest {
+struct WssQuery {
+    algorithm: Option<String>,
+    timestamp_ttl_seconds: Option<u32>,
+}
+
+/// The JSON body of `POST /v1/keys/{name}/saml/sign`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamlJson {
     xml: String,
     algorithm: Option<String>,
     reference_id: Option<String>,
 }
 
-/// The answer to a WS-Security request.
+/// The options of `saml/sign`, as [`WssQuery`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamlQuery {
+    algorithm: Option<String>,
+    reference_id: Option<String>,
+}
+
+/// The JSON answer to a WS-Security request.
 #[derive(Debug, Serialize)]
 struct WssResponse {
     envelope: String,
+    #[serde(flatten)]
+    meta: WssMeta,
+}
+
+/// What a WS-Security answer says besides the envelope.
+#[derive(Debug, Serialize)]
+struct WssMeta {
     body_id: String,
     algorithm: Algorithm,
     algorithm_uri: &'static str,
     key: String,
     certificate_sha256: String,
+    #[serde(skip)]
+    reference_uris: Vec<String>,
 }
 
-/// The answer to a SAML request.
+impl Metadata for WssMeta {
+    type Json = WssResponse;
+
+    fn json(self, envelope: String) -> WssResponse {
+        WssResponse {
+            envelope,
+            meta: self,
+        }
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("body-id", self.body_id.clone()),
+            ("reference-uri", self.reference_uris.join(" ")),
+            ("algorithm", self.algorithm.name().into()),
+            ("algorithm-uri", self.algorithm_uri.into()),
+            ("key", self.key.clone()),
+            ("certificate-sha256", self.certificate_sha256.clone()),
+        ]
+    }
+}
+
+/// The JSON answer to a SAML request.
 #[derive(Debug, Serialize)]
 struct SamlResponse {
     xml: String,
     xml_base64: String,
+    #[serde(flatten)]
+    meta: SamlMeta,
+}
+
+/// What a SAML answer says besides the document.
+#[derive(Debug, Serialize)]
+struct SamlMeta {
     reference_uri: String,
     algorithm: Algorithm,
     algorithm_uri: &'static str,
@@ -74,8 +140,31 @@ struct SamlResponse {
     certificate_sha256: String,
 }
 
-/// What both handlers know once the request passed every check before the token.
-struct Admitted {
+impl Metadata for SamlMeta {
+    type Json = SamlResponse;
+
+    fn json(self, xml: String) -> SamlResponse {
+        let xml_base64 = base64::engine::general_purpose::STANDARD.encode(xml.as_bytes());
+        SamlResponse {
+            xml,
+            xml_base64,
+            meta: self,
+        }
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("reference-uri", self.reference_uri.clone()),
+            ("algorithm", self.algorithm.name().into()),
+            ("algorithm-uri", self.algorithm_uri.into()),
+            ("key", self.key.clone()),
+            ("certificate-sha256", self.certificate_sha256.clone()),
+        ]
+    }
+}
+
+/// The key as the XML work needs it, resolved before the document is touched.
+struct ResolvedKey {
     label: String,
     key_name: String,
     algorithm: Algorithm,
@@ -86,25 +175,36 @@ pub(super) async fn wss(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     name: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let form = Form::of(&headers);
     let mut audited = Audited::begin("wss", peer.clone(), &state);
-    let result = wss_inner(&state, &peer, name, body, &mut audited).await;
-    audited.answer(&state, result).await
+    let result = wss_inner(&state, &peer, name, form, &uri, body, &mut audited).await;
+    audited
+        .answer_with(&state, result, Answer::into_response)
+        .await
 }
 
 pub(super) async fn saml(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
     name: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let form = Form::of(&headers);
     let mut audited = Audited::begin("saml", peer.clone(), &state);
-    let result = saml_inner(&state, &peer, name, body, &mut audited).await;
-    audited.answer(&state, result).await
+    let result = saml_inner(&state, &peer, name, form, &uri, body, &mut audited).await;
+    audited
+        .answer_with(&state, result, Answer::into_response)
+        .await
 }
 
-/// Policy, key name, purpose, body: the `/sign` order up to the JSON parse.
+/// Policy, key name, purpose; then a place among the XML requests in work, and the body
+/// under `max_xml_body_bytes`. The place is held until the XML work ends.
 pub(super) async fn admit_and_read(
     state: &AppState,
     peer: &Peer,
@@ -112,39 +212,67 @@ pub(super) async fn admit_and_read(
     body: Body,
     audited: &mut Audited,
     wanted: Purpose,
-) -> Result<(Arc<KeyRule>, axum::body::Bytes), ApiError> {
+) -> Result<(Arc<KeyRule>, OwnedSemaphorePermit, Bytes), ApiError> {
     let policy = state.policy();
     policy.admit(peer)?;
     let Path(name) =
         name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
-    audited.seen.key = printable(&name);
+    audited.seen.key = printable(&name, 128);
     let rule = policy.key(&name, peer)?;
     rule.require(wanted)?;
     let settings = state.settings();
-    let bytes = super::body::read(body, settings.max_body_bytes, settings.read_timeout).await?;
-    Ok((rule, bytes))
+    let place = xml_place(state, settings.request_timeout).await?;
+    let bytes =
+        super::body::read_xml(body, settings.max_xml_body_bytes, settings.read_timeout).await?;
+    Ok((rule, place, bytes))
 }
 
-/// The key, the algorithm (given, or the key's first allowed one that fits it) and the
-/// certificate checks: the `/sign` order after the JSON parse.
+/// One of `max_xml_in_flight` places, taken before the body is read so that the bodies
+/// held at once are bounded; a request waits for one at most `wait`.
+async fn xml_place(state: &AppState, wait: Duration) -> Result<OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(wait, state.xml_places.clone().acquire_owned()).await {
+        Ok(Ok(place)) => Ok(place),
+        Ok(Err(closed)) => Err(ApiError::internal(&closed)),
+        Err(_) => Err(ApiError::unavailable(
+            "overloaded",
+            format!(
+                "too many XML documents in work ([server] max_xml_in_flight); none finished within {} ms; retry shortly",
+                wait.as_millis()
+            ),
+            1,
+        )),
+    }
+}
+
+/// The given algorithm against the key's list (no token needed), then the key as last
+/// seen loaded (the token may be down since: the document is still parsed and checked,
+/// and the token call then reports the outage), the default algorithm, the key's type
+/// and the certificate's validity.
 fn resolve(
     state: &AppState,
     rule: &KeyRule,
     given: Option<&str>,
     audited: &mut Audited,
-) -> Result<Admitted, ApiError> {
+) -> Result<ResolvedKey, ApiError> {
     if let Some(given) = given {
-        audited.seen.algorithm = printable(given);
+        audited.seen.algorithm = printable(given, 128);
     }
-    let key = state.signer.key_for_signing(&rule.label)?;
+    let given = given
+        .map(|given| choose_algorithm(&rule.name, &rule.algorithms, given))
+        .transpose()?;
+    let key: Arc<KeyInfo> = match state.last_known_key(&rule.label) {
+        Some(key) => key,
+        // Never loaded since the daemon started: nothing to check the document with.
+        None => state.signer.key_for_signing(&rule.label)?,
+    };
     let algorithm = match given {
-        Some(given) => choose_algorithm(&rule.name, &rule.algorithms, given)?,
+        Some(algorithm) => algorithm,
         None => default_algorithm(rule, key.kind)?,
     };
     audited.seen.algorithm = algorithm.name().into();
     check_key(rule, algorithm, key.kind, key.not_after)?;
     let cert_der = key.cert.to_der().map_err(|e| ApiError::internal(&e))?;
-    Ok(Admitted {
+    Ok(ResolvedKey {
         label: rule.label.to_string(),
         key_name: rule.name.clone(),
         algorithm,
@@ -169,19 +297,65 @@ fn default_algorithm(rule: &KeyRule, kind: KeyKind) -> Result<Algorithm, ApiErro
         })
 }
 
-/// The signing closure's work: hash the canonical SignedInfo, sign on the token (ECDSA
-/// as raw r||s) and note which certificate signed.
-fn token_sign(
-    signer: &dyn KeySigner,
-    label: &str,
-    algorithm: Algorithm,
-    signed_info: &[u8],
-    cert_sha256: &mut Option<String>,
-) -> Result<Vec<u8>, TokenSignError> {
-    let digest = algorithm.hash().digest(signed_info);
-    let signed = signer.sign_now(label, algorithm, &digest)?;
-    *cert_sha256 = Some(signed.key.cert_sha256.clone());
-    Ok(signed.signature)
+/// A token call made from the blocking thread that does the XML work: it waits for a
+/// session (within the request's deadline), runs on it, and gives it back, so the
+/// session is held for that one call and not for the parse or the c14n.
+pub(super) struct TokenCall {
+    signer: Arc<dyn KeySigner>,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+impl TokenCall {
+    /// For a request whose XML work starts now and may take `timeout` in all. Call on
+    /// the runtime (it keeps a handle to it).
+    pub(super) fn new(state: &AppState, timeout: Duration) -> Self {
+        Self {
+            signer: state.signer.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            timeout,
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// Signs the hash of `signed_info` on a session (ECDSA as raw r||s). Blocks.
+    fn sign(
+        &self,
+        label: &str,
+        algorithm: Algorithm,
+        signed_info: &[u8],
+    ) -> Result<Signed, TokenSignError> {
+        let digest = algorithm.hash().digest(signed_info);
+        let label = label.to_owned();
+        self.on_session(move |signer| signer.sign_now(&label, algorithm, &digest))
+    }
+
+    /// Z = ECDH(key labelled `label`, `point`) on a session. Blocks.
+    pub(super) fn derive(
+        &self,
+        label: &str,
+        point: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, Arc<KeyInfo>), TokenSignError> {
+        let (label, point) = (label.to_owned(), point.to_vec());
+        self.on_session(move |signer| signer.derive_now(&label, &point))
+    }
+
+    fn on_session<T, F>(&self, call: F) -> Result<T, TokenSignError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn KeySigner) -> Result<T, TokenSignError> + Send + 'static,
+    {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TokenSignError::Timeout(self.timeout));
+        }
+        match self.runtime.block_on(self.signer.run(left, call)) {
+            Ok(result) => result,
+            Err(TokenSignError::Timeout(_)) => Err(TokenSignError::Timeout(self.timeout)),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 fn api_error(err: SignError<TokenSignError>) -> ApiError {
@@ -191,55 +365,74 @@ fn api_error(err: SignError<TokenSignError>) -> ApiError {
     }
 }
 
+fn check_ttl(ttl: Option<u32>) -> Result<(), ApiError> {
+    match ttl {
+        Some(ttl) if ttl == 0 || ttl > MAX_TTL_SECONDS => Err(ApiError::bad_request(format!(
+            "timestamp_ttl_seconds must be 1 to {MAX_TTL_SECONDS}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 async fn wss_inner(
     state: &AppState,
     peer: &Peer,
     name: Result<Path<String>, PathRejection>,
+    form: Form,
+    uri: &Uri,
     body: Body,
     audited: &mut Audited,
-) -> Result<WssResponse, ApiError> {
-    let (rule, bytes) = admit_and_read(state, peer, name, body, audited, Purpose::Sign).await?;
-    let request: WssRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!("the body is not a valid wss sign request: {e}"))
-    })?;
-    drop(bytes);
-    if let Some(ttl) = request.timestamp_ttl_seconds {
-        if ttl == 0 || ttl > MAX_TTL_SECONDS {
-            return Err(ApiError::bad_request(format!(
-                "timestamp_ttl_seconds must be 1 to {MAX_TTL_SECONDS}"
-            )));
-        }
-    }
-    let admitted = resolve(state, &rule, request.algorithm.as_deref(), audited)?;
-    let Admitted {
-        label,
-        key_name,
-        algorithm,
-        cert_der,
-    } = admitted;
-    let envelope = request.envelope;
-    let ttl = request.timestamp_ttl_seconds;
+) -> Result<Answer<WssMeta>, ApiError> {
+    let (rule, place, bytes) =
+        admit_and_read(state, peer, name, body, audited, Purpose::Sign).await?;
+    let (envelope, options) = xml_form::decode(
+        form,
+        uri,
+        bytes,
+        "wss sign",
+        |r: WssJson| {
+            let options = WssQuery {
+                algorithm: r.algorithm,
+                timestamp_ttl_seconds: r.timestamp_ttl_seconds,
+            };
+            (Bytes::from(r.envelope), options)
+        },
+        |q: WssQuery| q,
+    )?;
+    check_ttl(options.timestamp_ttl_seconds)?;
+    let key = resolve(state, &rule, options.algorithm.as_deref(), audited)?;
+    let ttl = options.timestamp_ttl_seconds;
+    let timeout = state.settings().request_timeout;
+    let token = TokenCall::new(state, timeout);
     audited
-        .run(state, move |signer, seen| {
+        .run_off_session(state, timeout, move |seen| {
+            let _place = place;
             let opts = WssOptions {
                 timestamp_ttl_seconds: ttl,
-                ..WssOptions::new(algorithm)
+                ..WssOptions::new(key.algorithm)
             };
             let mut cert_sha256 = None;
-            let signed = xml::sign_wss(envelope.as_bytes(), &opts, &cert_der, |info| {
-                token_sign(signer, &label, algorithm, info, &mut cert_sha256)
+            let signed = xml::sign_wss(&envelope, &opts, &key.cert_der, |info| {
+                let signed = token.sign(&key.label, key.algorithm, info)?;
+                cert_sha256 = Some(signed.key.cert_sha256.clone());
+                Ok(signed.signature)
             })
             .map_err(api_error)?;
+            drop(envelope);
             seen.input_sha256 = hex::encode(signed.signed_info_sha256);
             seen.reference = Some(signed.reference_uris.join(" "));
             seen.cert_sha256 = cert_sha256.clone();
-            Ok(WssResponse {
-                envelope: signed.xml,
-                body_id: signed.body_id,
-                algorithm,
-                algorithm_uri: algorithm.xmldsig_uri(),
-                key: key_name,
-                certificate_sha256: cert_sha256.unwrap_or_default(),
+            Ok(Answer {
+                form,
+                meta: WssMeta {
+                    body_id: signed.body_id,
+                    algorithm: key.algorithm,
+                    algorithm_uri: key.algorithm.xmldsig_uri(),
+                    key: key.key_name,
+                    certificate_sha256: cert_sha256.unwrap_or_default(),
+                    reference_uris: signed.reference_uris,
+                },
+                document: signed.xml,
             })
         })
         .await
@@ -249,45 +442,59 @@ async fn saml_inner(
     state: &AppState,
     peer: &Peer,
     name: Result<Path<String>, PathRejection>,
+    form: Form,
+    uri: &Uri,
     body: Body,
     audited: &mut Audited,
-) -> Result<SamlResponse, ApiError> {
-    let (rule, bytes) = admit_and_read(state, peer, name, body, audited, Purpose::Sign).await?;
-    let request: SamlRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!("the body is not a valid saml sign request: {e}"))
-    })?;
-    drop(bytes);
-    let admitted = resolve(state, &rule, request.algorithm.as_deref(), audited)?;
-    let Admitted {
-        label,
-        key_name,
-        algorithm,
-        cert_der,
-    } = admitted;
-    let document = request.xml;
-    let reference_id = request.reference_id;
+) -> Result<Answer<SamlMeta>, ApiError> {
+    let (rule, place, bytes) =
+        admit_and_read(state, peer, name, body, audited, Purpose::Sign).await?;
+    let (document, options) = xml_form::decode(
+        form,
+        uri,
+        bytes,
+        "saml sign",
+        |r: SamlJson| {
+            let options = SamlQuery {
+                algorithm: r.algorithm,
+                reference_id: r.reference_id,
+            };
+            (Bytes::from(r.xml), options)
+        },
+        |q: SamlQuery| q,
+    )?;
+    let key = resolve(state, &rule, options.algorithm.as_deref(), audited)?;
+    let reference_id = options.reference_id;
+    let timeout = state.settings().request_timeout;
+    let token = TokenCall::new(state, timeout);
     audited
-        .run(state, move |signer, seen| {
+        .run_off_session(state, timeout, move |seen| {
+            let _place = place;
             let opts = SamlOptions {
                 reference_id,
-                ..SamlOptions::new(algorithm)
+                ..SamlOptions::new(key.algorithm)
             };
             let mut cert_sha256 = None;
-            let signed = xml::sign_saml(document.as_bytes(), &opts, &cert_der, |info| {
-                token_sign(signer, &label, algorithm, info, &mut cert_sha256)
+            let signed = xml::sign_saml(&document, &opts, &key.cert_der, |info| {
+                let signed = token.sign(&key.label, key.algorithm, info)?;
+                cert_sha256 = Some(signed.key.cert_sha256.clone());
+                Ok(signed.signature)
             })
             .map_err(api_error)?;
+            drop(document);
             seen.input_sha256 = hex::encode(signed.signed_info_sha256);
             seen.reference = Some(signed.reference_uri.clone());
             seen.cert_sha256 = cert_sha256.clone();
-            Ok(SamlResponse {
-                xml_base64: base64::engine::general_purpose::STANDARD.encode(signed.xml.as_bytes()),
-                xml: signed.xml,
-                reference_uri: signed.reference_uri,
-                algorithm,
-                algorithm_uri: algorithm.xmldsig_uri(),
-                key: key_name,
-                certificate_sha256: cert_sha256.unwrap_or_default(),
+            Ok(Answer {
+                form,
+                meta: SamlMeta {
+                    reference_uri: signed.reference_uri,
+                    algorithm: key.algorithm,
+                    algorithm_uri: key.algorithm.xmldsig_uri(),
+                    key: key.key_name,
+                    certificate_sha256: cert_sha256.unwrap_or_default(),
+                },
+                document: signed.xml,
             })
         })
         .await

@@ -100,6 +100,19 @@ pub enum TokenError {
         /// The token label.
         token: String,
     },
+    /// The PIN given to log in is outside the token's length limits (checked before
+    /// C_Login, so that no try is spent on a PIN the token cannot hold).
+    #[error("the PIN for token \"{token}\" has {length} bytes; the token takes {min} to {max}: not logging in, so no try was spent. Check that the PIN file or variable holds the PIN and nothing else")]
+    CurrentPinLength {
+        /// The token label.
+        token: String,
+        /// The PIN's length in bytes.
+        length: usize,
+        /// The token's minimum.
+        min: usize,
+        /// The token's maximum.
+        max: usize,
+    },
     /// A new PIN outside the token's length limits (checked before C_SetPIN).
     #[error("the new PIN has {length} characters; token \"{token}\" takes {min} to {max}: nothing was changed")]
     NewPinLength {

@@ -8,7 +8,7 @@ use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::error::TokenError;
@@ -54,7 +54,8 @@ impl std::fmt::Display for PinFlags {
 /// Logs the user in on `session`, once.
 ///
 /// Refuses without trying when the token says the PIN is locked, or says the next wrong
-/// PIN locks it and `allow_final_try` is false.
+/// PIN locks it and `allow_final_try` is false, or when the PIN's length is outside the
+/// token's limits.
 pub fn login(
     ctx: &Pkcs11,
     slot: Slot,
@@ -64,6 +65,7 @@ pub fn login(
     allow_final_try: bool,
 ) -> Result<(), TokenError> {
     guard(ctx, slot, token, allow_final_try)?;
+    check_pin_length(ctx, slot, token, pin)?;
     match session.login(UserType::User, Some(pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         Err(e) => Err(pin_error(ctx, slot, token, e, "logging in to token")),
@@ -83,6 +85,39 @@ fn guard(ctx: &Pkcs11, slot: Slot, token: &str, allow_final_try: bool) -> Result
     if before.final_try && !allow_final_try {
         return Err(TokenError::PinFinalTry {
             token: token.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a PIN about to be presented (C_Login, or the old PIN of C_SetPIN) whose length
+/// is outside the token's ulMinPinLen..ulMaxPinLen: an empty PIN, one character, or a
+/// megabyte read from the wrong file would otherwise spend a try on a card that locks
+/// after three. A token with a protected authentication path (a PIN pad) takes the PIN
+/// there, so its limits say nothing about this value; it is exempt. Limits a token does
+/// not fill in (a maximum of 0, or below the minimum) are not enforced.
+pub fn check_pin_length(
+    ctx: &Pkcs11,
+    slot: Slot,
+    token: &str,
+    pin: &SecretString,
+) -> Result<(), TokenError> {
+    let info = ctx
+        .get_token_info(slot)
+        .map_err(TokenError::pkcs11(format!(
+            "reading token \"{token}\"'s PIN limits"
+        )))?;
+    let (min, max) = (info.min_pin_length(), info.max_pin_length());
+    if info.protected_authentication_path() || max == 0 || max < min {
+        return Ok(());
+    }
+    let length = pin.expose_secret().len();
+    if length < min || length > max {
+        return Err(TokenError::CurrentPinLength {
+            token: token.into(),
+            length,
+            min,
+            max,
         });
     }
     Ok(())
@@ -123,6 +158,7 @@ pub fn change_pin(
     allow_final_try: bool,
 ) -> Result<(), TokenError> {
     guard(ctx, slot, token, allow_final_try)?;
+    check_pin_length(ctx, slot, token, old)?;
     super::so_pin::check_new_pin_length(ctx, slot, token, new)?;
     session.set_pin(old, new).map_err(|e| {
         pin_error(

@@ -42,6 +42,7 @@ pub fn so_login(
             token: token.into(),
         });
     }
+    super::login::check_pin_length(ctx, slot, token, so_pin)?;
     match session.login(UserType::So, Some(so_pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(TokenError::SoPinIncorrect {

@@ -7,17 +7,22 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// The directory of the token with this serial, from the `directories.tokendir` of the
-/// configuration SoftHSM reads (`SOFTHSM2_CONF`, else `/etc/softhsm/softhsm2.conf`).
-pub fn token_dir(serial: &str) -> Option<PathBuf> {
+/// The `directories.tokendir` of the configuration SoftHSM reads (`SOFTHSM2_CONF`, else
+/// `/etc/softhsm/softhsm2.conf`): where every token's files are.
+pub fn tokens_dir() -> Option<PathBuf> {
     let conf = std::env::var_os("SOFTHSM2_CONF")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"));
     let text = std::fs::read_to_string(conf).ok()?;
-    let tokens = text.lines().find_map(|line| {
+    text.lines().find_map(|line| {
         let (key, value) = line.split_once('=')?;
         (key.trim() == "directories.tokendir").then(|| PathBuf::from(value.trim()))
-    })?;
+    })
+}
+
+/// The directory of the token with this serial, under [`tokens_dir`].
+pub fn token_dir(serial: &str) -> Option<PathBuf> {
+    let tokens = tokens_dir()?;
     std::fs::read_dir(tokens).ok()?.flatten().find_map(|entry| {
         let name = entry.file_name().to_string_lossy().replace('-', "");
         name.ends_with(serial).then(|| entry.path())
@@ -52,7 +57,32 @@ pub fn check_writer(module: &Path, serial: &str) -> Result<(), String> {
         .map(|u| u.name)
         .unwrap_or_else(|| meta.uid().to_string());
     Err(format!(
-        "the SoftHSM token's directory {} belongs to {owner:?}; as root this command would leave files {owner} cannot read, and the daemon would stop finding its keys. Run it as that account instead: runuser -u {owner} -- env SOFTHSM2_CONF=\"$SOFTHSM2_CONF\" hsm-signer ... (runuser and sudo drop SOFTHSM2_CONF otherwise); nothing was changed",
+        "the SoftHSM token's directory {} belongs to {owner:?}; as root this command would leave files {owner} cannot read, and the daemon would stop finding its keys. Run it as that account instead: runuser -u {owner} -- hsm-signer ... (runuser -u keeps SOFTHSM2_CONF and the exported HSM_SIGNER_PIN; sudo drops them); nothing was changed",
         dir.display()
     ))
+}
+
+/// At `serve`'s start. With SoftHSM the token's files and the PIN file together are the
+/// key: whoever copies both can sign as the municipality anywhere (tried: the copy signed,
+/// and openssl verified the signature against the municipality's certificate). When both
+/// lie on one filesystem, a backup, a snapshot or the drive itself carries both, so this
+/// logs one warning naming what compensates. `accepted` (`[token]
+/// allow_softhsm_in_production = true`) says the operator has done one of those things.
+pub fn warn_if_pin_beside_tokens(module: &Path, pin_file: &Path, accepted: bool) {
+    if accepted || !is_softhsm(module) {
+        return;
+    }
+    let Some(tokens) = tokens_dir() else {
+        return;
+    };
+    let (Ok(pin), Ok(dir)) = (std::fs::metadata(pin_file), std::fs::metadata(&tokens)) else {
+        return;
+    };
+    if pin.dev() == dir.dev() {
+        tracing::warn!(
+            pin_file = %pin_file.display(),
+            token_dir = %tokens.display(),
+            "SoftHSM keeps the key in files that the PIN file on the same filesystem unlocks: a copy of that disk (a backup, a snapshot, the drive) is a copy of the key. Encrypt the disk, keep both out of backups, put the PIN file on a separate medium, or use a real token (docs/security.md, \"A copy of the server's disk\"); then set [token] allow_softhsm_in_production = true"
+        );
+    }
 }

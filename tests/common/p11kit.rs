@@ -57,3 +57,16 @@ impl P11KitServer {
         Ok(())
     }
 }
+
+/// A test that ends, or fails, with the server still running stops it here, with the
+/// `p11-kit-remote` children of its process group: no server outlives its test.
+impl Drop for P11KitServer {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
