@@ -618,7 +618,8 @@ fn daemon_answers_each_new_shape_with_its_status_and_code() -> common::Result {
     provision(&token, &keys)?;
     const WSSE: &str =
         "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
-    let daemon = Daemon::start(&token, &keys, "")?;
+    // The [xml] section reaches the endpoints (max_elements lowered; the rest default).
+    let daemon = Daemon::start(&token, &keys, "[xml]\nmax_elements = 50")?;
     let env = |header: &str, body_attrs: &str, payload: &str| {
         format!(
             "<s:Envelope xmlns:s=\"{SOAP11}\" xmlns:wsu=\"{WSU}\" xmlns:wsse=\"{WSSE}\" \
@@ -670,6 +671,12 @@ fn daemon_answers_each_new_shape_with_its_status_and_code() -> common::Result {
             serde_json::json!({"envelope": timestamped, "timestamp_ttl_seconds": 300}),
             422,
             "already_timestamped",
+        ),
+        (
+            "51 elements with [xml] max_elements = 50",
+            serde_json::json!({"envelope": env("", "", &"<x/>".repeat(50))}),
+            400,
+            "xml_too_complex",
         ),
         (
             "65 namespaces in scope",
