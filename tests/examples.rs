@@ -396,7 +396,14 @@ fn contrib_config_runs_the_daemon() -> Result {
         ),
         // The test's user need not be in www-data, nor be uid 33.
         ("socket_group = \"www-data\"", String::new()),
-        ("allowed_uids = [33] #", format!("allowed_uids = [{uid}] #")),
+        (
+            "allowed_uids = [33, 0] #",
+            format!("allowed_uids = [{uid}, 0] #"),
+        ),
+        (
+            "allowed_uids = [33]\n# allowed_gids",
+            format!("allowed_uids = [{uid}]\n# allowed_gids"),
+        ),
         // The login.gov.pl key, commented out in the file.
         (
             "# [[keys]]\n# name = \"wk\"",
@@ -431,6 +438,46 @@ fn contrib_config_runs_the_daemon() -> Result {
         &["-sha256"]
     )?);
     assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+/// The settings operations.md section 2 shows as the typical configuration (EN and PL), each
+/// with the value the shipped contrib/config.toml (/etc/hsm-signer/config.toml) gives it.
+#[test]
+fn the_shipped_config_is_the_typical_configuration_of_operations_md() -> Result {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped: toml::Table =
+        std::fs::read_to_string(repo.join("contrib/config.toml"))?.parse()?;
+    for doc in ["docs/operations.md", "docs/pl/operations.md"] {
+        let text = std::fs::read_to_string(repo.join(doc))?;
+        let section = text
+            .split_once("\n## 2. ")
+            .ok_or_else(|| format!("{doc}: no section 2"))?
+            .1;
+        let block = section
+            .split_once("```toml\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .ok_or_else(|| format!("{doc}: no toml block in section 2"))?
+            .0;
+        let typical: toml::Table = block.parse()?;
+        for (table, settings) in &typical {
+            let shipped_table = &shipped[table.as_str()];
+            let (settings, shipped_table) = match (settings, shipped_table) {
+                (toml::Value::Array(keys), toml::Value::Array(shipped_keys)) => {
+                    (keys[0].clone(), shipped_keys[0].clone())
+                }
+                (settings, shipped_table) => (settings.clone(), shipped_table.clone()),
+            };
+            let settings = settings.as_table().ok_or("not a table")?;
+            for (name, value) in settings {
+                assert_eq!(
+                    shipped_table.get(name),
+                    Some(value),
+                    "{doc}: [{table}] {name} = {value} is not what contrib/config.toml ships"
+                );
+            }
+        }
+    }
     Ok(())
 }
 
