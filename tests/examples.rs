@@ -481,6 +481,45 @@ fn the_shipped_config_is_the_typical_configuration_of_operations_md() -> Result 
     Ok(())
 }
 
+/// The settings of a configuration file in order, active or commented out (`# name = …`,
+/// `# [table]`), without their comments: what the EN and PL copies must share.
+fn settings_of(text: &str) -> Vec<String> {
+    let setting = |line: &str| -> Option<String> {
+        let table = line.trim_start_matches('[').trim_end_matches(']');
+        if line.starts_with('[')
+            && line.ends_with(']')
+            && table.chars().all(|c| c.is_ascii_lowercase() || c == '.')
+        {
+            return Some(line.to_string());
+        }
+        let (name, _) = line.split_once(" = ")?;
+        name.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            .then(|| name.to_string())
+    };
+    text.lines()
+        .filter_map(|line| match line.strip_prefix("# ") {
+            Some(commented) => setting(commented).map(|s| format!("# {s}")),
+            None => setting(line),
+        })
+        .collect()
+}
+
+/// contrib/config.pl.toml is contrib/config.toml with Polish comments: the same active values,
+/// and the same settings shown commented out, in the same order.
+#[test]
+fn the_polish_config_has_the_same_settings_as_the_english_one() -> Result {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let en = std::fs::read_to_string(repo.join("contrib/config.toml"))?;
+    let pl = std::fs::read_to_string(repo.join("contrib/config.pl.toml"))?;
+    let (en_values, pl_values): (toml::Table, toml::Table) = (en.parse()?, pl.parse()?);
+    assert_eq!(en_values, pl_values, "the active settings differ");
+    let (en_settings, pl_settings) = (settings_of(&en), settings_of(&pl));
+    assert!(en_settings.len() > 40, "{en_settings:?}");
+    assert_eq!(en_settings, pl_settings, "the settings shown differ");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // The one-call examples: tpuserinfo (wss/sign) and wk_authn_request (saml/sign) in PHP,
 // Python and Java, each output checked by xmlsec1, zeep + signxml and the JDK.
