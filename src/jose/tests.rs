@@ -475,3 +475,40 @@ fn the_jwk_of_an_ec_key_pads_its_coordinates() {
     assert_eq!(value["x5c"].as_array().unwrap().len(), 1);
     assert_eq!(value["kid"], thumbprint(&key.der).unwrap());
 }
+
+#[test]
+fn keys_jose_does_not_carry_are_refused() {
+    let ed = PKey::generate_ed25519().unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(Nid::COMMONNAME, "ed25519")
+        .unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&ed).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    b.sign(&ed, MessageDigest::null()).unwrap();
+    let ed_der = b.build().to_der().unwrap();
+    let k1 = Key::ec(Nid::SECP256K1);
+    for der in [&ed_der, &k1.der] {
+        let err = jwk(der, &[], KeyUse::Sig).unwrap_err();
+        assert_eq!(err.code(), "unsupported_key", "{err}");
+        assert!(!err.is_caller_fault());
+        let got = sign_jws(
+            Payload::Json("{}"),
+            &JwsOptions::default(),
+            der,
+            &[],
+            |_| Ok::<_, String>(Vec::new()),
+        );
+        assert!(matches!(
+            got,
+            Err(SignFailure::Jose(JoseError::UnsupportedKey(_)))
+        ));
+    }
+}
