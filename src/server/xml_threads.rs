@@ -13,8 +13,12 @@
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 
-/// One piece of XML work.
-type Job = Box<dyn FnOnce() + Send>;
+/// One piece of XML work. It returns the delivery of its answer, which the thread makes only
+/// once it is back on the idle list, so that the caller's next job finds it there.
+type Job = Box<dyn FnOnce() -> Delivery + Send>;
+
+/// Hands a finished job's answer to its caller.
+type Delivery = Box<dyn FnOnce() + Send>;
 
 /// The XML threads: started when no idle one is left, kept for the next document.
 #[derive(Default)]
@@ -33,7 +37,10 @@ impl XmlThreads {
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let mut work: Job = Box::new(move || {
-            let _ = answer.send(job());
+            let result = job();
+            Box::new(move || {
+                let _ = answer.send(result);
+            })
         });
         loop {
             let last_idle = self.idle.lock().expect("xml threads lock").pop();
@@ -57,7 +64,8 @@ impl XmlThreads {
     }
 
     /// A new thread, waiting on the inbox returned. It goes back on the idle list after
-    /// each job, never before: a job never waits behind another.
+    /// each job's work and before the job's answer is delivered: a job never waits behind
+    /// another's work, and a caller that sends its next job once answered finds this thread.
     fn start(&self) -> std::io::Result<Sender<Job>> {
         let (inbox, jobs) = channel::<Job>();
         let own = inbox.clone();
@@ -66,8 +74,9 @@ impl XmlThreads {
             .name("xml".into())
             .spawn(move || {
                 while let Ok(job) = jobs.recv() {
-                    job();
+                    let deliver = job();
                     idle.lock().expect("xml threads lock").push(own.clone());
+                    deliver();
                 }
             })?;
         Ok(inbox)
