@@ -31,6 +31,9 @@ pub struct Config {
     /// TLS clients, each known by name and the SHA-256 of its certificate.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// `[xml]`: how complex a document the XML endpoints accept.
+    #[serde(default)]
+    pub xml: crate::xml::XmlLimits,
 }
 
 /// One `[[clients]]` entry: a GSKO node on another host.

@@ -344,6 +344,114 @@ fn wss_a_long_polish_document_signs_and_verifies() -> TestResult {
     Ok(())
 }
 
+/// SHA-256 (base64) of lxml's exclusive c14n of the element with `wsu:Id` = `id` in `xml`.
+fn lxml_exc_c14n_sha256(xml: &str, id: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("input.xml");
+    std::fs::write(&path, xml)?;
+    let script = format!(
+        "import base64, hashlib, sys\nfrom lxml import etree\n\
+         doc = etree.parse(sys.argv[1], etree.XMLParser(huge_tree=True))\n\
+         (el,) = doc.xpath(\"//*[@wsu:Id='{id}']\", namespaces={{'wsu': '{WSU}'}})\n\
+         c14n = etree.tostring(el, method='c14n', exclusive=True, with_comments=False)\n\
+         print(base64.b64encode(hashlib.sha256(c14n).digest()).decode())\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .arg(&path)
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// The DigestValue of the Reference to `#id` in a signed document.
+fn digest_value(signed: &str, id: &str) -> Option<String> {
+    let reference = signed.find(&format!("URI=\"#{id}\""))?;
+    let rest = &signed[reference..];
+    let start = rest.find("DigestValue>")? + "DigestValue>".len();
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].to_owned())
+}
+
+#[test]
+fn wss_long_polish_texts_are_signed_over_their_own_bytes() -> TestResult {
+    // libxml2 writes a long text's c14n in 16,000-byte pieces; the libxml crate decoded
+    // each piece on its own, so a character cut there became U+FFFD. One text node per
+    // offset 15,996..16,004 at which a multi-byte character starts, 16 KB to 200 KB each,
+    // and a U+FFFD in a Header comment (which once switched the guard off).
+    let mut texts = String::new();
+    for (i, offset) in (15_996..=16_004).enumerate() {
+        let size = 16_000 + i * 23_000;
+        let mut text = "x".repeat(offset);
+        for c in ["ż", "€", "ł", "🙂"].iter().cycle() {
+            if text.len() >= size.max(offset + 64) {
+                break;
+            }
+            text.push_str(c);
+            text.push_str(" Zażółć gęślą jaźń, ŹDŹBŁO. ");
+        }
+        texts += &format!("<tekst nr=\"{offset}\">{text}</tekst>\n");
+    }
+    let envelope = format!(
+        "<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\" xmlns:wsu=\"{WSU}\">\
+         <soapenv:Header><!-- znak zastępczy: \u{FFFD} --></soapenv:Header>\
+         <soapenv:Body wsu:Id=\"body-long\"><dokument>\n{texts}</dokument></soapenv:Body>\
+         </soapenv:Envelope>"
+    );
+    let key = Key::rsa();
+    let signed = sign_wss(
+        envelope.as_bytes(),
+        &wss_opts(&key, None),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed.xml.contains(&texts), "the texts came back changed");
+    assert_eq!(signed.xml.matches('\u{FFFD}').count(), 1);
+    assert_wss_verifies(&signed, &key, SOAP11);
+    if have_python() {
+        let expected = lxml_exc_c14n_sha256(&envelope, "body-long")?;
+        assert_eq!(digest_value(&signed.xml, "body-long"), Some(expected));
+    }
+    Ok(())
+}
+
+#[test]
+fn wss_a_scanned_pdf_past_libxml2s_text_node_cap_is_signed_and_verifies() -> TestResult {
+    // One base64 text node of 11,000,000 bytes, past the 10,000,000 that libxml2 accepts
+    // without XML_PARSE_HUGE: a scanned document as ePUAP's Doręczyciel carries it.
+    use base64::Engine;
+    let mut bytes = vec![0u8; 8_250_000];
+    openssl::rand::rand_bytes(&mut bytes)?;
+    let pdf = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    assert_eq!(pdf.len(), 11_000_000);
+    let envelope = format!(
+        "<soapenv:Envelope xmlns:soapenv=\"{SOAP11}\" xmlns:wsu=\"{WSU}\">\
+         <soapenv:Body wsu:Id=\"body-pdf\"><dokument nazwa=\"skan.pdf\">{pdf}</dokument>\
+         </soapenv:Body></soapenv:Envelope>"
+    );
+    let key = Key::rsa();
+    let signed = sign_wss(
+        envelope.as_bytes(),
+        &wss_opts(&key, None),
+        &key.der(),
+        |d| key.sign(d),
+    )?;
+    assert!(signed.xml.contains(&pdf));
+    if have_xmlsec1() {
+        let files = write(&signed.xml, &key);
+        let (ok, out) = xmlsec1(&files, &wss_id_attrs(SOAP11));
+        assert!(ok, "xmlsec1 rejected:\n{out}");
+        assert!(out.contains("SignedInfo References (ok/all): 1/1"), "{out}");
+    }
+    if have_python() {
+        let expected = lxml_exc_c14n_sha256(&envelope, "body-pdf")?;
+        assert_eq!(digest_value(&signed.xml, "body-pdf"), Some(expected));
+    }
+    Ok(())
+}
+
 #[test]
 fn wss_a_tampered_body_is_rejected() -> TestResult {
     let key = Key::rsa();
@@ -496,5 +604,127 @@ fn saml_a_tampered_request_is_rejected() -> TestResult {
         assert!(!ok);
         assert!(out.contains("AuthnRequest valid=false"), "{out}");
     }
+    Ok(())
+}
+
+/// The new refusals through the real daemon and socket: each status and JSON `code`, and
+/// the audit record's `reference` for an accepted ID. (tests/xml_daemon.rs has the older
+/// refusals.)
+#[test]
+fn daemon_answers_each_new_shape_with_its_status_and_code() -> common::Result {
+    use common::daemon::{provision, Daemon, KeySetup};
+    let token = common::TestToken::new()?;
+    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    provision(&token, &keys)?;
+    const WSSE: &str =
+        "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
+    // The [xml] section reaches the endpoints (max_elements lowered; the rest default).
+    let daemon = Daemon::start(&token, &keys, "[xml]\nmax_elements = 50")?;
+    let env = |header: &str, body_attrs: &str, payload: &str| {
+        format!(
+            "<s:Envelope xmlns:s=\"{SOAP11}\" xmlns:wsu=\"{WSU}\" xmlns:wsse=\"{WSSE}\" \
+             xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\">{header}\
+             <s:Body{body_attrs}>{payload}</s:Body></s:Envelope>"
+        )
+    };
+    let namespaces: String = (0..65)
+        .map(|i| format!(" xmlns:p{i}=\"urn:p:{i}\""))
+        .collect();
+    let timestamped = env(
+        "<s:Header><wsse:Security><wsu:Timestamp><wsu:Created>2026-01-01T00:00:00Z</wsu:Created></wsu:Timestamp></wsse:Security></s:Header>",
+        "",
+        "<x/>",
+    );
+    let cases: Vec<(&str, serde_json::Value, u16, &str)> = vec![
+        (
+            "a Body in the Header",
+            serde_json::json!({"envelope": env("<s:Header><s:Body><fake/></s:Body></s:Header>", "", "<x/>")}),
+            422,
+            "not_soap_envelope",
+        ),
+        (
+            "a ds:Signature deep in the Header",
+            serde_json::json!({"envelope": env("<s:Header><a><ds:Signature/></a></s:Header>", "", "<x/>")}),
+            422,
+            "already_signed",
+        ),
+        (
+            "xpointer(/) as the Body's ID",
+            serde_json::json!({"envelope": env("", " wsu:Id=\"xpointer(/)\"", "<x/>")}),
+            400,
+            "bad_id",
+        ),
+        (
+            "ID and wsu:Id on the Body",
+            serde_json::json!({"envelope": env("", " ID=\"a\" wsu:Id=\"b\"", "<x/>")}),
+            400,
+            "ambiguous_id",
+        ),
+        (
+            "xml:id twice",
+            serde_json::json!({"envelope": env("", "", "<a xml:id=\"d\"/><b xml:id=\"d\"/>")}),
+            400,
+            "xml_duplicate_id",
+        ),
+        (
+            "a Timestamp and a TTL",
+            serde_json::json!({"envelope": timestamped, "timestamp_ttl_seconds": 300}),
+            422,
+            "already_timestamped",
+        ),
+        (
+            "51 elements with [xml] max_elements = 50",
+            serde_json::json!({"envelope": env("", "", &"<x/>".repeat(50))}),
+            400,
+            "xml_too_complex",
+        ),
+        (
+            "65 namespaces in scope",
+            serde_json::json!({"envelope": env("", "", &format!("<x{namespaces}/>"))}),
+            400,
+            "xml_too_complex",
+        ),
+    ];
+    for (what, body, status, code) in cases {
+        let (got, answer) =
+            daemon.json("POST", "/v1/keys/epuap/wss/sign", Some(&body.to_string()))?;
+        println!("{what}: {got} {answer}");
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {answer}"
+        );
+    }
+    let (status, answer) = daemon.json(
+        "POST",
+        "/v1/keys/epuap/wss/sign",
+        Some(
+            &serde_json::json!({"envelope": env("", " wsu:Id=\"5f3a9c2e1b7d4\"", "<x/>")})
+                .to_string(),
+        ),
+    )?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["body_id"], "5f3a9c2e1b7d4");
+    // A relative namespace URI, which libxml2's c14n refuses (once with a 500 and its
+    // report raw on the daemon's stderr), is refused as malformed before any c14n.
+    let (status, answer) = daemon.json(
+        "POST",
+        "/v1/keys/epuap/saml/sign",
+        Some(
+            &serde_json::json!({"xml": "<r xmlns:x=\"relative/uri\" ID=\"a\"><x:y/></r>"})
+                .to_string(),
+        ),
+    )?;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("bad_xml")),
+        "{answer}"
+    );
+    let log = daemon.log_text();
+    assert!(!log.contains("C14N error"), "{log}");
+    let audit = daemon.audit.clone();
+    drop(daemon);
+    let log = std::fs::read_to_string(&audit)?;
+    assert!(log.contains("\"reference\":\"#5f3a9c2e1b7d4\""), "{log}");
     Ok(())
 }

@@ -101,9 +101,13 @@ impl ApiError {
             | X::EncodingUnsupported(_)
             | X::TooDeep(_)
             | X::DuplicateId(_)
+            | X::TooComplex { .. }
+            | X::BadId(_)
+            | X::AmbiguousId { .. }
             | X::MissingId(_) => Self::new(StatusCode::BAD_REQUEST, err.code(), err.to_string()),
             X::NotSoapEnvelope(_)
             | X::AlreadySigned(_)
+            | X::AlreadyTimestamped
             | X::ReferenceNotFound(_)
             | X::AlgorithmMismatch(_) => Self::unprocessable(err.code(), err.to_string()),
             X::BadCertificate(_) | X::SignatureMismatch | X::Internal(_) => Self::internal(err),

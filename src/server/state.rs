@@ -34,6 +34,8 @@ pub struct Settings {
     pub selector: crate::token::TokenSelector,
     /// `[server] refuse_extractable_keys`.
     pub refuse_extractable_keys: bool,
+    /// `[xml]`: how complex a document the XML endpoints accept.
+    pub xml_limits: crate::xml::XmlLimits,
 }
 
 impl Settings {
@@ -49,6 +51,7 @@ impl Settings {
             module: config.module.clone(),
             selector: config.selector.clone(),
             refuse_extractable_keys: config.config.server.refuse_extractable_keys,
+            xml_limits: config.config.xml,
         }
     }
 }

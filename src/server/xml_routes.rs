@@ -402,6 +402,7 @@ async fn wss_inner(
     check_ttl(options.timestamp_ttl_seconds)?;
     let key = resolve(state, &rule, options.algorithm.as_deref(), audited)?;
     let ttl = options.timestamp_ttl_seconds;
+    let limits = state.settings().xml_limits;
     let timeout = state.settings().request_timeout;
     let token = TokenCall::new(state, timeout);
     audited
@@ -409,6 +410,7 @@ async fn wss_inner(
             let _place = place;
             let opts = WssOptions {
                 timestamp_ttl_seconds: ttl,
+                limits,
                 ..WssOptions::new(key.algorithm)
             };
             let mut cert_sha256 = None;
@@ -465,6 +467,7 @@ async fn saml_inner(
     )?;
     let key = resolve(state, &rule, options.algorithm.as_deref(), audited)?;
     let reference_id = options.reference_id;
+    let limits = state.settings().xml_limits;
     let timeout = state.settings().request_timeout;
     let token = TokenCall::new(state, timeout);
     audited
@@ -472,6 +475,7 @@ async fn saml_inner(
             let _place = place;
             let opts = SamlOptions {
                 reference_id,
+                limits,
                 ..SamlOptions::new(key.algorithm)
             };
             let mut cert_sha256 = None;

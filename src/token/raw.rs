@@ -13,7 +13,8 @@
 //! path already loaded returns the same library, so its state, C_Initialize included, is
 //! the one cryptoki's context already set up) and `C_GetFunctionList` gives the module's
 //! own function table. Session and object handles come from cryptoki and go back to it.
-//! This module is the crate's only `unsafe` code; each block says what it relies on.
+//! This module and src/xml/raw.rs (libxml2's c14n and serialisation as bytes) are the
+//! crate's only `unsafe` code; each block says what it relies on.
 #![allow(unsafe_code)]
 
 use std::path::Path;

@@ -1,16 +1,19 @@
-//! The XML-DSig parts both profiles share: exclusive c14n and digests through libxml2,
-//! the `ds:Signature` skeleton, the call to the signing closure, and the check that the
-//! final bytes, parsed again, still canonicalise to what was digested and signed.
+//! The XML-DSig parts both profiles share: exclusive c14n and digests through libxml2
+//! (bytes straight from its output buffer, see [`super::raw`]), the `ds:Signature`
+//! skeleton, the call to the signing closure, and the check that the final bytes, parsed
+//! again, still canonicalise to what was digested and signed.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use libxml::tree::c14n::{CanonicalizationMode, CanonicalizationOptions};
 use libxml::tree::{Document, Namespace, Node};
 use openssl::pkey::{Id, PKey, Public};
 use openssl::x509::X509;
 
 use super::error::{SignError, XmlError};
+use super::limits::XmlLimits;
 use super::parse::{self, Parsed};
+use super::raw;
+use super::shape::{self, Path};
 use crate::algorithm::{self, Algorithm, Hash, Scheme};
 
 /// The XML-DSig namespace.
@@ -31,12 +34,11 @@ pub(crate) struct Reference {
 
 impl Reference {
     /// Digests `node` (already in place, without the signature inside it) under `id`.
-    pub fn of(node: &mut Node, id: &str, enveloped: bool, doc: &Parsed) -> Result<Self, XmlError> {
-        let canonical = exc_c14n(node, doc)?;
+    pub fn of(node: &Node, id: &str, enveloped: bool, doc: &Parsed) -> Result<Self, XmlError> {
         Ok(Reference {
             id: id.to_owned(),
             enveloped,
-            digest: Hash::Sha256.digest(canonical.as_bytes()),
+            digest: exc_c14n_sha256(&doc.doc, node)?.to_vec(),
         })
     }
 
@@ -104,28 +106,18 @@ fn public_key_of(der: &[u8]) -> Result<PKey<Public>, XmlError> {
     Ok(key)
 }
 
-/// The exclusive c14n (no comments, no inclusive prefixes) of `node` in its document.
-///
-/// The libxml crate (0.3.23) decodes libxml2's c14n output with `from_utf8_lossy` one
-/// flush at a time, and libxml2 flushes inside a single text or attribute value longer
-/// than 16,000 bytes; a multi-byte character cut there becomes U+FFFD and the digest would
-/// cover another text. A canonical form with more U+FFFD than the whole input is refused
-/// rather than signed.
-pub(crate) fn exc_c14n(node: &mut Node, doc: &Parsed) -> Result<String, XmlError> {
-    let canonical = node
-        .canonicalize(CanonicalizationOptions {
-            mode: CanonicalizationMode::ExclusiveCanonical1_0,
-            with_comments: false,
-            inclusive_ns_prefixes: Vec::new(),
-        })
-        .map_err(|()| XmlError::internal("exclusive c14n failed"))?;
-    if canonical.matches('\u{FFFD}').count() > doc.replacement_chars {
-        return Err(XmlError::internal(
-            "a text or attribute value over 16000 bytes with non-ASCII characters \
-             cannot be canonicalised safely (libxml crate output chunking); split it",
-        ));
-    }
-    Ok(canonical)
+/// SHA-256 of the exclusive c14n of `node` in `doc`, hashed as libxml2 writes it.
+pub(crate) fn exc_c14n_sha256(doc: &Document, node: &Node) -> Result<[u8; 32], XmlError> {
+    let mut hasher = openssl::sha::Sha256::new();
+    raw::exc_c14n(doc, node, &mut |chunk| hasher.update(chunk))?;
+    Ok(hasher.finish())
+}
+
+/// The exclusive c14n of `node` in `doc`, as bytes.
+pub(crate) fn exc_c14n(doc: &Document, node: &Node) -> Result<Vec<u8>, XmlError> {
+    let mut out = Vec::new();
+    raw::exc_c14n(doc, node, &mut |chunk| out.extend_from_slice(chunk))?;
+    Ok(out)
 }
 
 /// A `ds:Signature` being built: its SignedInfo and the empty SignatureValue.
@@ -203,7 +195,7 @@ pub(crate) fn text_child(
 /// What [`sign`] produced.
 pub(crate) struct Signed {
     /// The exc-c14n bytes of SignedInfo that were signed.
-    pub signed_info: String,
+    pub signed_info: Vec<u8>,
     /// The base64 SignatureValue.
     pub value_base64: String,
 }
@@ -213,15 +205,19 @@ pub(crate) struct Signed {
 pub(crate) fn sign<F, E>(
     skeleton: &mut Skeleton,
     signer: &Signer,
-    doc: &Parsed,
     sign: F,
 ) -> Result<Signed, SignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
-    let signed_info = exc_c14n(&mut skeleton.signed_info, doc)?;
-    let value = sign(signed_info.as_bytes()).map_err(SignError::Token)?;
-    let digest = signer.algorithm.hash().digest(signed_info.as_bytes());
+    // In a document of its own: libxml2 then walks SignedInfo, not the whole envelope.
+    // The re-parse check compares it with SignedInfo's c14n in place.
+    let mut signed_info = Vec::new();
+    raw::exc_c14n_alone(&skeleton.signed_info, &mut |chunk| {
+        signed_info.extend_from_slice(chunk)
+    })?;
+    let value = sign(&signed_info).map_err(SignError::Token)?;
+    let digest = signer.algorithm.hash().digest(&signed_info);
     let verified =
         algorithm::verify_digest(&signer.key, signer.algorithm, &digest, &value).unwrap_or(false);
     if !verified {
@@ -241,67 +237,111 @@ where
 /// Parses `output` again and checks that it canonicalises to exactly what was signed:
 /// the same SignedInfo bytes and, with the signature taken out, the same digests. This
 /// catches any difference between the tree we signed and the bytes the caller sends.
+/// One parse, one walk to find the signature and the referenced elements, then c14n of
+/// SignedInfo and of each referenced subtree only.
 pub(crate) fn check_output(
     output: &str,
     max_depth: usize,
+    limits: &XmlLimits,
     signed: &Signed,
     references: &[Reference],
 ) -> Result<(), XmlError> {
-    let broken = |what: &str| Err(XmlError::internal(format!("re-parse check: {what}")));
-    // The signature adds a few levels under the signed element.
-    let reparsed = parse::parse(output.as_bytes(), max_depth + 8)?;
-    let root = reparsed
-        .doc
-        .get_root_element()
-        .ok_or_else(|| XmlError::internal("re-parse check: no root"))?;
-    let all = parse::elements(&root);
-    let is_ds = |n: &Node, name: &str| {
-        n.get_name() == name && n.get_namespace().is_some_and(|ns| ns.get_href() == DS_NS)
+    let broken = |what: &str| XmlError::internal(format!("re-parse check: {what}"));
+    // The signature adds a few levels, elements and declarations.
+    let reparsed = parse::parse(
+        output.as_bytes(),
+        max_depth + 8,
+        &limits.with_room_for_signature(),
+    )?;
+    let found = find_signed(&reparsed.doc, signed, references)?;
+    let (Some(signature), Some(signed_info)) = (found.signature, found.signed_info) else {
+        return Err(broken("signature not found"));
     };
-    let Some(mut signature) = all
-        .iter()
-        .find(|n| {
-            is_ds(n, "Signature")
-                && n.get_child_elements()
-                    .iter()
-                    .any(|c| is_ds(c, "SignatureValue") && c.get_content() == signed.value_base64)
-        })
-        .cloned()
-    else {
-        return broken("signature not found");
-    };
-    let Some(mut signed_info) = signature
-        .get_child_elements()
-        .into_iter()
-        .find(|c| is_ds(c, "SignedInfo"))
-    else {
-        return broken("SignedInfo not found");
-    };
-    if exc_c14n(&mut signed_info, &reparsed)? != signed.signed_info {
-        return broken("SignedInfo differs");
+    let mut signature = shape::node_at(&reparsed.doc, &signature)?;
+    let signed_info = shape::node_at(&reparsed.doc, &signed_info)?;
+    let mut targets = Vec::with_capacity(references.len());
+    for paths in &found.references {
+        match paths.as_slice() {
+            [path] => targets.push(shape::node_at(&reparsed.doc, path)?),
+            [] => return Err(broken("reference not found")),
+            _ => return Err(broken("reference found twice")),
+        }
+    }
+    if exc_c14n(&reparsed.doc, &signed_info)? != signed.signed_info {
+        return Err(broken("SignedInfo differs"));
     }
     signature.unlink_node();
     signature.set_rust_owned();
-    for reference in references {
-        let Some(mut node) = all
-            .iter()
-            .find(|n| parse::id_of(n).as_deref() == Some(reference.id.as_str()))
-            .cloned()
-        else {
-            return broken("reference not found");
-        };
-        let digest = Hash::Sha256.digest(exc_c14n(&mut node, &reparsed)?.as_bytes());
-        if digest != reference.digest {
-            return broken("digest differs");
+    for (node, reference) in targets.iter().zip(references) {
+        if exc_c14n_sha256(&reparsed.doc, node)?.as_slice() != reference.digest {
+            return Err(broken("digest differs"));
         }
     }
     Ok(())
 }
 
+/// Where the re-parsed document holds our signature and each referenced element.
+struct Found {
+    signature: Option<Path>,
+    signed_info: Option<Path>,
+    /// For each reference, every element carrying its ID (one, when all is well).
+    references: Vec<Vec<Path>>,
+}
+
+fn find_signed(
+    doc: &Document,
+    signed: &Signed,
+    references: &[Reference],
+) -> Result<Found, XmlError> {
+    let mut found = Found {
+        signature: None,
+        signed_info: None,
+        references: vec![Vec::new(); references.len()],
+    };
+    let mut path: Path = Vec::new();
+    // A SignedInfo seen under a ds:Signature, kept until its SignatureValue matches.
+    let mut candidate: Option<Path> = None;
+    raw::walk(doc, |element, depth, index| {
+        if depth >= 2 {
+            path.truncate(depth - 2);
+            path.push(index);
+        }
+        if element.is(DS_NS, "SignedInfo") {
+            candidate = Some(path.clone());
+        }
+        if element.is(DS_NS, "SignatureValue")
+            && found.signature.is_none()
+            && element.text() == signed.value_base64.as_bytes()
+        {
+            let parent = path[..path.len().saturating_sub(1)].to_vec();
+            if candidate
+                .as_ref()
+                .is_some_and(|c| c[..c.len() - 1] == parent[..])
+            {
+                found.signed_info = candidate.take();
+                found.signature = Some(parent);
+            }
+        }
+        for attr in element.attributes() {
+            if !shape::is_id_attribute(attr.name(), attr.namespace()) {
+                continue;
+            }
+            let value = attr.value();
+            for (i, reference) in references.iter().enumerate() {
+                if *value == *reference.id.as_bytes() && !found.references[i].contains(&path) {
+                    found.references[i].push(path.clone());
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
 /// SHA-256 of the canonical SignedInfo, for the audit record.
 pub(crate) fn audit_hash(signed: &Signed) -> [u8; 32] {
     let mut out = [0u8; 32];
-    out.copy_from_slice(&Hash::Sha256.digest(signed.signed_info.as_bytes()));
+    out.copy_from_slice(&Hash::Sha256.digest(&signed.signed_info));
     out
 }
 

@@ -24,9 +24,33 @@ pub enum XmlError {
     /// Elements nest deeper than the limit.
     #[error("XML nests deeper than {0} elements")]
     TooDeep(usize),
-    /// Two elements carry the same `ID` / `Id` / `wsu:Id` value.
+    /// Two elements carry the same `ID` / `Id` / `wsu:Id` / `xml:id` value.
     #[error("two elements have the same ID {0:?}")]
     DuplicateId(String),
+    /// The document passes one of the `[xml]` limits (named by its configuration key).
+    #[error("XML too complex: more than {value} ([xml] {limit})")]
+    TooComplex {
+        /// The `[xml]` key of the limit passed.
+        limit: &'static str,
+        /// Its value.
+        value: usize,
+    },
+    /// An ID used as a reference (or named by `reference_id`) is not a plain name.
+    #[error("bad ID to reference: {0}")]
+    BadId(String),
+    /// An element to be referenced carries two ID attributes with different values.
+    #[error(
+        "element {element} (line {line}) has two different IDs; a verifier could resolve either"
+    )]
+    AmbiguousId {
+        /// The element's name, sanitised.
+        element: String,
+        /// Its line.
+        line: u32,
+    },
+    /// `timestamp_ttl_seconds` asked for a Timestamp, and the Security header has one.
+    #[error("the wsse:Security header already holds a wsu:Timestamp; send it without one, or leave out timestamp_ttl_seconds to keep it as it is")]
+    AlreadyTimestamped,
     /// Not a SOAP 1.1 / 1.2 envelope with exactly one Body.
     #[error("not a SOAP envelope: {0}")]
     NotSoapEnvelope(String),
@@ -64,6 +88,10 @@ impl XmlError {
             XmlError::EncodingUnsupported(_) => "xml_encoding_unsupported",
             XmlError::TooDeep(_) => "xml_too_deep",
             XmlError::DuplicateId(_) => "xml_duplicate_id",
+            XmlError::TooComplex { .. } => "xml_too_complex",
+            XmlError::BadId(_) => "bad_id",
+            XmlError::AmbiguousId { .. } => "ambiguous_id",
+            XmlError::AlreadyTimestamped => "already_timestamped",
             XmlError::NotSoapEnvelope(_) => "not_soap_envelope",
             XmlError::AlreadySigned(_) => "already_signed",
             XmlError::ReferenceNotFound(_) => "reference_not_found",
@@ -110,4 +138,15 @@ pub(crate) fn sanitise(text: &str, max: usize) -> String {
         out.push('…');
     }
     out
+}
+
+/// libxml2's message with its quoted parts (values, namespace URIs, encodings: content)
+/// replaced by `...`, then sanitised; element names, which it does not quote, stay.
+pub(crate) fn without_quoted(message: &str) -> String {
+    let unquoted: String = message
+        .split('\'')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "..." } else { part })
+        .collect();
+    sanitise(&unquoted, 80)
 }

@@ -15,9 +15,12 @@
 //! mean writing c14n by hand, which we refuse to do. The cost: the system libxml2 (Debian
 //! `libxml2-dev`, `pkg-config`, and `libclang-dev` for the crate's bindgen) at build time.
 //!
-//! The path: [`parse`] (refusals before and after libxml2 parses) → [`wss`] / [`saml`]
-//! (where the signature goes) → [`dsig`] (c14n, digests, SignedInfo, the closure, and a
-//! re-parse of the output to prove it canonicalises to what was signed).
+//! The path: [`parse`] (refusals before and after libxml2 parses, with the [`limits`]
+//! scan) → [`shape`] (one walk: IDs, the envelope's structure, what is to be referenced)
+//! → [`wss`] / [`saml`] (where the signature goes) → [`dsig`] (c14n, digests, SignedInfo,
+//! the closure, and a re-parse of the output to prove it canonicalises to what was
+//! signed). Every byte digested, signed or returned comes from libxml2's own output
+//! buffers through `raw`, never through a lossy string.
 //!
 //! Decryption of WK's encrypted assertion: [`enc`] (read the EncryptedAssertion, safely
 //! parsed) → [`ecdh_es`] (point check, Z through a closure (the token), ConcatKDF, key
@@ -27,14 +30,18 @@ pub mod dsig;
 pub mod ecdh_es;
 pub mod enc;
 pub mod error;
+pub mod limits;
 pub mod parse;
+mod raw;
 pub mod saml;
+pub mod shape;
 pub mod wss;
 
 use time::OffsetDateTime;
 
 use crate::algorithm::Algorithm;
 pub use error::{SignError, XmlError};
+pub use limits::XmlLimits;
 pub use parse::DEFAULT_MAX_DEPTH;
 
 /// How to sign a SOAP envelope with WS-Security.
@@ -49,16 +56,19 @@ pub struct WssOptions {
     pub now: OffsetDateTime,
     /// The deepest element nesting accepted in the input.
     pub max_depth: usize,
+    /// The `[xml]` limits on the input's shape.
+    pub limits: XmlLimits,
 }
 
 impl WssOptions {
-    /// No Timestamp, the default depth limit, now = the system clock.
+    /// No Timestamp, the default depth limit and `[xml]` limits, now = the system clock.
     pub fn new(algorithm: Algorithm) -> Self {
         WssOptions {
             algorithm,
             timestamp_ttl_seconds: None,
             now: OffsetDateTime::now_utc(),
             max_depth: DEFAULT_MAX_DEPTH,
+            limits: XmlLimits::default(),
         }
     }
 }
@@ -72,15 +82,18 @@ pub struct SamlOptions {
     pub reference_id: Option<String>,
     /// The deepest element nesting accepted in the input.
     pub max_depth: usize,
+    /// The `[xml]` limits on the input's shape.
+    pub limits: XmlLimits,
 }
 
 impl SamlOptions {
-    /// Signs the root, with the default depth limit.
+    /// Signs the root, with the default depth limit and `[xml]` limits.
     pub fn new(algorithm: Algorithm) -> Self {
         SamlOptions {
             algorithm,
             reference_id: None,
             max_depth: DEFAULT_MAX_DEPTH,
+            limits: XmlLimits::default(),
         }
     }
 }

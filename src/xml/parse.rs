@@ -4,23 +4,26 @@
 //! - the encoding (UTF-8 only: no UTF-16/32 byte order mark, no NUL, no other declared
 //!   encoding, valid UTF-8), so that what is signed is what the caller meant;
 //! - the prolog, for a `<!DOCTYPE`: a DTD can only appear there, so refusing it before
-//!   parsing means no entity (billion laughs, XXE `SYSTEM`) is ever declared or expanded.
+//!   parsing means no entity (billion laughs, XXE `SYSTEM`) is ever declared or expanded;
+//! - the depth and the `[xml]` limits ([`super::limits`]), which keep libxml2's own work
+//!   linear.
 //!
-//! libxml2 then parses without recovery, network, DTD loading or entity substitution.
-//! After parsing: the element depth, duplicate `ID`/`Id`/`wsu:Id` values (a signature
-//! over an ambiguous reference is what signature-wrapping attacks exploit), and, as a
-//! second line, the absence of any DTD node.
+//! libxml2 then parses without recovery, network, DTD loading or entity substitution,
+//! with XML_PARSE_HUGE: that lifts its 10,000,000-byte cap on one text node (a scanned
+//! PDF in base64 is larger) and its own nesting limit, which the scan above replaces.
+//! After parsing, as a second line, the absence of any DTD node. IDs and the document's
+//! shape are checked by the one walk in [`super::shape`].
 //!
 //! Processing instructions other than the XML declaration are kept as they are: libxml2
 //! acts on none of them, and exclusive c14n covers those inside a signed element.
 
-use std::collections::HashSet;
-
 use libxml::error::XmlErrorLevel;
 use libxml::parser::{Parser, ParserOptions, XmlParseFailure};
-use libxml::tree::{Document, Node, NodeType, SaveOptions};
+use libxml::tree::{Document, Node, NodeType};
 
-use super::error::{sanitise, XmlError};
+use super::error::{sanitise, without_quoted, XmlError};
+use super::limits::{self, XmlLimits};
+use super::raw;
 
 /// How deep elements may nest, unless the caller says otherwise.
 pub const DEFAULT_MAX_DEPTH: usize = 64;
@@ -32,40 +35,51 @@ pub(crate) struct Parsed {
     /// The byte order mark, XML declaration and the whitespace after it, verbatim
     /// (empty when the input had none).
     pub declaration: String,
-    /// Every ID value in the document.
-    pub ids: HashSet<String>,
-    /// How many U+FFFD the input holds (see [`super::dsig::exc_c14n`]).
-    pub replacement_chars: usize,
 }
 
 /// Parses and checks `input`.
-pub(crate) fn parse(input: &[u8], max_depth: usize) -> Result<Parsed, XmlError> {
+pub(crate) fn parse(
+    input: &[u8],
+    max_depth: usize,
+    limits: &XmlLimits,
+) -> Result<Parsed, XmlError> {
+    raw::route_errors_to_tracing();
     let text = check_encoding(input)?;
     let declaration = declaration(text)?;
     refuse_doctype(&text[declaration.len()..])?;
-    let doc = parse_tree(text, max_depth)?;
-    let ids = check_tree(&doc, max_depth)?;
+    limits::check(text, limits, max_depth)?;
+    let doc = parse_tree(text)?;
+    refuse_dtd_nodes(&doc)?;
     Ok(Parsed {
         doc,
         declaration: declaration.to_owned(),
-        ids,
-        replacement_chars: text.matches('\u{FFFD}').count(),
     })
 }
 
 /// Writes the document back: the original declaration, then libxml2's serialisation
-/// (UTF-8, no declaration of its own, no reformatting).
-pub(crate) fn serialize(parsed: &Parsed) -> String {
-    let body = parsed.doc.to_string_with_options(SaveOptions {
-        no_declaration: true,
-        ..SaveOptions::default()
-    });
-    let body = if parsed.declaration.is_empty() {
-        body.trim_start_matches('\n')
+/// (UTF-8, no declaration of its own, no reformatting), as bytes all the way, into one
+/// buffer of about `size_hint` bytes (the input's size plus what signing adds).
+pub(crate) fn serialize(parsed: &Parsed, size_hint: usize) -> Result<String, XmlError> {
+    let start = parsed.declaration.len();
+    let mut out = Vec::with_capacity(start + size_hint);
+    out.extend_from_slice(parsed.declaration.as_bytes());
+    raw::serialize(&parsed.doc, &mut out)?;
+    let skip = if start == 0 {
+        out.iter().take_while(|&&b| b == b'\n').count()
     } else {
-        body.trim_start()
+        out[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace())
+            .count()
     };
-    format!("{}{}", parsed.declaration, body)
+    out.drain(start..start + skip);
+    // libxml2 writes UTF-8 from a UTF-8 tree; anything else is refused, never repaired.
+    String::from_utf8(out).map_err(|e| {
+        XmlError::internal(format!(
+            "libxml2's output is not UTF-8 at byte {}",
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 /// Every element under (and including) `root`, in document order.
@@ -81,18 +95,6 @@ pub(crate) fn elements(root: &Node) -> Vec<Node> {
     out
 }
 
-/// The `ID` / `Id` / `wsu:Id` value of an element, if any (the first found).
-pub(crate) fn id_of(node: &Node) -> Option<String> {
-    node.get_properties_ns()
-        .into_iter()
-        .find(|((name, _), _)| is_id_name(name))
-        .map(|(_, value)| value)
-}
-
-fn is_id_name(name: &str) -> bool {
-    name == "ID" || name == "Id"
-}
-
 fn check_encoding(input: &[u8]) -> Result<&str, XmlError> {
     let refuse = |why: &str| Err(XmlError::EncodingUnsupported(why.to_owned()));
     if input.starts_with(&[0xFE, 0xFF]) || input.starts_with(&[0xFF, 0xFE]) {
@@ -101,7 +103,12 @@ fn check_encoding(input: &[u8]) -> Result<&str, XmlError> {
     if input.starts_with(&[0x00, 0x00, 0xFE, 0xFF]) {
         return refuse("UTF-32 byte order mark");
     }
-    if let Some(at) = input.iter().position(|&b| b == 0) {
+    // `contains` on bytes searches with memchr; the position only when there is one.
+    if let Some(at) = input
+        .contains(&0)
+        .then(|| input.iter().position(|&b| b == 0))
+        .flatten()
+    {
         return Err(XmlError::EncodingUnsupported(format!(
             "NUL byte at offset {at} (UTF-16 or UTF-32 without a byte order mark?)"
         )));
@@ -181,7 +188,7 @@ fn refuse_doctype(mut rest: &str) -> Result<(), XmlError> {
     }
 }
 
-fn parse_tree(text: &str, max_depth: usize) -> Result<Document, XmlError> {
+fn parse_tree(text: &str) -> Result<Document, XmlError> {
     let options = ParserOptions {
         recover: false,
         no_def_dtd: true,
@@ -189,16 +196,16 @@ fn parse_tree(text: &str, max_depth: usize) -> Result<Document, XmlError> {
         no_warning: true,
         no_net: true,
         no_blanks: false,
-        huge: false,
+        huge: true,
         encoding: Some("UTF-8"),
         ..ParserOptions::default()
     };
     match Parser::default().parse_string_with_diagnostics(text, options) {
-        Ok((doc, diagnostics)) => match first_error(&diagnostics, max_depth) {
+        Ok((doc, diagnostics)) => match first_error(&diagnostics) {
             Some(error) => Err(error),
             None => Ok(doc),
         },
-        Err(XmlParseFailure::ParseFailed(diagnostics)) => Err(first_error(&diagnostics, max_depth)
+        Err(XmlParseFailure::ParseFailed(diagnostics)) => Err(first_error(&diagnostics)
             .unwrap_or_else(|| bad_xml(0, 0, "libxml2 returned no document"))),
         Err(other) => Err(bad_xml(0, 0, &other.to_string())),
     }
@@ -206,18 +213,20 @@ fn parse_tree(text: &str, max_depth: usize) -> Result<Document, XmlError> {
 
 /// The first error (not warning) libxml2 reported. Namespace errors such as an
 /// undeclared prefix are not fatal to libxml2, but are to us.
-fn first_error(
-    diagnostics: &[libxml::error::StructuredError],
-    max_depth: usize,
-) -> Option<XmlError> {
+fn first_error(diagnostics: &[libxml::error::StructuredError]) -> Option<XmlError> {
     let error = diagnostics
         .iter()
         .find(|d| matches!(d.level, XmlErrorLevel::Error | XmlErrorLevel::Fatal))?;
     let message = error.message.as_deref().unwrap_or("unknown error");
-    // libxml2's own nesting limit (256 without XML_PARSE_HUGE) stops a depth bomb before
-    // our walk of the tree could.
-    if message.contains("Excessive depth") {
-        return Some(XmlError::TooDeep(max_depth));
+    // libxml2 checks `xml:id` values itself ("ID x already defined"): the same refusal as
+    // for the other ID attributes, with the same code.
+    if error.code == libxml::bindings::xmlParserErrors_XML_DTD_ID_REDEFINED as i32 {
+        let id = message
+            .trim()
+            .strip_prefix("ID ")
+            .and_then(|m| m.strip_suffix("already defined"))
+            .unwrap_or("");
+        return Some(XmlError::DuplicateId(sanitise(id, 64)));
     }
     let line = error.line.unwrap_or(0).max(0) as u32;
     let column = error.col.unwrap_or(0).max(0) as u32;
@@ -227,20 +236,15 @@ fn first_error(
 /// libxml2 quotes values (a namespace URI, an encoding) between apostrophes: those are
 /// content, so they are dropped; element names, which it does not quote, stay.
 fn bad_xml(line: u32, column: u32, reason: &str) -> XmlError {
-    let unquoted: String = reason
-        .split('\'')
-        .enumerate()
-        .map(|(i, part)| if i % 2 == 1 { "..." } else { part })
-        .collect();
     XmlError::BadXml {
         line,
         column,
-        reason: sanitise(&unquoted, 80),
+        reason: without_quoted(reason),
     }
 }
 
-/// Depth, duplicate IDs and, in case a DTD slipped past the prolog check, DTD nodes.
-fn check_tree(doc: &Document, max_depth: usize) -> Result<HashSet<String>, XmlError> {
+/// In case a DTD slipped past the prolog check.
+fn refuse_dtd_nodes(doc: &Document) -> Result<(), XmlError> {
     let mut top = doc.as_node().get_first_child();
     while let Some(node) = top {
         if matches!(
@@ -251,27 +255,7 @@ fn check_tree(doc: &Document, max_depth: usize) -> Result<HashSet<String>, XmlEr
         }
         top = node.get_next_sibling();
     }
-    let root = doc
-        .get_root_element()
-        .ok_or_else(|| bad_xml(0, 0, "no root element"))?;
-    let mut ids = HashSet::new();
-    let mut stack = vec![(root, 1usize)];
-    while let Some((node, depth)) = stack.pop() {
-        if depth > max_depth {
-            return Err(XmlError::TooDeep(max_depth));
-        }
-        for ((name, _), value) in node.get_properties_ns() {
-            if is_id_name(&name) && !ids.insert(value.clone()) {
-                return Err(XmlError::DuplicateId(sanitise(&value, 64)));
-            }
-        }
-        stack.extend(
-            node.get_child_elements()
-                .into_iter()
-                .map(|c| (c, depth + 1)),
-        );
-    }
-    Ok(ids)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -279,7 +263,7 @@ mod tests {
     use super::*;
 
     fn refuse(input: &str) -> XmlError {
-        match parse(input.as_bytes(), DEFAULT_MAX_DEPTH) {
+        match parse(input.as_bytes(), DEFAULT_MAX_DEPTH, &XmlLimits::default()) {
             Ok(_) => panic!("accepted: {input}"),
             Err(e) => e,
         }
@@ -320,8 +304,12 @@ mod tests {
 
     #[test]
     fn a_doctype_text_inside_a_comment_is_only_text() -> Result<(), XmlError> {
-        let parsed = parse(b"<a><!-- <!DOCTYPE a> --></a>", DEFAULT_MAX_DEPTH)?;
-        assert!(serialize(&parsed).contains("<!-- <!DOCTYPE a> -->"));
+        let parsed = parse(
+            b"<a><!-- <!DOCTYPE a> --></a>",
+            DEFAULT_MAX_DEPTH,
+            &XmlLimits::default(),
+        )?;
+        assert!(serialize(&parsed, 64)?.contains("<!-- <!DOCTYPE a> -->"));
         Ok(())
     }
 
@@ -331,10 +319,14 @@ mod tests {
         for unit in "<a/>".encode_utf16() {
             bom.extend(unit.to_le_bytes());
         }
-        let e = parse(&bom, DEFAULT_MAX_DEPTH).err().expect("refused");
+        let e = parse(&bom, DEFAULT_MAX_DEPTH, &XmlLimits::default())
+            .err()
+            .expect("refused");
         assert_eq!(e.code(), "xml_encoding_unsupported", "{e}");
         // Without a byte order mark: libxml2 would sniff it, so NUL bytes are refused.
-        let e = parse(&bom[2..], DEFAULT_MAX_DEPTH).err().expect("refused");
+        let e = parse(&bom[2..], DEFAULT_MAX_DEPTH, &XmlLimits::default())
+            .err()
+            .expect("refused");
         assert_eq!(e.code(), "xml_encoding_unsupported", "{e}");
     }
 
@@ -345,12 +337,17 @@ mod tests {
             e,
             XmlError::EncodingUnsupported("declared encoding ISO-8859-2".into())
         );
-        assert!(parse(b"<?xml version='1.0' encoding='utf-8'?><a/>", 8).is_ok());
+        assert!(parse(
+            b"<?xml version='1.0' encoding='utf-8'?><a/>",
+            8,
+            &XmlLimits::default()
+        )
+        .is_ok());
     }
 
     #[test]
     fn invalid_utf8_is_refused() {
-        let e = parse(b"<a>\xB1</a>", DEFAULT_MAX_DEPTH)
+        let e = parse(b"<a>\xB1</a>", DEFAULT_MAX_DEPTH, &XmlLimits::default())
             .err()
             .expect("refused");
         assert_eq!(
@@ -365,10 +362,10 @@ mod tests {
 
     #[test]
     fn depth_is_bounded() {
-        assert!(parse(nested(64).as_bytes(), 64).is_ok());
+        assert!(parse(nested(64).as_bytes(), 64, &XmlLimits::default()).is_ok());
         assert_eq!(refuse(&nested(65)), XmlError::TooDeep(64));
         assert_eq!(
-            parse(nested(10).as_bytes(), 9).err(),
+            parse(nested(10).as_bytes(), 9, &XmlLimits::default()).err(),
             Some(XmlError::TooDeep(9))
         );
     }
@@ -377,17 +374,6 @@ mod tests {
     fn a_depth_bomb_is_too_deep_not_a_crash() {
         let e = refuse(&nested(100_000));
         assert_eq!(e.code(), "xml_too_deep", "{e}");
-    }
-
-    #[test]
-    fn duplicate_ids_are_refused() {
-        let wsu =
-            "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
-        let doc = format!("<r xmlns:wsu=\"{wsu}\"><a ID=\"x1\"/><b wsu:Id=\"x1\"/></r>");
-        let e = refuse(&doc);
-        assert_eq!(e, XmlError::DuplicateId("x1".into()));
-        assert_eq!(e.code(), "xml_duplicate_id");
-        assert!(parse(b"<r><a ID=\"x1\"/><b Id=\"x2\"/></r>", 8).is_ok());
     }
 
     #[test]
@@ -417,9 +403,9 @@ mod tests {
     #[test]
     fn comments_processing_instructions_and_the_declaration_survive() -> Result<(), XmlError> {
         let input = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- przed -->\n<a><?keep me?><!-- w -->Zażółć &amp; <![CDATA[<x>]]></a>";
-        let out = serialize(&parse(input.as_bytes(), 8)?);
+        let out = serialize(&parse(input.as_bytes(), 8, &XmlLimits::default())?, 0)?;
         assert_eq!(out, input.to_owned() + "\n");
-        let out = serialize(&parse(b"<a>  <b/>\n</a>", 8)?);
+        let out = serialize(&parse(b"<a>  <b/>\n</a>", 8, &XmlLimits::default())?, 0)?;
         assert_eq!(out, "<a>  <b/>\n</a>\n");
         Ok(())
     }

@@ -3,9 +3,10 @@
 
 use libxml::tree::Node;
 
-use super::dsig::{self, Reference, Signer, DS_NS};
+use super::dsig::{self, Reference, Signer};
 use super::error::{sanitise, SignError, XmlError};
-use super::parse::{self, Parsed};
+use super::parse;
+use super::shape;
 use super::{SamlOptions, SamlSigned};
 
 /// The SAML 2.0 assertion namespace, where `Issuer` lives.
@@ -20,20 +21,39 @@ pub(crate) fn sign<F, E>(
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
+    // The tree is freed before the check parses the output again: only one tree of the
+    // document is in memory at a time.
+    let (xml, signed, references) = build(xml, opts, cert_der, sign)?;
+    dsig::check_output(&xml, opts.max_depth, &opts.limits, &signed, &references)?;
+    Ok(SamlSigned {
+        xml,
+        reference_uri: references[0].uri(),
+        signed_info_sha256: dsig::audit_hash(&signed),
+    })
+}
+
+/// Parses, checks and signs: the signed document, what was signed and the reference.
+fn build<F, E>(
+    xml: &[u8],
+    opts: &SamlOptions,
+    cert_der: &[u8],
+    sign: F,
+) -> Result<(String, dsig::Signed, [Reference; 1]), SignError<E>>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+{
     let signer = Signer::new(opts.algorithm, cert_der)?;
-    let parsed = parse::parse(xml, opts.max_depth)?;
-    let mut target = target(&parsed, opts.reference_id.as_deref())?;
-    let id = target
-        .get_property_no_ns("ID")
-        .ok_or_else(|| XmlError::MissingId(name_of(&target)))?;
-    if target.get_child_elements().iter().any(is_ds_signature) {
+    let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
+    let found = shape::saml(&parsed.doc, opts.reference_id.as_deref())?;
+    let mut target = shape::node_at(&parsed.doc, &found.target)?;
+    if found.signed {
         return Err(
             XmlError::AlreadySigned(format!("{} has a ds:Signature", name_of(&target))).into(),
         );
     }
     // Digested before the signature goes in: with no whitespace added around it, this
     // equals what a verifier sees after the enveloped-signature transform.
-    let reference = Reference::of(&mut target, &id, true, &parsed)?;
+    let reference = Reference::of(&target, &found.id, true, &parsed)?;
     let references = [reference];
     let mut skeleton = dsig::skeleton(&parsed.doc, opts.algorithm, &references)?;
     let mut key_info = dsig::child(&mut skeleton.signature, &skeleton.ds, "KeyInfo")?;
@@ -45,29 +65,9 @@ where
         &signer.cert_base64(),
     )?;
     place(&mut target, &mut skeleton.signature)?;
-    let signed = dsig::sign(&mut skeleton, &signer, &parsed, sign)?;
-    let xml = parse::serialize(&parsed);
-    dsig::check_output(&xml, opts.max_depth, &signed, &references)?;
-    Ok(SamlSigned {
-        xml,
-        reference_uri: references[0].uri(),
-        signed_info_sha256: dsig::audit_hash(&signed),
-    })
-}
-
-/// The root, or the element whose `ID` is `reference_id`.
-fn target(parsed: &Parsed, reference_id: Option<&str>) -> Result<Node, XmlError> {
-    let root = parsed
-        .doc
-        .get_root_element()
-        .ok_or_else(|| XmlError::internal("no root"))?;
-    let Some(wanted) = reference_id else {
-        return Ok(root);
-    };
-    parse::elements(&root)
-        .into_iter()
-        .find(|n| n.get_property_no_ns("ID").as_deref() == Some(wanted))
-        .ok_or_else(|| XmlError::ReferenceNotFound(sanitise(wanted, 64)))
+    let signed = dsig::sign(&mut skeleton, &signer, sign)?;
+    let xml = parse::serialize(&parsed, xml.len() + 4096)?;
+    Ok((xml, signed, references))
 }
 
 /// Right after the element's `saml:Issuer` child, or as its first child.
@@ -81,13 +81,6 @@ fn place(target: &mut Node, signature: &mut Node) -> Result<(), XmlError> {
         (None, None) => target.add_child(signature).map_err(Into::into),
     };
     placed.map_err(XmlError::internal)
-}
-
-fn is_ds_signature(node: &Node) -> bool {
-    node.get_name() == "Signature"
-        && node
-            .get_namespace()
-            .is_some_and(|ns| ns.get_href() == DS_NS)
 }
 
 fn name_of(node: &Node) -> String {

@@ -7,9 +7,10 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-use super::dsig::{self, Reference, Signer, DS_NS};
-use super::error::{sanitise, SignError, XmlError};
+use super::dsig::{self, Reference, Signer};
+use super::error::{SignError, XmlError};
 use super::parse;
+use super::shape;
 use super::{WssOptions, WssSigned};
 
 /// SOAP 1.1 envelope namespace.
@@ -32,14 +33,6 @@ pub const BASE64_BINARY: &str =
 const TIME_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
-/// The parts of an envelope the profile touches.
-struct Envelope {
-    root: Node,
-    ns: Namespace,
-    header: Option<Node>,
-    body: Node,
-}
-
 pub(crate) fn sign<F, E>(
     envelope: &[u8],
     opts: &WssOptions,
@@ -49,25 +42,61 @@ pub(crate) fn sign<F, E>(
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
+    // The tree is freed before the check parses the output again: only one tree of the
+    // document is in memory at a time.
+    let (built, signed, references) = build(envelope, opts, cert_der, sign)?;
+    dsig::check_output(
+        &built.xml,
+        opts.max_depth,
+        &opts.limits,
+        &signed,
+        &references,
+    )?;
+    Ok(WssSigned {
+        reference_uris: references.iter().map(Reference::uri).collect(),
+        signed_info_sha256: dsig::audit_hash(&signed),
+        ..built
+    })
+}
+
+/// Parses, checks and signs; the signed envelope with its IDs (the reference URIs and
+/// the audit hash are filled in by [`sign`]).
+fn build<F, E>(
+    envelope: &[u8],
+    opts: &WssOptions,
+    cert_der: &[u8],
+    sign: F,
+) -> Result<(WssSigned, dsig::Signed, Vec<Reference>), SignError<E>>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+{
     let signer = Signer::new(opts.algorithm, cert_der)?;
-    let parsed = parse::parse(envelope, opts.max_depth)?;
-    let mut taken = parsed.ids.clone();
-    let env = envelope_parts(&parsed.doc)?;
-    let mut header = match env.header.clone() {
-        Some(header) => header,
-        None => new_header(&parsed.doc, &env)?,
-    };
-    let mut security = security(&parsed.doc, &mut header)?;
-    if security.get_child_elements().iter().any(is_ds_signature) {
-        return Err(XmlError::AlreadySigned("wsse:Security has a ds:Signature".into()).into());
+    let parsed = parse::parse(envelope, opts.max_depth, &opts.limits)?;
+    let shape = shape::wss(&parsed.doc)?;
+    if opts.timestamp_ttl_seconds.is_some() && shape.timestamped {
+        return Err(XmlError::AlreadyTimestamped.into());
     }
+    let mut taken = shape.ids.taken;
+    // Every element is found by its path before the tree changes.
+    let mut body = shape::node_at(&parsed.doc, &shape.body)?;
+    let existing = match &shape.security {
+        Some(path) => Some(shape::node_at(&parsed.doc, path)?),
+        None => None,
+    };
+    let mut header = match &shape.header {
+        Some(path) => shape::node_at(&parsed.doc, path)?,
+        None => new_header(&parsed.doc)?,
+    };
+    let mut security = match existing {
+        Some(security) => security,
+        None => new_security(&parsed.doc, &mut header)?,
+    };
     let wsse = security
         .get_namespace()
         .ok_or_else(|| XmlError::internal("Security without namespace"))?;
     let wsu = ns_in_scope(&parsed.doc, &mut security, WSU_NS, "wsu")?;
 
-    let mut body = env.body;
-    let body_id = match body.get_property_ns("Id", WSU_NS) {
+    let body_id = match shape.body_id {
         Some(id) => id,
         None => {
             let id = dsig::fresh_id("id-", &taken);
@@ -78,13 +107,13 @@ where
             id
         }
     };
-    let mut references = vec![Reference::of(&mut body, &body_id, false, &parsed)?];
+    let mut references = vec![Reference::of(&body, &body_id, false, &parsed)?];
     let mut timestamp_id = None;
     if let Some(ttl) = opts.timestamp_ttl_seconds {
         let id = dsig::fresh_id("TS-", &taken);
         taken.insert(id.clone());
-        let mut timestamp = timestamp(&parsed.doc, &mut security, &wsu, &id, opts.now, ttl)?;
-        references.push(Reference::of(&mut timestamp, &id, false, &parsed)?);
+        let timestamp = timestamp(&parsed.doc, &mut security, &wsu, &id, opts.now, ttl)?;
+        references.push(Reference::of(&timestamp, &id, false, &parsed)?);
         timestamp_id = Some(id);
     }
 
@@ -113,75 +142,31 @@ where
     set(&mut reference, "URI", &format!("#{token_id}"))?;
     set(&mut reference, "ValueType", X509V3)?;
 
-    let signed = dsig::sign(&mut skeleton, &signer, &parsed, sign)?;
-    let xml = parse::serialize(&parsed);
-    dsig::check_output(&xml, opts.max_depth, &signed, &references)?;
-    Ok(WssSigned {
+    let signed = dsig::sign(&mut skeleton, &signer, sign)?;
+    let xml = parse::serialize(&parsed, envelope.len() + 4096)?;
+    let built = WssSigned {
         xml,
-        reference_uris: references.iter().map(Reference::uri).collect(),
+        reference_uris: Vec::new(),
         body_id,
         timestamp_id,
         token_id,
-        signed_info_sha256: dsig::audit_hash(&signed),
-    })
+        signed_info_sha256: [0; 32],
+    };
+    Ok((built, signed, references))
 }
 
 fn set(node: &mut Node, name: &str, value: &str) -> Result<(), XmlError> {
     node.set_attribute(name, value).map_err(XmlError::internal)
 }
 
-/// The root must be a SOAP 1.1/1.2 Envelope with at most one Header and exactly one Body.
-fn envelope_parts(doc: &Document) -> Result<Envelope, XmlError> {
-    let refuse = |why: String| Err(XmlError::NotSoapEnvelope(why));
+/// A new `Header`, with the Envelope's prefix, before the Envelope's first element.
+fn new_header(doc: &Document) -> Result<Node, XmlError> {
     let root = doc
         .get_root_element()
         .ok_or_else(|| XmlError::internal("no root"))?;
     let ns = root.get_namespace();
-    let soap_ns = ns.as_ref().map(|ns| ns.get_href());
-    let (Some(ns), true) = (
-        ns,
-        root.get_name() == "Envelope" && matches!(soap_ns.as_deref(), Some(SOAP11_NS | SOAP12_NS)),
-    ) else {
-        return refuse(format!(
-            "the root element is {}, not a SOAP 1.1 or 1.2 Envelope",
-            sanitise(&root.get_name(), 40)
-        ));
-    };
-    let href = ns.get_href();
-    let children: Vec<Node> = root
-        .get_child_elements()
-        .into_iter()
-        .filter(|c| c.get_namespace().is_some_and(|n| n.get_href() == href))
-        .collect();
-    let named = |name: &str| -> Vec<Node> {
-        children
-            .iter()
-            .filter(|c| c.get_name() == name)
-            .cloned()
-            .collect()
-    };
-    let (headers, bodies) = (named("Header"), named("Body"));
-    if headers.len() > 1 {
-        return refuse("two Header elements".into());
-    }
-    match bodies.len() {
-        0 => refuse("no Body element".into()),
-        1 => Ok(Envelope {
-            root,
-            ns,
-            header: headers.into_iter().next(),
-            body: bodies.into_iter().next().expect("one Body"),
-        }),
-        _ => refuse("two Body elements".into()),
-    }
-}
-
-/// A new `Header`, with the Envelope's prefix, before the Envelope's first element.
-fn new_header(doc: &Document, env: &Envelope) -> Result<Node, XmlError> {
-    let mut header = Node::new("Header", Some(env.ns.clone()), doc)
-        .map_err(|()| XmlError::internal("new Header"))?;
-    let mut first = env
-        .root
+    let mut header = Node::new("Header", ns, doc).map_err(|()| XmlError::internal("new Header"))?;
+    let mut first = root
         .get_first_element_child()
         .ok_or_else(|| XmlError::internal("Envelope without children"))?;
     first
@@ -190,18 +175,8 @@ fn new_header(doc: &Document, env: &Envelope) -> Result<Node, XmlError> {
     Ok(header)
 }
 
-/// The Header's `wsse:Security` meant for the ultimate receiver (no actor / role), or a
-/// new one at the Header's end.
-fn security(doc: &Document, header: &mut Node) -> Result<Node, XmlError> {
-    let existing = header.get_child_elements().into_iter().find(|c| {
-        c.get_name() == "Security"
-            && c.get_namespace().is_some_and(|ns| ns.get_href() == WSSE_NS)
-            && !c.has_attribute_ns("actor", SOAP11_NS)
-            && !c.has_attribute_ns("role", SOAP12_NS)
-    });
-    if let Some(security) = existing {
-        return Ok(security);
-    }
+/// A new `wsse:Security` at the Header's end.
+fn new_security(doc: &Document, header: &mut Node) -> Result<Node, XmlError> {
     let mut security =
         Node::new("Security", None, doc).map_err(|()| XmlError::internal("new Security"))?;
     header
@@ -265,11 +240,4 @@ fn ns_in_scope(
         n += 1;
     }
     Namespace::new(&candidate, href, node).map_err(XmlError::internal)
-}
-
-fn is_ds_signature(node: &Node) -> bool {
-    node.get_name() == "Signature"
-        && node
-            .get_namespace()
-            .is_some_and(|ns| ns.get_href() == DS_NS)
 }
