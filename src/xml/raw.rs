@@ -170,6 +170,20 @@ pub(crate) fn exc_c14n(
     unsafe { c14n_into(doc_ptr, Some(node_ptr), sink) }
 }
 
+/// The exclusive c14n 1.0 (without comments) of the whole of `doc`, what a Reference
+/// `URI=""` selects: the document element and any processing instruction outside it.
+pub(crate) fn exc_c14n_document(
+    doc: &Document,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(), XmlError> {
+    let doc_ptr = doc.doc_ptr();
+    if doc_ptr.is_null() {
+        return Err(XmlError::internal("c14n of a null document"));
+    }
+    // SAFETY: `doc_ptr` is live (borrowed from `doc`), and no node is passed.
+    unsafe { c14n_into(doc_ptr, None, sink) }
+}
+
 /// The exclusive c14n of `node` copied alone into a document of its own, where libxml2
 /// walks only the copy instead of the whole document. libxml2's copy declares the
 /// namespaces the subtree uses from outside on its root, which is what exclusive c14n
