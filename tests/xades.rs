@@ -268,6 +268,58 @@ fn ksef_auth_token_request_ec_p256_on_the_token() -> Result {
     )
 }
 
+/// Comments before, inside and after the document element are kept and left out of
+/// the digest by every verifier (c14n without comments). A processing instruction
+/// outside the document element is refused: xmlsec1 digests it as part of `URI=""`,
+/// signxml does not (seen when this test signed one: xmlsec1 OK, signxml "Digest
+/// mismatch for reference 0").
+#[test]
+fn comments_kept_outer_processing_instruction_refused() -> Result {
+    let token = TestToken::new()?;
+    let cert = key_on_token(&token, "ec-p256", "/C=PL/CN=Gmina Przykładowo KSeF")?;
+    let input = AUTH_TOKEN_REQUEST
+        .replace("<AuthTokenRequest", "<!-- przed -->\n<AuthTokenRequest")
+        .replace(
+            "</ContextIdentifier>",
+            "</ContextIdentifier>\n  <!-- komentarz --><?inside processing?>",
+        )
+        + "<!-- po -->\n";
+    let before = OffsetDateTime::now_utc();
+    let opts = XadesOptions::new(Algorithm::Es256);
+    let signed = sign_on_token(&token, input.as_bytes(), &opts, &cert)??;
+    let after = OffsetDateTime::now_utc();
+    assert!(signed.xml.contains("<!-- przed -->") && signed.xml.contains("<!-- po -->"));
+    verify_everywhere(
+        &token.path(""),
+        &input,
+        &signed,
+        &cert,
+        "sha256",
+        (before, after),
+        ("<?inside processing?>", "<?inside changed?>"),
+    )?;
+
+    let with_pi = AUTH_TOKEN_REQUEST.replace(
+        "<AuthTokenRequest",
+        "<?xml-stylesheet type=\"text/xsl\" href=\"auth.xsl\"?>\n<AuthTokenRequest",
+    );
+    match sign_xades(
+        with_pi.as_bytes(),
+        &opts,
+        &cert,
+        |_| -> std::result::Result<Vec<u8>, String> { Err("the token must not be asked".into()) },
+    ) {
+        Err(SignError::Xml(e @ XmlError::BadXml { .. })) => {
+            assert!(
+                e.to_string().contains("processing instruction outside"),
+                "{e}"
+            );
+            Ok(())
+        }
+        other => Err(format!("{:?}", other.map(|s| s.signature_id)).into()),
+    }
+}
+
 #[test]
 fn doreczyciel_document_rsa_2048_sha1_cert_digest_on_the_token() -> Result {
     let token = TestToken::new()?;

@@ -106,6 +106,7 @@ where
     let signer = Signer::new(opts.algorithm, cert_der)?;
     let issuer_serial = issuer_serial(cert_der)?;
     let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
+    refuse_outer_instructions(&parsed)?;
     let found = shape::xades(&parsed.doc)?;
     if found.signed {
         return Err(XmlError::AlreadySigned(
@@ -185,6 +186,40 @@ where
         signature_id,
         signing_time,
     })
+}
+
+/// Refuses a processing instruction before or after the document element. XML-DSig's
+/// `URI=""` covers it, and xmlsec1 digests it, but signxml digests the document element
+/// only (its `Digest mismatch for reference 0` on such a document, seen in
+/// tests/xades.rs): a signature over it would verify for one consumer and not another.
+/// Comments outside are fine: c14n without comments leaves them out for everyone.
+fn refuse_outer_instructions(parsed: &Parsed) -> Result<(), XmlError> {
+    let root = parsed
+        .doc
+        .get_root_element()
+        .ok_or_else(|| XmlError::internal("no document element"))?;
+    let mut outer = Vec::new();
+    let mut node = root.get_prev_sibling();
+    while let Some(n) = node {
+        node = n.get_prev_sibling();
+        outer.push(n);
+    }
+    let mut node = root.get_next_sibling();
+    while let Some(n) = node {
+        node = n.get_next_sibling();
+        outer.push(n);
+    }
+    if outer
+        .iter()
+        .any(|n| n.get_type() == Some(libxml::tree::NodeType::PiNode))
+    {
+        return Err(XmlError::BadXml {
+            line: 0,
+            column: 0,
+            reason: "a processing instruction outside the document element, which XAdES verifiers disagree on (xmlsec1 signs it with the document, signxml does not); move it inside the document element or remove it".into(),
+        });
+    }
+    Ok(())
 }
 
 /// SHA-256 of the exclusive c14n of the whole document (what `URI=""` selects).
