@@ -393,6 +393,18 @@ fn refusals_never_reach_the_token() -> Result {
         )?,
         XmlError::AlgorithmMismatch(_)
     ));
+    let mut tight = XadesOptions::new(Algorithm::Es256);
+    tight.limits.max_elements = 3;
+    assert!(matches!(
+        refused(AUTH_TOKEN_REQUEST.as_bytes(), &tight)?,
+        XmlError::TooComplex { .. }
+    ));
+    let mut shallow = XadesOptions::new(Algorithm::Es256);
+    shallow.max_depth = 1;
+    assert!(matches!(
+        refused(AUTH_TOKEN_REQUEST.as_bytes(), &shallow)?,
+        XmlError::TooDeep(1)
+    ));
     let doctype = format!(
         "<!DOCTYPE x [<!ENTITY e \"x\">]>{}",
         &AUTH_TOKEN_REQUEST[39..]
