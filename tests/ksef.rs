@@ -173,6 +173,86 @@ fn rsa_2048_csr_for_ksef() -> Result {
     born_on_the_token("rsa-2048")
 }
 
+/// The whole path offline: the CSR of `--csr-format der-base64` is what a CA (here a
+/// test CA run by the openssl CLI, standing in for KSeF) issues from, and `import-cert`
+/// puts the issued certificate beside the key.
+#[test]
+fn issued_certificate_goes_beside_the_key() -> Result {
+    let token = TestToken::new()?;
+    let json = token.path("enrollment-data.json");
+    std::fs::write(&json, ENROLLMENT_DATA)?;
+    let csr = token.path("ksef.csr.b64");
+    run_ok(
+        token
+            .on_token("generate")
+            .args(["--label", "ksef-auth", "--key-type", "ec-p256"])
+            .args(["--purpose", "sign", "--subject-json"])
+            .arg(&json)
+            .arg("--csr")
+            .arg(&csr)
+            .args(["--csr-format", "der-base64"]),
+    )?;
+    let der = base64::engine::general_purpose::STANDARD.decode(std::fs::read_to_string(&csr)?)?;
+    let csr_pem = token.path("ksef.csr.pem");
+    std::fs::write(&csr_pem, openssl::x509::X509Req::from_der(&der)?.to_pem()?)?;
+    let ca = Ca::named("KSeF Test CA")?;
+    let (ca_cert, ca_key) = (token.path("ca.pem"), token.path("ca.key"));
+    std::fs::write(&ca_cert, ca.cert.to_pem()?)?;
+    std::fs::write(&ca_key, ca.key.private_key_to_pem_pkcs8()?)?;
+    let issued = token.path("ksef-auth.der");
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "x509",
+                "-req",
+                "-days",
+                "30",
+                "-set_serial",
+                "0x01635E98D9669239",
+            ])
+            .arg("-in")
+            .arg(&csr_pem)
+            .arg("-CA")
+            .arg(&ca_cert)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .args(["-outform", "DER", "-out"])
+            .arg(&issued),
+    )?;
+    run_ok(
+        token
+            .on_token("import-cert")
+            .args(["--label", "ksef-auth", "--cert"])
+            .arg(&issued),
+    )?;
+    let objects = p11_objects(&token)?;
+    let labelled = |kind: &str| {
+        objects
+            .iter()
+            .find(|o| o.is(kind) && o.label() == Some("ksef-auth"))
+            .cloned()
+    };
+    let key = labelled("Private Key").ok_or("no private key")?;
+    let cert = labelled("Certificate").ok_or("no certificate beside the key")?;
+    assert_eq!(cert.id(), key.id());
+    let stored = token.path("stored.der");
+    run_ok(
+        token
+            .pkcs11_tool()
+            .args([
+                "--read-object",
+                "--type",
+                "cert",
+                "--label",
+                "ksef-auth",
+                "-o",
+            ])
+            .arg(&stored),
+    )?;
+    assert_eq!(std::fs::read(stored)?, std::fs::read(issued)?);
+    Ok(())
+}
+
 /// `--subject` takes KSeF's attribute names and OIDs too, with the same string types.
 #[test]
 fn subject_takes_ksef_names_and_oids() -> Result {

@@ -15,7 +15,8 @@
 //! callback that keeps one subtree, so the namespaces the subtree inherits come out as a
 //! verifier computes them. SignedInfo, which inherits nothing but its `ds` prefix, is
 //! canonicalised from a copy in a document of its own, so that libxml2 does not walk the
-//! whole envelope for it.
+//! whole envelope for it. XAdES's `URI=""` is the whole document: the same c14n with no
+//! callback.
 //!
 //! Every pointer here comes from a `libxml::tree::Document` or `Node` borrowed for the
 //! whole call, and libxml2 only reads that tree in these calls; each block says what else
