@@ -249,6 +249,76 @@ pub struct KeyConfig {
     /// Keep signing after the certificate expired (default: refuse).
     #[serde(default)]
     pub allow_expired: bool,
+    /// If set, the only operations (endpoints) this key serves; see
+    /// [`KeyConfig::allows_operation`]. Recommended for every new key.
+    #[serde(default)]
+    pub operations: Option<Vec<Operation>>,
+    /// If set, the only audiences (`aud`, absolute https URLs, compared exactly) a client
+    /// assertion signed with this key may name.
+    #[serde(default)]
+    pub jwt_audiences: Option<Vec<String>>,
+}
+
+impl KeyConfig {
+    /// True when this key serves `op`. A key without `operations` keeps the behaviour of
+    /// keys written before the list existed: a sign key serves every signing operation,
+    /// a decrypt key only `decrypt`.
+    pub fn allows_operation(&self, op: Operation) -> bool {
+        match &self.operations {
+            Some(ops) => ops.contains(&op),
+            None => (op == Operation::Decrypt) == (self.purpose == Purpose::Decrypt),
+        }
+    }
+
+    /// True when a client assertion signed with this key may name `aud`: any audience
+    /// without `jwt_audiences`, otherwise one of them, byte for byte.
+    pub fn allows_audience(&self, aud: &str) -> bool {
+        match &self.jwt_audiences {
+            Some(list) => list.iter().any(|a| a == aud),
+            None => true,
+        }
+    }
+}
+
+/// An operation a key may be limited to with `operations = [...]`: one per endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `/sign`: a signature over data or a digest.
+    Sign,
+    /// `/wss/sign`: WS-Security for ePUAP.
+    Wss,
+    /// `/saml/sign`: WK's SAML messages.
+    Saml,
+    /// `/saml/decrypt`: WK's encrypted assertions (decrypt keys).
+    Decrypt,
+    /// `/jws/sign`: a compact JWS over the caller's payload.
+    Jws,
+    /// `/jwt/client-assertion`: the RFC 7523 client assertion.
+    Jwt,
+    /// `/xades/sign`: enveloped XAdES-BES.
+    Xades,
+}
+
+impl Operation {
+    /// The name used in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Sign => "sign",
+            Operation::Wss => "wss",
+            Operation::Saml => "saml",
+            Operation::Decrypt => "decrypt",
+            Operation::Jws => "jws",
+            Operation::Jwt => "jwt",
+            Operation::Xades => "xades",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What a key is for. A key does one job: a decrypt key never signs and a sign key
@@ -654,8 +724,71 @@ fn check_keys(keys: &[KeyConfig]) -> Result<(), String> {
             }
             _ => {}
         }
+        check_operations(key)?;
     }
     Ok(())
+}
+
+/// `operations` must name something, and fit the key's purpose; `jwt_audiences` must be
+/// absolute https URLs, on a key that may sign client assertions.
+fn check_operations(key: &KeyConfig) -> Result<(), String> {
+    if let Some(ops) = &key.operations {
+        if ops.is_empty() {
+            return Err(format!(
+                "key {:?} has operations = []: it would serve nothing; name what it is for, e.g. operations = [\"jwt\"], or remove the line",
+                key.name
+            ));
+        }
+        let decrypt = key.purpose == Purpose::Decrypt;
+        if let Some(op) = ops
+            .iter()
+            .find(|op| (**op == Operation::Decrypt) != decrypt)
+        {
+            return Err(format!(
+                "key {:?} has purpose = \"{}\" and operation {:?}: a {} key cannot do that; use operations = [{}]",
+                key.name,
+                key.purpose,
+                op.name(),
+                key.purpose,
+                if decrypt { "\"decrypt\"" } else { "\"sign\", \"wss\", \"saml\", \"jws\", \"jwt\" or \"xades\"" },
+            ));
+        }
+    }
+    if let Some(audiences) = &key.jwt_audiences {
+        if !key.allows_operation(Operation::Jwt) {
+            return Err(format!(
+                "key {:?} has jwt_audiences but does not serve \"jwt\": add \"jwt\" to its operations, or remove jwt_audiences",
+                key.name
+            ));
+        }
+        if audiences.is_empty() {
+            return Err(format!(
+                "key {:?} has jwt_audiences = []: no client assertion could be signed; list the token endpoints, or remove the line",
+                key.name
+            ));
+        }
+        if let Some(bad) = audiences.iter().find(|a| !is_https_url(a)) {
+            return Err(format!(
+                "key {:?}: jwt_audiences entry {bad:?} is not an absolute https URL (such as \"https://host/path\", without user info or fragment)",
+                key.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An absolute `https://` URL with a host, no user info, no fragment, no whitespace.
+fn is_https_url(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("https://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    !host.is_empty()
+        && !authority.contains('@')
+        && !text.contains('#')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        && text.parse::<hyper::Uri>().is_ok()
 }
 
 #[cfg(test)]
@@ -783,6 +916,56 @@ mod tests {
                 "purpose",
             ),
         ];
+        let decrypt = "label = \"gsko-epuap\"\npurpose = \"decrypt\"";
+        let no_algs = "algorithms = [\"RS256\", \"http://www.w3.org/2000/09/xmldsig#rsa-sha1\"]";
+        let with_key = |extra: &str| GOOD.replace(no_algs, &format!("{no_algs}\n{extra}"));
+        let cases = cases.into_iter().chain([
+            (
+                with_key("operations = [\"jwt\", \"oauth\"]"),
+                "unknown variant `oauth`",
+            ),
+            (with_key("operations = []"), "operations = []"),
+            (
+                with_key("operations = [\"decrypt\"]"),
+                "operation \"decrypt\"",
+            ),
+            (
+                GOOD.replace(no_algs, "").replace(
+                    "label = \"gsko-epuap\"",
+                    &format!("{decrypt}\noperations = [\"jws\"]"),
+                ),
+                "operation \"jws\"",
+            ),
+            (
+                with_key("operations = [\"jws\"]\njwt_audiences = [\"https://a.example/token\"]"),
+                "does not serve \"jwt\"",
+            ),
+            (with_key("jwt_audiences = []"), "jwt_audiences = []"),
+            (
+                with_key("jwt_audiences = [\"http://a.example/token\"]"),
+                "not an absolute https URL",
+            ),
+            (
+                with_key("jwt_audiences = [\"https://\"]"),
+                "not an absolute https URL",
+            ),
+            (
+                with_key("jwt_audiences = [\"https://u@a.example/\"]"),
+                "not an absolute https URL",
+            ),
+            (
+                with_key("jwt_audiences = [\"https://a.example/#x\"]"),
+                "not an absolute https URL",
+            ),
+            (
+                with_key("jwt_audiences = [\"https://a.example/ x\"]"),
+                "not an absolute https URL",
+            ),
+            (
+                with_key("jwt_audiences = [\"/token\"]"),
+                "not an absolute https URL",
+            ),
+        ]);
         for (text, expected) in cases {
             let err = parse(&text).expect_err(expected).to_string();
             assert!(
@@ -790,6 +973,31 @@ mod tests {
                 "{err:?} should mention {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn operations_and_audiences_limit_a_key() -> Result<(), ConfigError> {
+        let text = format!(
+            "{GOOD}\n[[keys]]\nname = \"ed\"\nlabel = \"gsko-ed\"\nalgorithms = [\"RS256\"]\noperations = [\"jwt\", \"jws\"]\njwt_audiences = [\"https://edoreczenia.example:8443/oauth2/token?x=1\"]\n[[keys]]\nname = \"wk-enc\"\nlabel = \"gsko-wk-enc\"\npurpose = \"decrypt\"\n"
+        );
+        let r = parse(&text)?;
+        let (old, ed, enc) = (&r.config.keys[0], &r.config.keys[1], &r.config.keys[2]);
+        use Operation::*;
+        for op in [Sign, Wss, Saml, Jws, Jwt, Xades] {
+            assert!(old.allows_operation(op), "{op}");
+            assert!(!enc.allows_operation(op), "{op}");
+        }
+        assert!(!old.allows_operation(Decrypt));
+        assert!(enc.allows_operation(Decrypt));
+        assert!(old.allows_audience("https://anything.example/"));
+        for op in [Sign, Wss, Saml, Xades, Decrypt] {
+            assert!(!ed.allows_operation(op), "{op}");
+        }
+        assert!(ed.allows_operation(Jwt) && ed.allows_operation(Jws));
+        assert!(ed.allows_audience("https://edoreczenia.example:8443/oauth2/token?x=1"));
+        assert!(!ed.allows_audience("https://edoreczenia.example:8443/oauth2/token"));
+        assert!(!ed.allows_audience("https://evil.example/"));
+        Ok(())
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod generate;
 pub mod hardening;
 pub mod import;
 pub mod inventory;
+pub mod jose;
 pub mod outfile;
 pub mod p12;
 pub mod proof;

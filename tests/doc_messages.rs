@@ -1,7 +1,8 @@
 //! The docs' error tables quote what the tool really prints. Every message in backticks in
 //! the "Message" column of docs/operations.md §5.2 and docs/import.md §6 (and their Polish
 //! twins), every journal line and error code in operations.md §5.1, and every row of
-//! docs/api.md's request → status → body table is provoked here against a real SoftHSM
+//! docs/api.md's request → status → body table (and docs/pl/api.md's twin, which must list the
+//! same codes and answers) is provoked here against a real SoftHSM
 //! token and a real daemon, and the doc's text must match what came out:
 //! - `...` and `…` in a quote stand for any text within one line, and a lone `N` for a
 //!   number; otherwise a quote must appear as it is in one line of the real output
@@ -734,21 +735,23 @@ fn api_answers() -> Result<(Vec<Answer>, Vec<String>)> {
 /// A row of api.md's table: line, status, headers, body.
 type ApiRow = (usize, u16, Vec<String>, String);
 
-/// api.md's table: request, status (with headers in backticks), body.
-fn api_rows() -> Result<Vec<ApiRow>> {
+/// The request -> status -> body table under `heading` ("## Errors" in docs/api.md, "## Błędy"
+/// in docs/pl/api.md): request, status (with headers in backticks), body.
+fn api_rows(doc: &str, heading: &str) -> Result<Vec<ApiRow>> {
     let mut out = Vec::new();
-    // The request -> status -> body table under "## Errors".
-    let text = std::fs::read_to_string(repo().join("docs/api.md"))?;
+    let text = std::fs::read_to_string(repo().join(doc))?;
     let errors = text
         .lines()
-        .position(|l| l == "## Errors")
-        .ok_or("api.md: no ## Errors")?;
+        .position(|l| l == heading)
+        .ok_or_else(|| format!("{doc}: no {heading}"))?;
     let start = errors
         + text
             .lines()
             .skip(errors)
             .position(|l| l.starts_with("| Request | Status | Body |"))
-            .ok_or("api.md: no | Request | Status | Body | table under ## Errors")?;
+            .ok_or_else(|| {
+                format!("{doc}: no | Request | Status | Body | table under {heading}")
+            })?;
     for (n, line) in text.lines().enumerate().skip(start + 2) {
         if !line.starts_with('|') {
             break;
@@ -763,56 +766,61 @@ fn api_rows() -> Result<Vec<ApiRow>> {
         let body = code_spans(row.get(2).map(String::as_str).unwrap_or(""))
             .into_iter()
             .next()
-            .ok_or_else(|| format!("api.md:{}: no body", n + 1))?;
+            .ok_or_else(|| format!("{doc}:{}: no body", n + 1))?;
         out.push((n + 1, status, headers, body));
     }
     Ok(out)
 }
 
+/// The API docs whose error tables are checked: the English reference and its Polish twin.
+const API_DOCS: &[(&str, &str)] = &[("docs/api.md", "## Errors"), ("docs/pl/api.md", "## Błędy")];
+
 #[test]
 fn api_error_table_and_operations_5_1_quote_what_the_daemon_answers_and_logs() -> Result {
     let (answers, logs) = api_answers()?;
     let mut problems = Vec::new();
-    let rows = api_rows()?;
-    assert!(rows.len() >= 20, "api.md: only {} rows", rows.len());
-    for (line, status, headers, body) in &rows {
-        let hit = answers.iter().any(|a| {
-            a.status == *status
-                && matches(body, &a.body, true)
-                && headers
-                    .iter()
-                    .all(|h| a.headers.iter().any(|x| x.eq_ignore_ascii_case(h)))
-        });
-        if !hit {
-            problems.push(format!(
-                "docs/api.md:{line}: {status} {headers:?} `{body}` is not an answer the daemon gave"
-            ));
+    for (doc, heading) in API_DOCS {
+        let rows = api_rows(doc, heading)?;
+        assert!(rows.len() >= 20, "{doc}: only {} rows", rows.len());
+        for (line, status, headers, body) in &rows {
+            let hit = answers.iter().any(|a| {
+                a.status == *status
+                    && matches(body, &a.body, true)
+                    && headers
+                        .iter()
+                        .all(|h| a.headers.iter().any(|x| x.eq_ignore_ascii_case(h)))
+            });
+            if !hit {
+                problems.push(format!(
+                    "{doc}:{line}: {status} {headers:?} `{body}` is not an answer the daemon gave"
+                ));
+            }
         }
-    }
-    // The bodies api.md gives in prose after the table.
-    let text = std::fs::read_to_string(repo().join("docs/api.md"))?;
-    for (n, l) in text.lines().enumerate() {
-        if let Some(body) = l
-            .strip_prefix('`')
-            .and_then(|l| l.trim_end_matches([',', '.']).strip_suffix('`'))
-        {
-            if body.starts_with("{\"error\"") {
-                let ok = match source_only(body) {
-                    Some(file) => {
-                        let message = body
-                            .split("\"message\":\"")
-                            .nth(1)
-                            .and_then(|m| m.strip_suffix("\"}}"))
-                            .unwrap_or(body);
-                        in_source(message, file)?
+        // The bodies the doc gives in prose after the table.
+        let text = std::fs::read_to_string(repo().join(doc))?;
+        for (n, l) in text.lines().enumerate() {
+            if let Some(body) = l
+                .strip_prefix('`')
+                .and_then(|l| l.trim_end_matches([',', '.']).strip_suffix('`'))
+            {
+                if body.starts_with("{\"error\"") {
+                    let ok = match source_only(body) {
+                        Some(file) => {
+                            let message = body
+                                .split("\"message\":\"")
+                                .nth(1)
+                                .and_then(|m| m.strip_suffix("\"}}"))
+                                .unwrap_or(body);
+                            in_source(message, file)?
+                        }
+                        None => answers.iter().any(|a| matches(body, &a.body, true)),
+                    };
+                    if !ok {
+                        problems.push(format!(
+                            "{doc}:{}: `{body}` is not an answer the daemon gives",
+                            n + 1
+                        ));
                     }
-                    None => answers.iter().any(|a| matches(body, &a.body, true)),
-                };
-                if !ok {
-                    problems.push(format!(
-                        "docs/api.md:{}: `{body}` is not an answer the daemon gives",
-                        n + 1
-                    ));
                 }
             }
         }
@@ -918,4 +926,57 @@ fn quotes_match_only_what_they_say() {
     assert!(!matches(r#"{"a":1}"#, r#" {"a":1}"#, true));
     assert_eq!(code_spans("``a `b` c`` and `d`"), vec!["a `b` c", "d"]);
     assert_eq!(cells("| `a|b` | c |"), vec!["`a|b`", "c"]);
+}
+
+/// The (status, code) rows of the code table after `heading` in `doc`.
+fn code_rows(doc: &str, heading: &str) -> Result<Vec<(String, String)>> {
+    let (header, rows) = table(doc, heading)?;
+    let col = header
+        .iter()
+        .position(|h| h == "`code`")
+        .ok_or_else(|| format!("{doc} {heading}: no `code` column in {header:?}"))?;
+    let mut out: Vec<(String, String)> = rows
+        .iter()
+        .map(|(_, row)| {
+            (
+                row.first().cloned().unwrap_or_default(),
+                row.get(col).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+#[test]
+fn the_polish_api_md_lists_the_same_codes_and_answers_as_the_english_one() -> Result {
+    let pairs = [
+        (("docs/api.md", "## Errors"), ("docs/pl/api.md", "## Błędy")),
+        (
+            ("docs/api.md", "Errors (besides those of `/sign`"),
+            ("docs/pl/api.md", "### Błędy punktów końcowych XML"),
+        ),
+    ];
+    for ((en, en_heading), (pl, pl_heading)) in pairs {
+        let (en_codes, pl_codes) = (code_rows(en, en_heading)?, code_rows(pl, pl_heading)?);
+        assert!(en_codes.len() >= 10, "{en} {en_heading}: {en_codes:?}");
+        assert_eq!(
+            en_codes, pl_codes,
+            "{pl} ({pl_heading}) must list the codes of {en} ({en_heading})"
+        );
+    }
+    let answers = |doc: &str, heading: &str| -> Result<Vec<(u16, Vec<String>, String)>> {
+        let mut rows: Vec<_> = api_rows(doc, heading)?
+            .into_iter()
+            .map(|(_, status, headers, body)| (status, headers, body))
+            .collect();
+        rows.sort();
+        Ok(rows)
+    };
+    assert_eq!(
+        answers("docs/api.md", "## Errors")?,
+        answers("docs/pl/api.md", "## Błędy")?,
+        "docs/pl/api.md's request table must quote the answers of docs/api.md's"
+    );
+    Ok(())
 }

@@ -396,7 +396,14 @@ fn contrib_config_runs_the_daemon() -> Result {
         ),
         // The test's user need not be in www-data, nor be uid 33.
         ("socket_group = \"www-data\"", String::new()),
-        ("allowed_uids = [33] #", format!("allowed_uids = [{uid}] #")),
+        (
+            "allowed_uids = [33, 0] #",
+            format!("allowed_uids = [{uid}, 0] #"),
+        ),
+        (
+            "allowed_uids = [33]\n# allowed_gids",
+            format!("allowed_uids = [{uid}]\n# allowed_gids"),
+        ),
         // The login.gov.pl key, commented out in the file.
         (
             "# [[keys]]\n# name = \"wk\"",
@@ -431,6 +438,85 @@ fn contrib_config_runs_the_daemon() -> Result {
         &["-sha256"]
     )?);
     assert!(daemon.stop()?.success());
+    Ok(())
+}
+
+/// The settings operations.md section 2 shows as the typical configuration (EN and PL), each
+/// with the value the shipped contrib/config.toml (/etc/hsm-signer/config.toml) gives it.
+#[test]
+fn the_shipped_config_is_the_typical_configuration_of_operations_md() -> Result {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped: toml::Table =
+        std::fs::read_to_string(repo.join("contrib/config.toml"))?.parse()?;
+    for doc in ["docs/operations.md", "docs/pl/operations.md"] {
+        let text = std::fs::read_to_string(repo.join(doc))?;
+        let section = text
+            .split_once("\n## 2. ")
+            .ok_or_else(|| format!("{doc}: no section 2"))?
+            .1;
+        let block = section
+            .split_once("```toml\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .ok_or_else(|| format!("{doc}: no toml block in section 2"))?
+            .0;
+        let typical: toml::Table = block.parse()?;
+        for (table, settings) in &typical {
+            let shipped_table = &shipped[table.as_str()];
+            let (settings, shipped_table) = match (settings, shipped_table) {
+                (toml::Value::Array(keys), toml::Value::Array(shipped_keys)) => {
+                    (keys[0].clone(), shipped_keys[0].clone())
+                }
+                (settings, shipped_table) => (settings.clone(), shipped_table.clone()),
+            };
+            let settings = settings.as_table().ok_or("not a table")?;
+            for (name, value) in settings {
+                assert_eq!(
+                    shipped_table.get(name),
+                    Some(value),
+                    "{doc}: [{table}] {name} = {value} is not what contrib/config.toml ships"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The settings of a configuration file in order, active or commented out (`# name = …`,
+/// `# [table]`), without their comments: what the EN and PL copies must share.
+fn settings_of(text: &str) -> Vec<String> {
+    let setting = |line: &str| -> Option<String> {
+        let table = line.trim_start_matches('[').trim_end_matches(']');
+        if line.starts_with('[')
+            && line.ends_with(']')
+            && table.chars().all(|c| c.is_ascii_lowercase() || c == '.')
+        {
+            return Some(line.to_string());
+        }
+        let (name, _) = line.split_once(" = ")?;
+        name.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            .then(|| name.to_string())
+    };
+    text.lines()
+        .filter_map(|line| match line.strip_prefix("# ") {
+            Some(commented) => setting(commented).map(|s| format!("# {s}")),
+            None => setting(line),
+        })
+        .collect()
+}
+
+/// contrib/config.pl.toml is contrib/config.toml with Polish comments: the same active values,
+/// and the same settings shown commented out, in the same order.
+#[test]
+fn the_polish_config_has_the_same_settings_as_the_english_one() -> Result {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let en = std::fs::read_to_string(repo.join("contrib/config.toml"))?;
+    let pl = std::fs::read_to_string(repo.join("contrib/config.pl.toml"))?;
+    let (en_values, pl_values): (toml::Table, toml::Table) = (en.parse()?, pl.parse()?);
+    assert_eq!(en_values, pl_values, "the active settings differ");
+    let (en_settings, pl_settings) = (settings_of(&en), settings_of(&pl));
+    assert!(en_settings.len() > 40, "{en_settings:?}");
+    assert_eq!(en_settings, pl_settings, "the settings shown differ");
     Ok(())
 }
 
