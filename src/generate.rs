@@ -9,6 +9,7 @@
 //! CKA_ID follows the import rule ([`crate::cert::CertDer::default_id`]): SHA-1 of the
 //! subjectPublicKey bits, set on the private key, the public key and the certificate.
 
+pub mod ksef;
 mod proof;
 pub mod subject;
 pub mod x509;
@@ -33,7 +34,7 @@ use crate::token::{
 };
 pub use proof::GenProof;
 use proof::{attribute_problems, prove_ecdh, prove_signature};
-use x509::{csr_pem, self_signed, TokenSigner, X509Error};
+use x509::{csr_text, self_signed, TokenSigner, X509Error};
 
 /// What the key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,14 +75,27 @@ pub struct GenerateRequest {
     pub purpose: Purpose,
     /// The subject, parsed ([`subject::parse_subject`]).
     pub subject: Name,
-    /// Where to write the PKCS#10 request (PEM): a new file, never through a symlink.
+    /// Where to write the PKCS#10 request: a new file, never through a symlink.
     pub csr: Option<PathBuf>,
+    /// How the request is written there.
+    pub csr_format: CsrFormat,
     /// Replace a regular file already at `csr` (by rename).
     pub replace_csr: bool,
     /// Store a self-signed certificate valid this many days.
     pub self_signed_days: Option<u32>,
     /// Keep a decryption key that the token will not stop from signing.
     pub allow_dual_use: bool,
+}
+
+/// How the CSR file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CsrFormat {
+    /// PEM, for a CA that takes a file.
+    Pem,
+    /// Base64 of the DER, one line with no line break, as KSeF's
+    /// `POST /certificates/enrollments` takes it in its `csr` field.
+    DerBase64,
 }
 
 /// What `generate` stored and wrote.
@@ -103,6 +117,8 @@ pub struct Generated {
     pub subject: String,
     /// The CSR file written.
     pub csr: Option<PathBuf>,
+    /// How it was written.
+    pub csr_format: CsrFormat,
     /// The self-signed certificate stored on the token.
     pub certificate: Option<CertInfo>,
     /// The private key's attributes, read back.
@@ -306,6 +322,7 @@ pub fn generate(token: &OpenToken, request: &GenerateRequest) -> Result<Generate
         purpose: request.purpose,
         subject: staged.subject,
         csr: request.csr.clone(),
+        csr_format: request.csr_format,
         certificate: staged.cert.as_ref().map(|c| CertInfo::of(c)).transpose()?,
         attributes: read_key_attrs(session, staged.private, request.kind)?,
         dual_use: staged.dual_use,
@@ -395,7 +412,12 @@ fn stage(
     let algorithm = self_signature_algorithm(request.kind);
     let signer = TokenSigner::new(session, private, algorithm, spki);
     let csr = match &request.csr {
-        Some(_) => Some(csr_pem(&signer, request.subject.clone(), key_use)?),
+        Some(_) => Some(csr_text(
+            &signer,
+            request.subject.clone(),
+            key_use,
+            request.csr_format,
+        )?),
         None => None,
     };
     let cert = match request.self_signed_days {
@@ -544,8 +566,12 @@ impl Generated {
         if let Some(path) = &self.csr {
             let _ = writeln!(
                 out,
-                "CSR:          {} (PKCS#10, PEM): send it to the CA, then put the certificate beside the key with `hsm-signer import-cert --label {}`",
+                "CSR:          {} (PKCS#10, {}): send it to the CA, then put the certificate beside the key with `hsm-signer import-cert --label {}`",
                 path.display(),
+                match self.csr_format {
+                    CsrFormat::Pem => "PEM",
+                    CsrFormat::DerBase64 => "base64 of the DER, for KSeF's POST /certificates/enrollments",
+                },
                 self.label
             );
         }

@@ -1,14 +1,16 @@
 //! `hsm-signer generate`: its options, resolved into a [`GenerateRequest`] before the
 //! token is opened or the PIN read.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{print, TokenArgs};
 use crate::cert::{Curve, KeyKind};
-use crate::generate::{self, subject::parse_subject, GenerateRequest, Purpose};
+use crate::generate::{
+    self, ksef::parse_subject_json, subject::parse_subject, CsrFormat, GenerateRequest, Purpose,
+};
 
 /// `hsm-signer generate`.
 #[derive(Debug, clap::Args)]
@@ -28,13 +30,23 @@ pub struct GenerateArgs {
     /// The subject in OpenSSL's form, most general attribute first:
     /// "/C=PL/O=Gmina Przykładowo/CN=gsko.przykladowo.pl". RFC 4514 strings
     /// ("CN=...,O=...,C=PL") are refused, since they list the attributes in reverse.
-    /// Write a '/' inside a value as '\/'.
-    #[arg(long)]
-    subject: String,
-    /// Write a PKCS#10 certificate request (PEM) here, for a CA: a new file (a symlink
-    /// is never followed).
+    /// Write a '/' inside a value as '\/'. Also: givenName, surname, uniqueIdentifier,
+    /// organizationIdentifier, and the OIDs 2.5.4.5, 2.5.4.97, 2.5.4.45.
+    #[arg(long, required_unless_present = "subject_json")]
+    subject: Option<String>,
+    /// For a KSeF certificate: the subject from this file, the JSON answer of KSeF's
+    /// GET /certificates/enrollments/data, saved unchanged. Its attributes go into the
+    /// CSR in the order and string types of KSeF's C# client.
+    #[arg(long, value_name = "FILE", conflicts_with = "subject")]
+    subject_json: Option<PathBuf>,
+    /// Write a PKCS#10 certificate request here, for a CA: a new file (a symlink is
+    /// never followed).
     #[arg(long, value_name = "FILE")]
     csr: Option<PathBuf>,
+    /// How to write --csr: pem, or der-base64 (base64 of the DER on one line, without a
+    /// line break: the `csr` field of KSeF's POST /certificates/enrollments).
+    #[arg(long, value_enum, default_value = "pem", requires = "csr")]
+    csr_format: CsrFormatArg,
     /// Replace a regular file already at --csr.
     #[arg(long, requires = "csr")]
     force: bool,
@@ -84,6 +96,16 @@ impl From<KeyTypeArg> for KeyKind {
     }
 }
 
+/// `--csr-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CsrFormatArg {
+    /// PEM.
+    Pem,
+    /// Base64 of the DER, one line (KSeF).
+    #[value(name = "der-base64")]
+    DerBase64,
+}
+
 /// `--purpose`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum PurposeArg {
@@ -102,8 +124,12 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
             PurposeArg::Sign => Purpose::Sign,
             PurposeArg::Decrypt => Purpose::Decrypt,
         },
-        subject: parse_subject(&args.subject)?,
+        subject: subject(args.subject.as_deref(), args.subject_json.as_deref())?,
         csr: args.csr,
+        csr_format: match args.csr_format {
+            CsrFormatArg::Pem => CsrFormat::Pem,
+            CsrFormatArg::DerBase64 => CsrFormat::DerBase64,
+        },
         replace_csr: args.force,
         self_signed_days: args.self_signed_days,
         allow_dual_use: args.allow_dual_use,
@@ -117,4 +143,21 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     );
     let generated = generate::generate(&token, &request)?;
     print(&generated, args.json, |g| g.to_text())
+}
+
+/// The subject from `--subject` or `--subject-json` (clap makes sure exactly one is given).
+fn subject(text: Option<&str>, json: Option<&Path>) -> Result<x509_cert::name::Name> {
+    match (text, json) {
+        (Some(text), _) => Ok(parse_subject(text)?),
+        (None, Some(path)) => {
+            let json = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "--subject-json: cannot read {} as UTF-8 text",
+                    path.display()
+                )
+            })?;
+            Ok(parse_subject_json(&json)?)
+        }
+        (None, None) => anyhow::bail!("give --subject or --subject-json"),
+    }
 }

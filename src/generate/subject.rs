@@ -8,7 +8,12 @@
 //!
 //! countryName, serialNumber are PrintableString and emailAddress is IA5String, as RFC
 //! 5280 requires; every other attribute is UTF8String, so Polish letters survive (what
-//! `openssl req -subj` does with its default `string_mask = utf8only`).
+//! `openssl req -subj` does with its default `string_mask = utf8only`). That includes
+//! uniqueIdentifier (2.5.4.45), which X.520 defines as a BIT STRING but KSeF's clients
+//! write as text (see [`super::ksef`]).
+//!
+//! The attributes of a KSeF certificate (givenName, surname, uniqueIdentifier,
+//! organizationIdentifier) may also be named here, by name or by OID.
 
 use der::asn1::{Any, Ia5StringRef, PrintableStringRef, SetOfVec, Utf8StringRef};
 use der::oid::ObjectIdentifier;
@@ -31,7 +36,7 @@ pub enum SubjectError {
         part: String,
     },
     /// Unknown attribute type.
-    #[error("--subject: unknown attribute {name:?}; use C, ST, L, O, OU, CN, street, postalCode, serialNumber, organizationIdentifier or emailAddress")]
+    #[error("--subject: unknown attribute {name:?}; use C, ST, L, O, OU, CN, street, postalCode, serialNumber, givenName, surname, organizationIdentifier, uniqueIdentifier, emailAddress, or the OIDs 2.5.4.5, 2.5.4.97, 2.5.4.45")]
     Attribute {
         /// The type as given.
         name: String,
@@ -61,13 +66,14 @@ pub enum SubjectError {
 
 /// How an attribute's value is encoded.
 #[derive(Clone, Copy)]
-enum Encoding {
+pub(super) enum Encoding {
     Printable,
     Ia5,
     Utf8,
 }
 
 /// (name as OpenSSL writes it, OID, encoding, upper bound in characters from RFC 5280).
+/// An attribute is found by its name or its OID in dotted form.
 const ATTRIBUTES: &[(&str, &str, Encoding, usize)] = &[
     ("C", "2.5.4.6", Encoding::Printable, 2),
     ("ST", "2.5.4.8", Encoding::Utf8, 128),
@@ -79,18 +85,17 @@ const ATTRIBUTES: &[(&str, &str, Encoding, usize)] = &[
     ("postalCode", "2.5.4.17", Encoding::Utf8, 40),
     ("serialNumber", "2.5.4.5", Encoding::Printable, 64),
     ("organizationIdentifier", "2.5.4.97", Encoding::Utf8, 128),
+    ("givenName", "2.5.4.42", Encoding::Utf8, 32768),
+    ("surname", "2.5.4.4", Encoding::Utf8, 32768),
+    // X.520 has no upper bound for it (a BIT STRING there); 128 as for the identifier.
+    ("uniqueIdentifier", "2.5.4.45", Encoding::Utf8, 128),
     ("emailAddress", "1.2.840.113549.1.9.1", Encoding::Ia5, 255),
 ];
 
 /// Parses `/TYPE=value/TYPE=value...` into a Name, one attribute per RDN, in the
 /// order written (the first is the outermost, as in `openssl req -subj`).
 pub fn parse_subject(text: &str) -> Result<Name, SubjectError> {
-    if let Some(c) = text.chars().find(|&c| crate::text::is_unsafe(c)) {
-        return Err(SubjectError::Unsafe {
-            character: format!("U+{:04X}", c as u32),
-            shown: crate::text::printable(text, crate::text::WHOLE),
-        });
-    }
+    refuse_unsafe(text)?;
     let Some(body) = text.strip_prefix('/') else {
         return Err(SubjectError::Form { given: text.into() });
     };
@@ -104,15 +109,10 @@ pub fn parse_subject(text: &str) -> Result<Name, SubjectError> {
         let name = name.trim();
         let &(canonical, oid, encoding, max) = ATTRIBUTES
             .iter()
-            .find(|(n, ..)| n.eq_ignore_ascii_case(name))
+            .find(|(n, o, ..)| n.eq_ignore_ascii_case(name) || *o == name)
             .ok_or_else(|| SubjectError::Attribute { name: name.into() })?;
         has_cn |= canonical == "CN";
-        let atv = AttributeTypeAndValue {
-            oid: ObjectIdentifier::new_unwrap(oid),
-            value: encode_value(canonical, value, encoding, max)?,
-        };
-        let set = SetOfVec::try_from(vec![atv]).expect("one attribute is a valid SET OF");
-        rdns.push(RelativeDistinguishedName(set));
+        rdns.push(rdn(canonical, oid, value, encoding, Some(max))?);
     }
     if !has_cn {
         return Err(SubjectError::NoCommonName);
@@ -120,11 +120,39 @@ pub fn parse_subject(text: &str) -> Result<Name, SubjectError> {
     Ok(RdnSequence(rdns))
 }
 
+/// One single-valued RDN: `value` encoded as `encoding`, at most `max` characters when a
+/// bound is given.
+pub(super) fn rdn(
+    name: &'static str,
+    oid: &str,
+    value: &str,
+    encoding: Encoding,
+    max: Option<usize>,
+) -> Result<RelativeDistinguishedName, SubjectError> {
+    let atv = AttributeTypeAndValue {
+        oid: ObjectIdentifier::new_unwrap(oid),
+        value: encode_value(name, value, encoding, max)?,
+    };
+    let set = SetOfVec::try_from(vec![atv]).expect("one attribute is a valid SET OF");
+    Ok(RelativeDistinguishedName(set))
+}
+
+/// Refuses text holding a control, format or bidi character ([`crate::text::is_unsafe`]).
+pub(super) fn refuse_unsafe(text: &str) -> Result<(), SubjectError> {
+    match text.chars().find(|&c| crate::text::is_unsafe(c)) {
+        Some(c) => Err(SubjectError::Unsafe {
+            character: format!("U+{:04X}", c as u32),
+            shown: crate::text::printable(text, crate::text::WHOLE),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn encode_value(
     name: &'static str,
     value: &str,
     encoding: Encoding,
-    max: usize,
+    max: Option<usize>,
 ) -> Result<Any, SubjectError> {
     let bad = |why| SubjectError::Value {
         name,
@@ -134,7 +162,7 @@ fn encode_value(
     if name == "C" && !(value.len() == 2 && value.chars().all(|c| c.is_ascii_uppercase())) {
         return Err(bad("must be two capital letters (ISO 3166), e.g. C=PL"));
     }
-    if value.chars().count() > max {
+    if max.is_some_and(|max| value.chars().count() > max) {
         return Err(bad("is longer than RFC 5280 allows for this attribute"));
     }
     let any = match encoding {

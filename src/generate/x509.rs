@@ -159,11 +159,13 @@ fn key_usage(key_use: KeyUse) -> KeyUsage {
     })
 }
 
-/// A PKCS#10 request for `subject`, signed on the token, as PEM.
-pub fn csr_pem(
+/// A PKCS#10 request for `subject`, signed on the token and checked with OpenSSL, as PEM
+/// or as base64 of the DER on one line.
+pub fn csr_text(
     signer: &TokenSigner<'_>,
     subject: Name,
     key_use: KeyUse,
+    format: super::CsrFormat,
 ) -> Result<String, X509Error> {
     const WHAT: &str = "CSR";
     let build = |detail: String| X509Error::Build { what: WHAT, detail };
@@ -180,8 +182,16 @@ pub fn csr_pem(
     if !parsed.verify(&pkey).unwrap_or(false) {
         return Err(X509Error::BadSignature { what: WHAT });
     }
-    let pem = parsed.to_pem().map_err(|e| build(e.to_string()))?;
-    String::from_utf8(pem).map_err(|e| build(e.to_string()))
+    match format {
+        super::CsrFormat::Pem => {
+            let pem = parsed.to_pem().map_err(|e| build(e.to_string()))?;
+            String::from_utf8(pem).map_err(|e| build(e.to_string()))
+        }
+        super::CsrFormat::DerBase64 => {
+            use base64::Engine as _;
+            Ok(base64::engine::general_purpose::STANDARD.encode(&der))
+        }
+    }
 }
 
 /// A self-signed certificate for `subject` valid `days` days from now, signed on the

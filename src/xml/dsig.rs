@@ -25,10 +25,13 @@ pub const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signatu
 /// SHA-256 as a DigestMethod.
 pub const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
 
-/// One `ds:Reference`: the element's ID and its digest.
+/// One `ds:Reference`: the element's ID (empty for `URI=""`, the whole document), its
+/// `Type` if any, and its digest.
+#[derive(Clone)]
 pub(crate) struct Reference {
     pub id: String,
     pub enveloped: bool,
+    pub type_uri: Option<&'static str>,
     pub digest: Vec<u8>,
 }
 
@@ -38,12 +41,17 @@ impl Reference {
         Ok(Reference {
             id: id.to_owned(),
             enveloped,
+            type_uri: None,
             digest: exc_c14n_sha256(&doc.doc, node)?.to_vec(),
         })
     }
 
     pub fn uri(&self) -> String {
-        format!("#{}", self.id)
+        if self.id.is_empty() {
+            String::new()
+        } else {
+            format!("#{}", self.id)
+        }
     }
 }
 
@@ -148,6 +156,10 @@ pub(crate) fn skeleton(
         .map_err(XmlError::internal)?;
     for reference in references {
         let mut r = child(&mut signed_info, &ds, "Reference")?;
+        if let Some(type_uri) = reference.type_uri {
+            r.set_attribute("Type", type_uri)
+                .map_err(XmlError::internal)?;
+        }
         r.set_attribute("URI", &reference.uri())
             .map_err(XmlError::internal)?;
         let mut transforms = child(&mut r, &ds, "Transforms")?;

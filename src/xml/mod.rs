@@ -22,6 +22,9 @@
 //! signed). Every byte digested, signed or returned comes from libxml2's own output
 //! buffers through `raw`, never through a lossy string.
 //!
+//! [`xades`] signs a whole document (KSeF's `AuthTokenRequest`, ePUAP's Doręczyciel)
+//! with XAdES-BES on the same parse, walk, c14n and re-check.
+//!
 //! Decryption of WK's encrypted assertion: [`enc`] (read the EncryptedAssertion, safely
 //! parsed) → [`ecdh_es`] (point check, Z through a closure (the token), ConcatKDF, key
 //! unwrap, AES-GCM).
@@ -36,6 +39,7 @@ mod raw;
 pub mod saml;
 pub mod shape;
 pub mod wss;
+pub mod xades;
 
 use time::OffsetDateTime;
 
@@ -43,6 +47,7 @@ use crate::algorithm::Algorithm;
 pub use error::{SignError, XmlError};
 pub use limits::XmlLimits;
 pub use parse::DEFAULT_MAX_DEPTH;
+pub use xades::CertificateDigest;
 
 /// How to sign a SOAP envelope with WS-Security.
 #[derive(Debug, Clone)]
@@ -96,6 +101,56 @@ impl SamlOptions {
             limits: XmlLimits::default(),
         }
     }
+}
+
+/// How to sign a document with enveloped XAdES-BES ([`sign_xades`]).
+#[derive(Debug, Clone)]
+pub struct XadesOptions {
+    /// The signature algorithm: RS256/384/512, PS256/384/512, ES256/384/512 (KSeF
+    /// accepts RSA of 2048 bits or more and ECDSA P-256 or larger).
+    pub algorithm: Algorithm,
+    /// The digest of the certificate in `SigningCertificate`: SHA-256 (KSeF, default) or
+    /// SHA-1 (ePUAP's Doręczyciel).
+    pub certificate_digest: CertificateDigest,
+    /// The `Id` of the `ds:Signature`; `None` for a fresh `Signature-<128 random bits>`.
+    /// Must be a plain ID (`bad_id` otherwise) not already in the document.
+    pub signature_id: Option<String>,
+    /// "Now" for `SigningTime` (written in UTC, whole seconds).
+    pub now: OffsetDateTime,
+    /// The deepest element nesting accepted in the input.
+    pub max_depth: usize,
+    /// The `[xml]` limits on the input's shape.
+    pub limits: XmlLimits,
+}
+
+impl XadesOptions {
+    /// SHA-256 certificate digest, a fresh signature Id, now = the system clock, the
+    /// default depth and limits.
+    pub fn new(algorithm: Algorithm) -> Self {
+        XadesOptions {
+            algorithm,
+            certificate_digest: CertificateDigest::Sha256,
+            signature_id: None,
+            now: OffsetDateTime::now_utc(),
+            max_depth: DEFAULT_MAX_DEPTH,
+            limits: XmlLimits::default(),
+        }
+    }
+}
+
+/// A document signed with XAdES-BES.
+#[derive(Debug, Clone)]
+pub struct XadesSigned {
+    /// The final document, to send byte for byte.
+    pub xml: String,
+    /// The `Id` of the `ds:Signature` (QualifyingProperties' `Target` is `#` + this).
+    pub signature_id: String,
+    /// The `Id` of `xades:SignedProperties`, the second Reference's target.
+    pub signed_properties_id: String,
+    /// `SigningTime` as written (RFC 3339, UTC, e.g. `2026-12-07T15:04:05Z`).
+    pub signing_time: String,
+    /// SHA-256 of the canonical SignedInfo, for the audit record.
+    pub signed_info_sha256: [u8; 32],
 }
 
 /// A signed SOAP envelope.
@@ -157,6 +212,24 @@ where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     saml::sign(xml, opts, cert_der, sign)
+}
+
+/// Signs a whole document with enveloped XAdES-BES: the `ds:Signature` becomes the last
+/// child of the document element (see [`xades`] for its contents). A document element
+/// that already holds a `ds:Signature` child is refused (`already_signed`).
+///
+/// `sign` is as for [`sign_wss`]: it gets SignedInfo's exclusive-c14n bytes and returns
+/// the signature value (ECDSA as raw r‖s), checked against `cert_der` before use.
+pub fn sign_xades<F, E>(
+    xml: &[u8],
+    opts: &XadesOptions,
+    cert_der: &[u8],
+    sign: F,
+) -> Result<XadesSigned, SignError<E>>
+where
+    F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+{
+    xades::sign(xml, opts, cert_der, sign)
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //! callback that keeps one subtree, so the namespaces the subtree inherits come out as a
 //! verifier computes them. SignedInfo, which inherits nothing but its `ds` prefix, is
 //! canonicalised from a copy in a document of its own, so that libxml2 does not walk the
-//! whole envelope for it.
+//! whole envelope for it. XAdES's `URI=""` is the whole document: the same c14n with no
+//! callback.
 //!
 //! Every pointer here comes from a `libxml::tree::Document` or `Node` borrowed for the
 //! whole call, and libxml2 only reads that tree in these calls; each block says what else
@@ -168,6 +169,20 @@ pub(crate) fn exc_c14n(
     // SAFETY: `doc_ptr` and `node_ptr` are live (borrowed from `doc` and `node`), and
     // `node` belongs to `doc` (every caller takes both from the same parse).
     unsafe { c14n_into(doc_ptr, Some(node_ptr), sink) }
+}
+
+/// The exclusive c14n 1.0 (without comments) of the whole of `doc`, what a Reference
+/// `URI=""` selects: the document element and any processing instruction outside it.
+pub(crate) fn exc_c14n_document(
+    doc: &Document,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(), XmlError> {
+    let doc_ptr = doc.doc_ptr();
+    if doc_ptr.is_null() {
+        return Err(XmlError::internal("c14n of a null document"));
+    }
+    // SAFETY: `doc_ptr` is live (borrowed from `doc`), and no node is passed.
+    unsafe { c14n_into(doc_ptr, None, sink) }
 }
 
 /// The exclusive c14n of `node` copied alone into a document of its own, where libxml2

@@ -155,6 +155,30 @@ pub(crate) fn ids(doc: &Document) -> Result<Ids, XmlError> {
     Ok(ids)
 }
 
+/// What [`xades`] found: the document's IDs, and whether its element already holds a
+/// `ds:Signature` child.
+pub(crate) struct XadesShape {
+    /// Every ID value in the document.
+    pub ids: Ids,
+    /// A `ds:Signature` is a child of the document element.
+    pub signed: bool,
+}
+
+/// Checks a document to be signed whole (XAdES, `URI=""`) in one walk: IDs unique,
+/// namespaces that c14n can render, and a `ds:Signature` child of the document element.
+/// A `ds:Signature` deeper down is payload (a signed attachment), as in a SOAP Body.
+pub(crate) fn xades(doc: &Document) -> Result<XadesShape, XmlError> {
+    let mut ids = Ids::default();
+    let mut signed = false;
+    raw::walk(doc, |element, depth, _| {
+        canonicalisable(element)?;
+        ids.add(&ids_of(element))?;
+        signed |= depth == 2 && element.is(DS_NS, "Signature");
+        Ok(())
+    })?;
+    Ok(XadesShape { ids, signed })
+}
+
 /// A SOAP envelope's parts, found by [`wss`].
 pub(crate) struct SoapShape {
     /// Every ID value in the envelope.

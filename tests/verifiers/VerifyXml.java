@@ -64,9 +64,10 @@ public class VerifyXml {
             boolean refValid = ref.validate(ctx);
             all &= refValid;
             String uri = ref.getURI();
-            Element target = doc.getElementById(uri.substring(1));
+            // URI="" (XAdES's enveloped reference) is the whole document.
+            Element target = uri.isEmpty() ? doc.getDocumentElement() : doc.getElementById(uri.substring(1));
             String what = target == null ? "(not found)"
-                : "{" + target.getNamespaceURI() + "}" + target.getLocalName();
+                : (uri.isEmpty() ? "the document " : "") + "{" + target.getNamespaceURI() + "}" + target.getLocalName();
             System.out.println("java: reference " + uri + " -> " + what + " valid=" + refValid);
         }
         System.out.println(all ? "java: OK core validity" : "java: REJECTED core validity false");

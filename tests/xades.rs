@@ -1,0 +1,417 @@
+//! Enveloped XAdES-BES (`hsm_signer::xml::sign_xades`) with keys generated on a fresh
+//! SoftHSM2 token by `hsm-signer generate`, the token signing SignedInfo through this
+//! test's own PKCS#11 session. Every result is checked by verifiers this project did not
+//! write, each saying what it validated:
+//! - xmlsec1, both references (SignedProperties found by `--id-attr`);
+//! - signxml's `XAdESVerifier` (x509_cert=, expect_references=2), which also checks the
+//!   CertDigest, and, in the same script (tests/verifiers/verify_xades.py), lxml and
+//!   `cryptography` for what no verifier checks: SigningTime, the CertDigest in SHA-256
+//!   and SHA-1, IssuerSerial, the shape, and that the document less its signature
+//!   canonicalises as the input;
+//! - xadesjs on Node (tools/verifiers-xades, `npm ci` by scripts/test);
+//! - the JDK's javax.xml.crypto (tests/verifiers/VerifyXml.java).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::verifiers::{self, have_java, have_xmlsec1};
+use common::*;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use hsm_signer::algorithm::Algorithm;
+use hsm_signer::xml::{
+    sign_xades, CertificateDigest, SignError, XadesOptions, XadesSigned, XmlError,
+};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// KSeF's `AuthTokenRequest` as its auth schema defines it: the challenge from
+/// `POST /auth/challenge`, the context (a NIP), and how the subject is identified.
+const AUTH_TOKEN_REQUEST: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<AuthTokenRequest xmlns="http://ksef.mf.gov.pl/auth/token/2.1" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <Challenge>20261207-CR-1A2B3C4D5E-F6A7B8C9D0-1E</Challenge>
+  <ContextIdentifier>
+    <Nip>5260250274</Nip>
+  </ContextIdentifier>
+  <SubjectIdentifierType>certificateSubject</SubjectIdentifierType>
+</AuthTokenRequest>
+"#;
+
+/// A document of the kind sent through ePUAP's WS-Doręczyciel: the CRD "Dokument"
+/// shape, Polish text, a prefixed namespace and an `xml:lang`.
+fn doreczyciel_document() -> String {
+    let text = "Zawiadamiam o wszczęciu postępowania w sprawie ustalenia wysokości opłaty za gospodarowanie odpadami komunalnymi. Źródło: Urząd Gminy Przykładowo, ul. Żółkiewskiego 1. "
+        .repeat(200);
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<wnio:Dokument xmlns:wnio="http://epuap.gov.pl/fe-model-web/wzor_lokalny/gmina-przykladowo/pismo-ogolne/" xmlns:str="http://crd.gov.pl/xml/schematy/struktura/2009/11/16/" xmlns:meta="http://crd.gov.pl/xml/schematy/meta/2009/11/16/" xml:lang="pl">
+  <wnio:OpisDokumentu>
+    <meta:Identyfikator typIdentyfikatora="idDokumentu"><meta:Wartosc>RF.3110.12.2026</meta:Wartosc></meta:Identyfikator>
+    <meta:Data typDaty="utworzony">2026-12-07</meta:Data>
+  </wnio:OpisDokumentu>
+  <wnio:DaneDokumentu>
+    <str:Naglowek><str:NazwaDokumentu>Zawiadomienie</str:NazwaDokumentu></str:Naglowek>
+    <wnio:TrescDokumentu format="text/plain" kodowanie="UTF-8"><wnio:Wartosc>{text}</wnio:Wartosc></wnio:TrescDokumentu>
+  </wnio:DaneDokumentu>
+</wnio:Dokument>
+"#
+    )
+}
+
+/// A key generated on a fresh token with a self-signed certificate, and that
+/// certificate (DER) read back with pkcs11-tool.
+fn key_on_token(token: &TestToken, key_type: &str, subject: &str) -> Result<Vec<u8>> {
+    run_ok(
+        token
+            .on_token("generate")
+            .args([
+                "--label",
+                "xades",
+                "--key-type",
+                key_type,
+                "--purpose",
+                "sign",
+            ])
+            .args(["--subject", subject, "--self-signed-days", "30"]),
+    )?;
+    let der = token.path("xades.der");
+    run_ok(
+        token
+            .pkcs11_tool()
+            .args(["--read-object", "--type", "cert", "--label", "xades", "-o"])
+            .arg(&der),
+    )?;
+    Ok(std::fs::read(der)?)
+}
+
+/// Signs `xml` on the token: the closure hands SignedInfo's c14n bytes to the private key
+/// labelled `xades` (ECDSA over the SHA-256 digest, raw r||s as PKCS#11 returns it; RSA
+/// as CKM_SHA256_RSA_PKCS).
+fn sign_on_token(
+    token: &TestToken,
+    xml: &[u8],
+    opts: &XadesOptions,
+    cert: &[u8],
+) -> Result<std::result::Result<XadesSigned, SignError<String>>> {
+    token.with_session(|session| {
+        let key = *session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(b"xades".to_vec()),
+            ])?
+            .first()
+            .ok_or("no private key labelled xades")?;
+        Ok(sign_xades(xml, opts, cert, |data| {
+            match opts.algorithm {
+                Algorithm::Es256 => {
+                    let digest = openssl::sha::sha256(data);
+                    session.sign(&Mechanism::Ecdsa, key, &digest)
+                }
+                _ => session.sign(&Mechanism::Sha256RsaPkcs, key, data),
+            }
+            .map_err(|e| e.to_string())
+        }))
+    })
+}
+
+fn now_text(t: OffsetDateTime) -> Result<String> {
+    Ok(t.replace_nanosecond(0)?.format(&Rfc3339)?)
+}
+
+/// Writes the inputs, the signed document and the certificate, and runs every verifier.
+fn verify_everywhere(
+    dir: &Path,
+    input: &str,
+    signed: &XadesSigned,
+    cert_der: &[u8],
+    digest: &str,
+    window: (OffsetDateTime, OffsetDateTime),
+    tamper: (&str, &str),
+) -> Result {
+    let input_path = dir.join("input.xml");
+    std::fs::write(&input_path, input)?;
+    let signed_path = dir.join("signed.xml");
+    std::fs::write(&signed_path, &signed.xml)?;
+    let cert_path = dir.join("cert.pem");
+    std::fs::write(
+        &cert_path,
+        openssl::x509::X509::from_der(cert_der)?.to_pem()?,
+    )?;
+
+    if have_xmlsec1() {
+        let props = format!("{}:SignedProperties", hsm_signer::xml::xades::XADES_NS);
+        let (ok, text) = verifiers::xmlsec1(&signed_path, &cert_path, &[("Id", props)])?;
+        assert!(ok && text.contains("OK"), "xmlsec1: {text}");
+    }
+
+    let (ok, text) = verifiers::run(
+        Command::new("python3")
+            .arg(verifiers::dir().join("verify_xades.py"))
+            .args([&signed_path, &cert_path, &input_path])
+            .arg(digest)
+            .arg(now_text(window.0)?)
+            .arg(now_text(window.1 + time::Duration::seconds(1))?),
+    )?;
+    assert!(
+        ok && text.contains("signxml XAdESVerifier: OK (2 references)")
+            && text.contains("lxml + cryptography: OK"),
+        "verify_xades.py: {text}"
+    );
+
+    let tools = xadesjs_dir();
+    if tools.join("node_modules/xadesjs").is_dir() {
+        let (ok, text) = verifiers::run(
+            Command::new("node")
+                .arg(tools.join("verify_xades.js"))
+                .args([&signed_path, &cert_path]),
+        )?;
+        assert!(
+            ok && text.contains("xadesjs: OK (2 references)"),
+            "xadesjs: {text}"
+        );
+    } else {
+        missing_precondition("xadesjs: run `npm ci` in tools/verifiers-xades (scripts/test does)")?;
+    }
+
+    // The new verifier scripts can fail: a changed signed property and a changed word of
+    // the document are each rejected.
+    let signing_time = format!("<xades:SigningTime>{}", signed.signing_time);
+    for (what, from, to) in [
+        (
+            "SigningTime",
+            signing_time.as_str(),
+            "<xades:SigningTime>2020-01-01T00:00:00Z",
+        ),
+        ("the document", tamper.0, tamper.1),
+    ] {
+        assert!(signed.xml.contains(from), "{from}");
+        let forged = dir.join("forged.xml");
+        std::fs::write(&forged, signed.xml.replacen(from, to, 1))?;
+        let (python_ok, _) = verifiers::run(
+            Command::new("python3")
+                .arg(verifiers::dir().join("verify_xades.py"))
+                .args([&forged, &cert_path, &input_path])
+                .arg(digest)
+                .arg(now_text(window.0)?)
+                .arg(now_text(window.1 + time::Duration::seconds(1))?),
+        )?;
+        assert!(!python_ok, "verify_xades.py accepted a changed {what}");
+        if tools.join("node_modules/xadesjs").is_dir() {
+            let (node_ok, _) = verifiers::run(
+                Command::new("node")
+                    .arg(tools.join("verify_xades.js"))
+                    .args([&forged, &cert_path]),
+            )?;
+            assert!(!node_ok, "xadesjs accepted a changed {what}");
+        }
+    }
+
+    if have_java() {
+        let (ok, text) = verifiers::java(&signed_path, &cert_path)?;
+        assert!(
+            ok && text.contains("java: OK core validity"),
+            "java: {text}"
+        );
+        assert!(
+            text.contains("reference  -> the document")
+                && text.contains("SignedProperties valid=true"),
+            "java: {text}"
+        );
+    }
+    Ok(())
+}
+
+fn xadesjs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verifiers-xades")
+}
+
+#[test]
+fn ksef_auth_token_request_ec_p256_on_the_token() -> Result {
+    let token = TestToken::new()?;
+    let cert = key_on_token(
+        &token,
+        "ec-p256",
+        "/C=PL/O=Gmina Przykładowo/2.5.4.97=VATPL-5260250274/CN=Gmina Przykładowo KSeF",
+    )?;
+    let before = OffsetDateTime::now_utc();
+    let opts = XadesOptions::new(Algorithm::Es256);
+    let signed = sign_on_token(&token, AUTH_TOKEN_REQUEST.as_bytes(), &opts, &cert)??;
+    let after = OffsetDateTime::now_utc();
+    assert!(signed.signature_id.starts_with("Signature-"));
+    assert!(signed
+        .xml
+        .starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<AuthTokenRequest"));
+    // ECDSA's SignatureValue is R||S: 64 bytes for P-256, never DER.
+    let value = signed
+        .xml
+        .split("SignatureValue>")
+        .nth(1)
+        .ok_or("no SignatureValue")?
+        .trim_end_matches("</ds:");
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(value)?
+            .len(),
+        64
+    );
+    verify_everywhere(
+        &token.path(""),
+        AUTH_TOKEN_REQUEST,
+        &signed,
+        &cert,
+        "sha256",
+        (before, after),
+        ("<Nip>5260250274</Nip>", "<Nip>5260250275</Nip>"),
+    )
+}
+
+/// Comments before, inside and after the document element are kept and left out of
+/// the digest by every verifier (c14n without comments). A processing instruction
+/// outside the document element is refused: xmlsec1 digests it as part of `URI=""`,
+/// signxml does not (seen when this test signed one: xmlsec1 OK, signxml "Digest
+/// mismatch for reference 0").
+#[test]
+fn comments_kept_outer_processing_instruction_refused() -> Result {
+    let token = TestToken::new()?;
+    let cert = key_on_token(&token, "ec-p256", "/C=PL/CN=Gmina Przykładowo KSeF")?;
+    let input = AUTH_TOKEN_REQUEST
+        .replace("<AuthTokenRequest", "<!-- przed -->\n<AuthTokenRequest")
+        .replace(
+            "</ContextIdentifier>",
+            "</ContextIdentifier>\n  <!-- komentarz --><?inside processing?>",
+        )
+        + "<!-- po -->\n";
+    let before = OffsetDateTime::now_utc();
+    let opts = XadesOptions::new(Algorithm::Es256);
+    let signed = sign_on_token(&token, input.as_bytes(), &opts, &cert)??;
+    let after = OffsetDateTime::now_utc();
+    assert!(signed.xml.contains("<!-- przed -->") && signed.xml.contains("<!-- po -->"));
+    verify_everywhere(
+        &token.path(""),
+        &input,
+        &signed,
+        &cert,
+        "sha256",
+        (before, after),
+        ("<?inside processing?>", "<?inside changed?>"),
+    )?;
+
+    let with_pi = AUTH_TOKEN_REQUEST.replace(
+        "<AuthTokenRequest",
+        "<?xml-stylesheet type=\"text/xsl\" href=\"auth.xsl\"?>\n<AuthTokenRequest",
+    );
+    match sign_xades(
+        with_pi.as_bytes(),
+        &opts,
+        &cert,
+        |_| -> std::result::Result<Vec<u8>, String> { Err("the token must not be asked".into()) },
+    ) {
+        Err(SignError::Xml(e @ XmlError::BadXml { .. })) => {
+            assert!(
+                e.to_string().contains("processing instruction outside"),
+                "{e}"
+            );
+            Ok(())
+        }
+        other => Err(format!("{:?}", other.map(|s| s.signature_id)).into()),
+    }
+}
+
+#[test]
+fn doreczyciel_document_rsa_2048_sha1_cert_digest_on_the_token() -> Result {
+    let token = TestToken::new()?;
+    let cert = key_on_token(
+        &token,
+        "rsa-2048",
+        "/C=PL/O=Gmina Przykładowo, Urząd Gminy/CN=ePUAP Gmina Przykładowo",
+    )?;
+    let input = doreczyciel_document();
+    let before = OffsetDateTime::now_utc();
+    let mut opts = XadesOptions::new(Algorithm::Rs256);
+    opts.certificate_digest = CertificateDigest::Sha1;
+    opts.signature_id = Some("ID-doreczyciel-1".into());
+    let signed = sign_on_token(&token, input.as_bytes(), &opts, &cert)??;
+    let after = OffsetDateTime::now_utc();
+    assert_eq!(signed.signature_id, "ID-doreczyciel-1");
+    verify_everywhere(
+        &token.path(""),
+        &input,
+        &signed,
+        &cert,
+        "sha1",
+        (before, after),
+        ("Zawiadomienie<", "Wezwanie<"),
+    )
+}
+
+/// What is refused, before the token is asked to sign anything.
+#[test]
+fn refusals_never_reach_the_token() -> Result {
+    let token = TestToken::new()?;
+    let cert = key_on_token(&token, "ec-p256", "/C=PL/CN=Gmina Przykładowo KSeF")?;
+    let opts = XadesOptions::new(Algorithm::Es256);
+    let signed = sign_on_token(&token, AUTH_TOKEN_REQUEST.as_bytes(), &opts, &cert)??;
+
+    let refused = |xml: &[u8], opts: &XadesOptions| -> Result<XmlError> {
+        match sign_xades(
+            xml,
+            opts,
+            &cert,
+            |_| -> std::result::Result<Vec<u8>, String> {
+                Err("the token must not be asked".into())
+            },
+        ) {
+            Err(SignError::Xml(e)) => Ok(e),
+            Err(SignError::Token(e)) => Err(e.into()),
+            Ok(_) => Err("signed".into()),
+        }
+    };
+    assert!(matches!(
+        refused(signed.xml.as_bytes(), &opts)?,
+        XmlError::AlreadySigned(_)
+    ));
+    let mut bad_id = XadesOptions::new(Algorithm::Es256);
+    bad_id.signature_id = Some("xpointer(/)".into());
+    assert!(matches!(
+        refused(AUTH_TOKEN_REQUEST.as_bytes(), &bad_id)?,
+        XmlError::BadId(_)
+    ));
+    let with_id = AUTH_TOKEN_REQUEST.replace("<Challenge>", "<Challenge Id=\"S1\">");
+    let mut clash = XadesOptions::new(Algorithm::Es256);
+    clash.signature_id = Some("S1".into());
+    assert!(matches!(
+        refused(with_id.as_bytes(), &clash)?,
+        XmlError::DuplicateId(_)
+    ));
+    assert!(matches!(
+        refused(
+            AUTH_TOKEN_REQUEST.as_bytes(),
+            &XadesOptions::new(Algorithm::Rs256)
+        )?,
+        XmlError::AlgorithmMismatch(_)
+    ));
+    let mut tight = XadesOptions::new(Algorithm::Es256);
+    tight.limits.max_elements = 3;
+    assert!(matches!(
+        refused(AUTH_TOKEN_REQUEST.as_bytes(), &tight)?,
+        XmlError::TooComplex { .. }
+    ));
+    let mut shallow = XadesOptions::new(Algorithm::Es256);
+    shallow.max_depth = 1;
+    assert!(matches!(
+        refused(AUTH_TOKEN_REQUEST.as_bytes(), &shallow)?,
+        XmlError::TooDeep(1)
+    ));
+    let doctype = format!(
+        "<!DOCTYPE x [<!ENTITY e \"x\">]>{}",
+        &AUTH_TOKEN_REQUEST[39..]
+    );
+    assert!(matches!(
+        refused(doctype.as_bytes(), &opts)?,
+        XmlError::DoctypeForbidden
+    ));
+    Ok(())
+}
