@@ -371,7 +371,9 @@ fn stage(
     let family = ModuleFamily::of(token.module.ctx());
     let (public, private) = generate_key_pair(session, family, request.kind, key_use, temp_label)?;
     created.extend([public, private]);
-    let can_decrypt = family.is_tpm() && clear_decrypt(session, private)?;
+    // Only a key made without CKA_DECRYPT = false in its template can decrypt.
+    let can_decrypt =
+        family.decrypt_attribute_breaks_generate() && clear_decrypt(session, private)?;
     let public_key = read_public_key(session, public, request.kind)?;
     let spki = public_key
         .public_key_to_der()

@@ -522,7 +522,7 @@ fn no_key_import(token: &OpenToken, create_refusal: Option<&str>) -> Option<Impo
     if offers_any_unwrap(token.module.ctx(), token.slot) {
         return None;
     }
-    let (refusal, path) = if ModuleFamily::of(token.module.ctx()).is_tpm() {
+    let (refusal, path) = if !ModuleFamily::of(token.module.ctx()).takes_private_keys() {
         let how = create_refusal
             .unwrap_or("C_CreateObject of a private key returns CKR_ATTRIBUTE_VALUE_INVALID");
         (

@@ -79,7 +79,7 @@ fn guard(ctx: &Pkcs11, slot: Slot, token: &str, allow_final_try: bool) -> Result
     if before.locked {
         return Err(TokenError::PinLocked {
             token: token.into(),
-            tpm_lockout: ModuleFamily::of(ctx).is_tpm(),
+            tpm_lockout: ModuleFamily::of(ctx).locks_out_as_a_device(),
         });
     }
     if before.final_try && !allow_final_try {
@@ -134,7 +134,7 @@ fn pin_error(ctx: &Pkcs11, slot: Slot, token: &str, e: CkError, doing: &str) -> 
         // flags never show CKF_USER_PIN_LOCKED).
         CkError::Pkcs11(RvError::PinLocked, _) => TokenError::PinLocked {
             token: token.into(),
-            tpm_lockout: ModuleFamily::of(ctx).is_tpm(),
+            tpm_lockout: ModuleFamily::of(ctx).locks_out_as_a_device(),
         },
         CkError::Pkcs11(RvError::PinLenRange, _) => TokenError::PinLength {
             token: token.into(),
