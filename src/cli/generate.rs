@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::{print, TokenArgs};
+use super::output::print;
+use super::token_args::TokenArgs;
 use crate::cert::{Curve, KeyKind};
 use crate::generate::{self, subject::parse_subject, GenerateRequest, Purpose};
 
