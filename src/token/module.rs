@@ -36,6 +36,12 @@ pub struct TokenSummary {
 /// module's own business (it was initialised with OS locking).
 static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Holds the lock under which modules are loaded and unloaded ([`LOAD`]); for a second
+/// dlopen of a loaded module ([`super::raw::RawModule`]).
+pub(super) fn loading() -> std::sync::MutexGuard<'static, ()> {
+    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A loaded and initialised PKCS#11 module.
 pub struct Module {
     /// Always `Some` until dropped (taken in `Drop` to unload under [`LOAD`]).
