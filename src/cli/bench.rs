@@ -13,7 +13,7 @@ pub(super) fn run(target: BenchTarget) -> Result<ExitCode> {
             audit,
             hand_off,
         } => {
-            crate::server::floor::run(&socket, &audit, hand_off)?;
+            crate::bench::floor::run(&socket, &audit, hand_off)?;
             return Ok(ExitCode::SUCCESS);
         }
         BenchTarget::Token {

@@ -14,7 +14,6 @@ mod conn_io;
 mod decrypt_route;
 pub mod error;
 #[doc(hidden)]
-pub mod floor;
 pub mod fold;
 pub mod handshakes;
 pub mod health;
