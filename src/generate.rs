@@ -35,31 +35,15 @@ pub use proof::GenProof;
 use proof::{attribute_problems, prove_ecdh, prove_signature};
 use x509::{csr_pem, self_signed, TokenSigner, X509Error};
 
-/// What the key is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Purpose {
-    /// Signing (the WK signing key: AuthnRequest, ArtifactResolve, LogoutRequest).
-    Sign,
-    /// Decryption by ECDH (the WK key for the encrypted assertion).
-    Decrypt,
-}
+/// What the key is for: the same [`Purpose`] as a `[[keys]]` rule's, so that a key
+/// generated for a purpose is the key a rule of that purpose takes.
+pub use crate::config::Purpose;
 
-impl Purpose {
-    fn key_use(self) -> KeyUse {
-        match self {
-            Purpose::Sign => KeyUse::Sign,
-            Purpose::Decrypt => KeyUse::Agree,
-        }
-    }
-}
-
-impl std::fmt::Display for Purpose {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Purpose::Sign => "sign",
-            Purpose::Decrypt => "decrypt",
-        })
+/// The PKCS#11 attributes a key of `purpose` gets: CKA_SIGN, or CKA_DERIVE for ECDH.
+fn key_use(purpose: Purpose) -> KeyUse {
+    match purpose {
+        Purpose::Sign => KeyUse::Sign,
+        Purpose::Decrypt => KeyUse::Agree,
     }
 }
 
@@ -367,7 +351,7 @@ fn stage(
     created: &mut Vec<ObjectHandle>,
 ) -> Result<Staged, GenerateError> {
     let session = &token.session;
-    let key_use = request.purpose.key_use();
+    let key_use = key_use(request.purpose);
     let family = ModuleFamily::of(token.module.ctx());
     let (public, private) = generate_key_pair(session, family, request.kind, key_use, temp_label)?;
     created.extend([public, private]);

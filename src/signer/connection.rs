@@ -49,7 +49,8 @@ pub struct KeyWant {
     pub purpose: Purpose,
 }
 
-/// How often a request for a missing key may look for it on the token again.
+/// How often the supervisor looks on the token again for a missing key (requests for it
+/// do not look: they are answered from the missing key's reason at once).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A configured key that this connection cannot use right now.
@@ -82,7 +83,8 @@ pub struct Connection {
     keys: RwLock<Arc<HashMap<String, Arc<TokenKey>>>>,
     /// Configured keys this connection could not use, and why: a key deleted or broken
     /// under the running daemon. The other keys keep signing; a request for one of these
-    /// looks for it again at most once per [`RECHECK_EVERY`].
+    /// gets its reason, and the supervisor looks for it again at most once per
+    /// [`RECHECK_EVERY`] ([`Connection::recheck_missing`]).
     missing: Mutex<HashMap<String, MissingKey>>,
     anchor: Mutex<Session>,
     counters: super::TokenCounters,

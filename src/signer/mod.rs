@@ -2,9 +2,12 @@
 //! a bounded wait for a free session in front of it, and a supervisor that reconnects
 //! with backoff when the token or its link goes away.
 //!
-//! A request never opens a session or logs in: it waits (boundedly) for one of
-//! `sessions` permits, checks out a pooled session, signs on its own thread and returns
-//! the session. When too many wait, or the token is down, the caller hears so at once.
+//! A request waits (boundedly) for one of `sessions` permits, checks out a pooled
+//! session of the current connection (opening one when the pool holds none), signs on
+//! tokio's blocking pool and returns the session. It logs in only to recover a session
+//! the token logged out (once per request, never after a refused PIN); connecting,
+//! reconnecting and looking again for missing keys are the supervisor's. When too many
+//! wait, or the token is down, the caller hears so at once.
 
 mod api;
 mod connection;

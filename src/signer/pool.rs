@@ -1,9 +1,11 @@
-//! The session pool: long-lived sessions on the current connection, checked out by a
-//! request for one private-key operation (a signature, an ECDH derivation) and returned
-//! after it.
-//!
-//! The signature is made on tokio's blocking pool, so that a caller's deadline holds
-//! even if the token never answers (see docs/architecture.md for the measurements).
+//! The session pool and the retry rules of one private-key operation (a signature, an
+//! ECDH derivation): a request checks out a long-lived session of the current connection,
+//! or opens a new one when none is pooled, and returns it after the operation. A lost
+//! session is recovered in place once (a logged-out token is logged in again, a closed
+//! session replaced); a stale key handle looks the key up again; anything else is the
+//! supervisor's. The functions here block: [`Signer`](super::Signer) runs them on tokio's
+//! blocking pool, so that a caller's deadline holds even if the token never answers (see
+//! docs/architecture.md for the measurements).
 
 use std::sync::Arc;
 
