@@ -5,28 +5,11 @@ use std::path::{Path, PathBuf};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::slot::Slot;
-use serde::Serialize;
 
 use super::error::{describe, TokenError};
 use super::family::ModuleFamily;
+use super::summary::TokenSummary;
 use super::uri::TokenSelector;
-
-/// What the module says about one token.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TokenSummary {
-    /// Slot ID (changes when SoftHSM initialises tokens; select by label or serial).
-    pub slot: u64,
-    /// Token label.
-    pub label: String,
-    /// Serial number.
-    pub serial: String,
-    /// Manufacturer.
-    pub manufacturer: String,
-    /// Model.
-    pub model: String,
-    /// Whether the user PIN has been set.
-    pub user_pin_initialized: bool,
-}
 
 /// Serialises loading (dlopen and C_Initialize) and unloading (the last dlclose) of
 /// modules within this process. Two contexts of the same module can exist at once (the
