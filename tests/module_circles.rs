@@ -25,14 +25,6 @@ const KNOWN: &[&str] = &[
     // what saml.rs and wss.rs take from xml/mod.rs moves into a file of its own.
     "crate::xml::saml -> crate::xml",
     "crate::xml::wss -> crate::xml",
-    // The pool, the supervisor and the null signer share `Shared`, `SignError` and
-    // `TokenCounters`, which live in signer/mod.rs; they move into files of their own
-    // (issue 21, not done yet).
-    "crate::signer::api -> crate::signer",
-    "crate::signer::connection -> crate::signer",
-    "crate::signer::null -> crate::signer",
-    "crate::signer::pool -> crate::signer",
-    "crate::signer::supervisor -> crate::signer",
 ];
 
 /// A module: its path (`crate::audit::writer`) and the file that defines it.

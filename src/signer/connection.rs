@@ -12,8 +12,9 @@ use cryptoki::slot::Slot;
 use openssl::x509::X509;
 use secrecy::SecretString;
 
-use super::KeyInfo;
-use crate::algorithm::Algorithm;
+use super::api::KeyInfo;
+use super::counters::TokenCounters;
+use super::want::KeyWant;
 use crate::cert::{Curve, KeyKind};
 use crate::config::Purpose;
 use crate::token::{
@@ -36,17 +37,6 @@ impl std::ops::Deref for TokenKey {
     fn deref(&self) -> &KeyInfo {
         &self.info
     }
-}
-
-/// What a connection needs to know about one configured key.
-#[derive(Debug, Clone)]
-pub struct KeyWant {
-    /// CKA_LABEL.
-    pub label: String,
-    /// The algorithms it will be asked for (none for a decrypt key).
-    pub algorithms: Vec<Algorithm>,
-    /// Signing, or ECDH for WK's assertions.
-    pub purpose: Purpose,
 }
 
 /// How often the supervisor looks on the token again for a missing key (requests for it
@@ -87,7 +77,7 @@ pub struct Connection {
     /// [`RECHECK_EVERY`] ([`Connection::recheck_missing`]).
     missing: Mutex<HashMap<String, MissingKey>>,
     anchor: Mutex<Session>,
-    counters: super::TokenCounters,
+    counters: TokenCounters,
     // Last: dropped after the sessions, so C_Finalize comes after C_CloseSession.
     module: Module,
 }
@@ -100,7 +90,7 @@ impl Connection {
         pin: &SecretString,
         wants: &[KeyWant],
         generation: u64,
-        counters: super::TokenCounters,
+        counters: TokenCounters,
         keys: Keys,
     ) -> Result<Self, TokenError> {
         let token = OpenToken::open(module, selector, false)?;

@@ -13,16 +13,12 @@ use cryptoki::session::Session;
 
 use zeroize::Zeroizing;
 
-use super::{Connection, KeyInfo, Shared, SignError, Signed, TokenKey};
+use super::api::{KeyInfo, Signed};
+use super::connection::{Connection, TokenKey};
+use super::error::SignError;
+use super::shared::{reconnect_deadline, Held, Shared};
 use crate::algorithm::Algorithm;
 use crate::token::{ecdh_derive, sign_digest, TokenError};
-
-/// A session and the connection it belongs to. The session is declared first so it is
-/// closed before the connection can be finalised.
-pub(super) struct Held {
-    session: Session,
-    conn: Arc<Connection>,
-}
 
 /// Signs `digest` with the key labelled `label` (see [`with_key`] for the retry rules).
 pub(super) fn sign(
@@ -142,7 +138,7 @@ fn with_key<T>(
         shared.mark_down(conn.generation, &error);
         let generation = conn.generation;
         drop(conn);
-        if !reconnected && shared.wait_for_reconnect(generation, super::reconnect_deadline()) {
+        if !reconnected && shared.wait_for_reconnect(generation, reconnect_deadline()) {
             tracing::warn!(%error, "token connection restored; trying once more on it");
             reconnected = true;
             continue;
