@@ -9,6 +9,7 @@
 //! CKA_ID follows the import rule ([`crate::cert::CertDer::default_id`]): SHA-1 of the
 //! subjectPublicKey bits, set on the private key, the public key and the certificate.
 
+mod error;
 pub mod ksef;
 mod proof;
 pub mod subject;
@@ -24,7 +25,7 @@ use serde::Serialize;
 use x509_cert::name::Name;
 
 use crate::algorithm::Algorithm;
-use crate::cert::{CertDer, CertError, CertInfo, Curve, KeyKind};
+use crate::cert::{CertDer, CertInfo, Curve, KeyKind};
 use crate::import::random_suffix;
 use crate::outfile::Existing;
 use crate::token::{
@@ -32,35 +33,21 @@ use crate::token::{
     generate_key_pair, identify, pair_gen_mechanism, read_key_attrs, read_public_key, relabel,
     CertCategory, KeyAttrs, KeyUse, ModuleFamily, OpenToken, TokenError,
 };
+pub use error::GenerateError;
 pub use proof::GenProof;
 use proof::{attribute_problems, prove_ecdh, prove_signature};
+pub use x509::CsrFormat;
 use x509::{csr_text, self_signed, TokenSigner, X509Error};
 
-/// What the key is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Purpose {
-    /// Signing (the WK signing key: AuthnRequest, ArtifactResolve, LogoutRequest).
-    Sign,
-    /// Decryption by ECDH (the WK key for the encrypted assertion).
-    Decrypt,
-}
+/// What the key is for: the same [`Purpose`] as a `[[keys]]` rule's, so that a key
+/// generated for a purpose is the key a rule of that purpose takes.
+pub use crate::config::Purpose;
 
-impl Purpose {
-    fn key_use(self) -> KeyUse {
-        match self {
-            Purpose::Sign => KeyUse::Sign,
-            Purpose::Decrypt => KeyUse::Agree,
-        }
-    }
-}
-
-impl std::fmt::Display for Purpose {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Purpose::Sign => "sign",
-            Purpose::Decrypt => "decrypt",
-        })
+/// The PKCS#11 attributes a key of `purpose` gets: CKA_SIGN, or CKA_DERIVE for ECDH.
+fn key_use(purpose: Purpose) -> KeyUse {
+    match purpose {
+        Purpose::Sign => KeyUse::Sign,
+        Purpose::Decrypt => KeyUse::Agree,
     }
 }
 
@@ -85,17 +72,6 @@ pub struct GenerateRequest {
     pub self_signed_days: Option<u32>,
     /// Keep a decryption key that the token will not stop from signing.
     pub allow_dual_use: bool,
-}
-
-/// How the CSR file is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CsrFormat {
-    /// PEM, for a CA that takes a file.
-    Pem,
-    /// Base64 of the DER, one line with no line break, as KSeF's
-    /// `POST /certificates/enrollments` takes it in its `csr` field.
-    DerBase64,
 }
 
 /// What `generate` stored and wrote.
@@ -131,97 +107,6 @@ pub struct Generated {
     pub can_decrypt: bool,
     /// The proof.
     pub proof: GenProof,
-}
-
-/// Why nothing was generated. The token is as it was in every case but
-/// [`GenerateError::CleanupFailed`], which names what is left.
-#[derive(Debug, thiserror::Error)]
-pub enum GenerateError {
-    /// Decryption keys are ECDH P-256 keys.
-    #[error("--purpose decrypt takes --key-type ec-p256 only (login.gov.pl encrypts the assertion with ECDH-ES on P-256), not {kind}; nothing was created")]
-    DecryptNeedsP256 {
-        /// What was asked for.
-        kind: KeyKind,
-    },
-    /// Neither a CSR nor a certificate asked for.
-    #[error("give --csr FILE, --self-signed-days N, or both: the public key must reach login.gov.pl in a certificate; nothing was created")]
-    NothingToRegister,
-    /// `--allow-dual-use` with a signing key.
-    #[error("--allow-dual-use applies to --purpose decrypt only")]
-    DualUseForSign,
-    /// `--self-signed-days 0`.
-    #[error("--self-signed-days must be at least 1")]
-    NoDays,
-    /// The CSR cannot be written there; checked before the token is touched.
-    #[error("cannot write the CSR to {path}: {why}; nothing was created")]
-    CsrPath {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        why: String,
-    },
-    /// Something already carries the label.
-    #[error("token \"{token}\" already holds {count} object(s) labelled \"{label}\": choose another --label, or remove them first with `hsm-signer remove --label {label}`; nothing was created")]
-    Exists {
-        /// The token.
-        token: String,
-        /// The label.
-        label: String,
-        /// How many.
-        count: usize,
-    },
-    /// Something already carries the new key's ID.
-    #[error("token \"{token}\" already holds an object with the new key's ID {id}")]
-    IdExists {
-        /// The token.
-        token: String,
-        /// The ID in hex.
-        id: String,
-    },
-    /// The token failed.
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    /// The CSR or certificate could not be made.
-    #[error(transparent)]
-    X509(#[from] X509Error),
-    /// The certificate could not be described.
-    #[error(transparent)]
-    Cert(#[from] CertError),
-    /// The token kept CKA_SIGN on the decryption key.
-    #[error("token \"{token}\" did not clear CKA_SIGN on the new decryption key, so it could also sign. Re-run with --allow-dual-use to accept a key that both decrypts and signs (login.gov.pl asks for two separate keys)")]
-    SignNotCleared {
-        /// The token.
-        token: String,
-    },
-    /// The new key did not prove itself.
-    #[error("the new key failed its proof: {why}")]
-    ProofFailed {
-        /// What failed.
-        why: String,
-    },
-    /// Writing the CSR failed.
-    #[error("writing the CSR to {path} failed: {detail}")]
-    CsrWrite {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        detail: String,
-    },
-    /// A failure after generation; everything created was removed.
-    #[error("{0}; every object created was removed, the token is as it was")]
-    RolledBack(Box<GenerateError>),
-    /// A failure after generation, and the clean-up failed too.
-    #[error("{cause}; removing the {left} object(s) created also failed ({cleanup}): remove them with `hsm-signer remove --label {temp_label}`")]
-    CleanupFailed {
-        /// The first failure.
-        cause: Box<GenerateError>,
-        /// How many objects are left.
-        left: usize,
-        /// The clean-up errors.
-        cleanup: String,
-        /// Their label.
-        temp_label: String,
-    },
 }
 
 impl GenerateRequest {
@@ -384,11 +269,13 @@ fn stage(
     created: &mut Vec<ObjectHandle>,
 ) -> Result<Staged, GenerateError> {
     let session = &token.session;
-    let key_use = request.purpose.key_use();
+    let key_use = key_use(request.purpose);
     let family = ModuleFamily::of(token.module.ctx());
     let (public, private) = generate_key_pair(session, family, request.kind, key_use, temp_label)?;
     created.extend([public, private]);
-    let can_decrypt = family.is_tpm() && clear_decrypt(session, private)?;
+    // Only a key made without CKA_DECRYPT = false in its template can decrypt.
+    let can_decrypt =
+        family.decrypt_attribute_breaks_generate() && clear_decrypt(session, private)?;
     let public_key = read_public_key(session, public, request.kind)?;
     let spki = public_key
         .public_key_to_der()

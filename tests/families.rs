@@ -73,7 +73,7 @@ fn listed_and_verified(token: &TestToken, label: &str, cert: &X509) -> Result {
 fn import_list_verify(family: Family) -> Result {
     let token = TestToken::of(family)?;
     let ca = Ca::sigillum()?;
-    if !family.imports_private_keys() {
+    if !family.takes_private_keys() {
         return assert_import_refused(&token, &ca, "auto");
     }
     for (spec, label) in [(KeySpec::Rsa(2048), "epuap"), (KeySpec::P256, "wk")] {
@@ -90,7 +90,7 @@ on_families!(import_list_verify, [softhsm, kryoptic, tpm]);
 fn wrapped_import(family: Family) -> Result {
     let token = TestToken::of(family)?;
     let ca = Ca::sigillum()?;
-    if !family.imports_private_keys() {
+    if !family.takes_private_keys() {
         return assert_import_refused(&token, &ca, "unwrap");
     }
     let expected = match family {
@@ -151,7 +151,7 @@ fn assert_import_refused(token: &TestToken, ca: &Ca, method: &str) -> Result {
 /// family that imports, from .p12 files; otherwise generated on the token with a
 /// self-signed certificate. Returns each key's certificate, as the token holds it.
 fn provision_for_signing(token: &TestToken, keys: &[KeySetup]) -> Result<Vec<X509>> {
-    if token.family.imports_private_keys() {
+    if token.family.takes_private_keys() {
         return Ok(provision(token, keys)?
             .into_iter()
             .map(|l| l.cert)
@@ -257,7 +257,7 @@ fn dgst_args(alg: &str) -> Vec<String> {
 fn serve_signs_every_algorithm(family: Family) -> Result {
     let token = TestToken::of(family)?;
     // generate makes no P-521 key, so a family without import signs ES512 nowhere.
-    let keys: Vec<KeySetup> = if family.imports_private_keys() {
+    let keys: Vec<KeySetup> = if family.takes_private_keys() {
         vec![RSA, P256, P384, P521]
     } else {
         vec![RSA, P256, P384]
@@ -335,7 +335,7 @@ fn check_reports_days_left(family: Family) -> Result {
         "{stdout}"
     );
     // A certificate that expires in 10 days is a WARNING with the default 30.
-    if family.imports_private_keys() {
+    if family.takes_private_keys() {
         let ca = Ca::sigillum()?;
         let key = KeySpec::P256.generate()?;
         let cert = ca.issue_until(&key, "soon", openssl::asn1::Asn1Time::days_from_now(10)?)?;
@@ -513,7 +513,7 @@ fn one_key_fault_leaves_the_others_signing(family: Family) -> Result {
     ]))?;
     for n in 0..3 {
         let (status, answer) = sign("wk", "ES256", SIGNED_INFO)?;
-        if family == Family::Tpm {
+        if family.store_read_once() {
             assert_eq!(status, 200, "{answer}");
             let der = raw_to_der(&signature_of(&answer)?)?;
             assert!(openssl_verify(

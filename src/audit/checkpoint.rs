@@ -14,7 +14,7 @@ use base64::Engine;
 use openssl::pkey::{PKey, Public};
 use time::OffsetDateTime;
 
-use super::{Line, Record};
+use super::record::{Line, Record};
 use crate::algorithm::{self, Algorithm};
 
 /// The bytes a checkpoint signs: the checkpoint line's own `seq` and `time`, and its

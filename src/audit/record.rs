@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The format written now.
 pub const FORMAT_VERSION: u32 = 2;
 
-/// Who asked: a local process (SO_PEERCRED) or, later, a TLS client.
+/// Who asked: a local process (SO_PEERCRED) or a TLS client (its `[[clients]]` name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Caller {
     /// Peer uid.

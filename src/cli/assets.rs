@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
-use super::Cli;
+use super::args::Cli;
 
 /// Writes `DIR/man/hsm-signer.1` and one page per subcommand (`hsm-signer-import.1`, …),
 /// and `DIR/completions/hsm-signer.bash`, `_hsm-signer` (zsh) and `hsm-signer.fish`.

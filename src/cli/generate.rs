@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use super::{print, TokenArgs};
+use super::output::print;
+use super::token_args::TokenArgs;
 use crate::cert::{Curve, KeyKind};
 use crate::generate::{
     self, ksef::parse_subject_json, subject::parse_subject, CsrFormat, GenerateRequest, Purpose,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{TokenArgs, TokenSelectArgs};
+use super::token_args::{TokenArgs, TokenSelectArgs};
 use crate::secret::{SecretSource, NEW_PIN_ENV, SO_PIN_ENV};
 use crate::token::{OpenToken, PinFlags};
 

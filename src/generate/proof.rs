@@ -7,8 +7,9 @@ use cryptoki::session::Session;
 use openssl::pkey::{PKey, Public};
 use serde::Serialize;
 
-use super::{GenerateError, Purpose};
+use super::error::GenerateError;
 use crate::algorithm::{verify_digest, Algorithm};
+use crate::config::Purpose;
 use crate::token::{ecdh_derive, sign_digest, KeyAttrs};
 
 /// How the key proved itself.

@@ -29,6 +29,17 @@ use x509_cert::Certificate;
 use crate::algorithm::{ecdsa_raw_to_der, Algorithm, Scheme};
 use crate::token::{sign_digest, KeyUse, TokenError};
 
+/// How the CSR file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CsrFormat {
+    /// PEM, for a CA that takes a file.
+    Pem,
+    /// Base64 of the DER, one line with no line break, as KSeF's
+    /// `POST /certificates/enrollments` takes it in its `csr` field.
+    DerBase64,
+}
+
 /// Why the CSR or certificate could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum X509Error {
@@ -165,7 +176,7 @@ pub fn csr_text(
     signer: &TokenSigner<'_>,
     subject: Name,
     key_use: KeyUse,
-    format: super::CsrFormat,
+    format: CsrFormat,
 ) -> Result<String, X509Error> {
     const WHAT: &str = "CSR";
     let build = |detail: String| X509Error::Build { what: WHAT, detail };
@@ -183,11 +194,11 @@ pub fn csr_text(
         return Err(X509Error::BadSignature { what: WHAT });
     }
     match format {
-        super::CsrFormat::Pem => {
+        CsrFormat::Pem => {
             let pem = parsed.to_pem().map_err(|e| build(e.to_string()))?;
             String::from_utf8(pem).map_err(|e| build(e.to_string()))
         }
-        super::CsrFormat::DerBase64 => {
+        CsrFormat::DerBase64 => {
             use base64::Engine as _;
             Ok(base64::engine::general_purpose::STANDARD.encode(&der))
         }

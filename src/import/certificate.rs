@@ -14,7 +14,8 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use openssl::x509::X509;
 
-use super::{ca_label, random_suffix, Created, ImportError};
+use super::error::ImportError;
+use super::staging::{ca_label, random_suffix, read_small, Created};
 use crate::cert::{key_kind, load_cert_bytes, CertDer, CertError, CertInfo};
 use crate::proof::prove;
 use crate::report::KeyReport;
@@ -422,7 +423,7 @@ fn cert_present(session: &Session, der: &[u8]) -> Result<bool, TokenError> {
 }
 
 fn read_cert(path: &Path) -> Result<X509, ImportError> {
-    let bytes = super::read_small(path).map_err(|e| ImportError::CertFile {
+    let bytes = read_small(path).map_err(|e| ImportError::CertFile {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
@@ -435,7 +436,7 @@ fn read_cert(path: &Path) -> Result<X509, ImportError> {
 fn read_chain(paths: &[PathBuf]) -> Result<Vec<X509>, ImportError> {
     let mut out = Vec::new();
     for path in paths {
-        let bytes = super::read_small(path).map_err(|e| ImportError::CertFile {
+        let bytes = read_small(path).map_err(|e| ImportError::CertFile {
             path: path.clone(),
             detail: e.to_string(),
         })?;

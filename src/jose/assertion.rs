@@ -3,8 +3,10 @@
 
 use time::{Duration, OffsetDateTime};
 
+use super::error::{JoseError, SignFailure};
+use super::json;
 use super::jws::{json_string, push_member};
-use super::{json, AssertionRequest, ClientAssertion, JoseError, Payload, SignFailure};
+use super::types::{AssertionRequest, ClientAssertion, Payload};
 
 /// The claims the daemon sets; `claims` may add others, never these.
 pub const SET_CLAIMS: [&str; 7] = ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"];
@@ -26,11 +28,11 @@ where
     }
     let lifetime = req
         .lifetime_seconds
-        .unwrap_or(super::DEFAULT_LIFETIME_SECONDS);
+        .unwrap_or(super::limits::DEFAULT_LIFETIME_SECONDS);
     if lifetime == 0 {
         return Err(JoseError::LifetimeZero.into());
     }
-    if lifetime > super::MAX_LIFETIME_SECONDS {
+    if lifetime > super::limits::MAX_LIFETIME_SECONDS {
         return Err(JoseError::LifetimeTooLong(lifetime).into());
     }
     let extra = match req.claims {

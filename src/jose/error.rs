@@ -65,7 +65,7 @@ pub enum JoseError {
     #[error("claims may not set {0:?}: the daemon sets iss, sub, aud, iat, nbf, exp and jti")]
     ClaimsOverride(String),
     /// `lifetime_seconds` is above the limit.
-    #[error("lifetime_seconds {0} is too long: at most {max} seconds", max = super::MAX_LIFETIME_SECONDS)]
+    #[error("lifetime_seconds {0} is too long: at most {max} seconds", max = super::limits::MAX_LIFETIME_SECONDS)]
     LifetimeTooLong(u32),
     /// `lifetime_seconds` is 0.
     #[error("lifetime_seconds must be at least 1")]

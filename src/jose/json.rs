@@ -10,7 +10,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::JoseError;
+use super::error::JoseError;
 
 /// One member of an object: its (unescaped) name and its value's exact text.
 pub(crate) type Member = (String, Box<RawValue>);

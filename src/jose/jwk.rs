@@ -11,7 +11,7 @@ use openssl::x509::X509;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::JoseError;
+use super::error::JoseError;
 use crate::algorithm::{Algorithm, Scheme};
 
 /// What a JWK's key is for (`use`, RFC 7517 §4.2).

@@ -6,8 +6,10 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use super::error::{JoseError, SignFailure};
+use super::json;
 use super::jwk::{self, Params};
-use super::{json, Include, JoseError, Jws, JwsOptions, Payload, SignFailure};
+use super::types::{Include, Jws, JwsOptions, Payload};
 use crate::algorithm;
 
 /// Header members the caller may never set: `alg` is the daemon's, and `crit` / `b64`

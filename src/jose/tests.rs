@@ -14,6 +14,7 @@ use openssl::x509::{X509NameBuilder, X509};
 use time::macros::datetime;
 
 use super::*;
+use crate::algorithm::Algorithm;
 use crate::algorithm::Scheme;
 
 fn cert_for<T: HasPublic>(public: &PKeyRef<T>, signer: &PKey<Private>) -> Vec<u8> {

@@ -31,7 +31,8 @@ impl Checkpoints {
         Self { stop, thread }
     }
 
-    /// Writes the shutdown checkpoint and stops (bounded by the token call's own time).
+    /// Writes the shutdown checkpoint and stops, waiting for it at most 3 s (a token call
+    /// that takes longer is left running, and its checkpoint is logged as not finished).
     pub fn stop(self) {
         let _ = self.stop.send(());
         let deadline = std::time::Instant::now() + Duration::from_secs(3);

@@ -1,5 +1,9 @@
-//! Health: a real test signature with every configured key, verified in software against
-//! its certificate, on a timer and whenever asked (at most once a second), not a ping.
+//! Health: a real operation with every configured key, not a ping: a signing key makes a
+//! test signature, verified in software against its certificate; a decrypt key derives
+//! an ECDH secret that is compared with the one computed in software. The report adds the
+//! token's and the audit log's state, the keys' protection and the certificates' days
+//! left. It runs on a timer and whenever asked; a report is reused for up to a second
+//! while the token's and the audit log's state stay the same.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

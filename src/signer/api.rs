@@ -14,7 +14,9 @@ use std::time::Duration;
 use openssl::x509::X509;
 use zeroize::Zeroizing;
 
-use super::{KeyWant, SignError, Status};
+use super::error::SignError;
+use super::status::Status;
+use super::want::KeyWant;
 use crate::algorithm::Algorithm;
 use crate::cert::KeyKind;
 

@@ -12,8 +12,9 @@ use cryptoki::slot::Slot;
 use openssl::x509::X509;
 use secrecy::SecretString;
 
-use super::KeyInfo;
-use crate::algorithm::Algorithm;
+use super::api::KeyInfo;
+use super::counters::TokenCounters;
+use super::want::KeyWant;
 use crate::cert::{Curve, KeyKind};
 use crate::config::Purpose;
 use crate::token::{
@@ -38,18 +39,8 @@ impl std::ops::Deref for TokenKey {
     }
 }
 
-/// What a connection needs to know about one configured key.
-#[derive(Debug, Clone)]
-pub struct KeyWant {
-    /// CKA_LABEL.
-    pub label: String,
-    /// The algorithms it will be asked for (none for a decrypt key).
-    pub algorithms: Vec<Algorithm>,
-    /// Signing, or ECDH for WK's assertions.
-    pub purpose: Purpose,
-}
-
-/// How often a request for a missing key may look for it on the token again.
+/// How often the supervisor looks on the token again for a missing key (requests for it
+/// do not look: they are answered from the missing key's reason at once).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// A configured key that this connection cannot use right now.
@@ -82,10 +73,11 @@ pub struct Connection {
     keys: RwLock<Arc<HashMap<String, Arc<TokenKey>>>>,
     /// Configured keys this connection could not use, and why: a key deleted or broken
     /// under the running daemon. The other keys keep signing; a request for one of these
-    /// looks for it again at most once per [`RECHECK_EVERY`].
+    /// gets its reason, and the supervisor looks for it again at most once per
+    /// [`RECHECK_EVERY`] ([`Connection::recheck_missing`]).
     missing: Mutex<HashMap<String, MissingKey>>,
     anchor: Mutex<Session>,
-    counters: super::TokenCounters,
+    counters: TokenCounters,
     // Last: dropped after the sessions, so C_Finalize comes after C_CloseSession.
     module: Module,
 }
@@ -98,7 +90,7 @@ impl Connection {
         pin: &SecretString,
         wants: &[KeyWant],
         generation: u64,
-        counters: super::TokenCounters,
+        counters: TokenCounters,
         keys: Keys,
     ) -> Result<Self, TokenError> {
         let token = OpenToken::open(module, selector, false)?;

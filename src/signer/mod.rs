@@ -2,204 +2,40 @@
 //! a bounded wait for a free session in front of it, and a supervisor that reconnects
 //! with backoff when the token or its link goes away.
 //!
-//! A request never opens a session or logs in: it waits (boundedly) for one of
-//! `sessions` permits, checks out a pooled session, signs on its own thread and returns
-//! the session. When too many wait, or the token is down, the caller hears so at once.
+//! A request waits (boundedly) for one of `sessions` permits, checks out a pooled
+//! session of the current connection (opening one when the pool holds none), signs on
+//! tokio's blocking pool and returns the session. It logs in only to recover a session
+//! the token logged out (once per request, never after a refused PIN); connecting,
+//! reconnecting and looking again for missing keys are the supervisor's. When too many
+//! wait, or the token is down, the caller hears so at once.
 
 mod api;
 mod connection;
+mod counters;
+mod error;
 #[doc(hidden)]
 pub mod null;
 mod pool;
+mod shared;
+mod status;
 mod supervisor;
+mod want;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
 use secrecy::SecretString;
-use serde::Serialize;
 
 use crate::algorithm::Algorithm;
 use crate::token::{TokenError, TokenSelector};
 pub use api::{Job, JobFuture, KeyInfo, KeySigner, Signed};
-pub use connection::{Connection, KeyWant, Keys, TokenKey};
-
-/// Why a signature was not made.
-#[derive(Debug, thiserror::Error)]
-pub enum SignError {
-    /// The queue is full.
-    #[error("too many signing requests waiting")]
-    Overloaded,
-    /// The token is not reachable right now; retry shortly.
-    #[error("token unavailable: {0}")]
-    Unavailable(String),
-    /// The PIN was refused or is locked; an operator must act.
-    #[error("token login refused: {0}")]
-    PinProblem(String),
-    /// No answer in time.
-    #[error("the token did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The configured label is not on the token (it was removed, or not yet loaded).
-    #[error("key \"{0}\" is not loaded from the token")]
-    KeyMissing(String),
-    /// This key was deleted or broke under the running daemon; the token and the other
-    /// keys are fine.
-    #[error("key \"{label}\" is not usable right now: {reason}")]
-    KeyFault {
-        /// The key's label.
-        label: String,
-        /// What the token said.
-        reason: String,
-    },
-    /// The token refused the operation for another reason.
-    #[error(transparent)]
-    Failed(TokenError),
-    /// The daemon is shutting down.
-    #[error("shutting down")]
-    ShuttingDown,
-}
-
-/// The token's state as the daemon sees it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum Status {
-    /// Connected and logged in.
-    Up,
-    /// Lost; the supervisor is reconnecting.
-    Down {
-        /// Why.
-        reason: String,
-        /// Seconds since it went down.
-        #[serde(skip)]
-        since: Option<Instant>,
-    },
-    /// The PIN was refused: no automatic login until an operator restarts the daemon.
-    PinProblem {
-        /// What the token said.
-        reason: String,
-    },
-    /// Stopping.
-    Stopping,
-}
-
-thread_local! {
-    /// The deadline of the request whose job runs on this thread (set by
-    /// [`Signer::run`]): how long a request that lost the token may wait for the
-    /// supervisor's reconnect before it answers 503.
-    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
-}
-
-/// How long a request that saw the connection go may wait for the reconnect, at most
-/// (and never past its own deadline): a token back within this is not an outage to the
-/// caller; one that is not gets 503 without making every request wait.
-const RECONNECT_WAIT: Duration = Duration::from_secs(1);
-
-/// Runs `f` with `deadline` as this thread's request deadline.
-fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
-    DEADLINE.with(|d| d.set(Some(deadline)));
-    let out = f();
-    DEADLINE.with(|d| d.set(None));
-    out
-}
-
-/// Until when a request on this thread may wait for a reconnect.
-fn reconnect_deadline() -> Instant {
-    let cap = Instant::now() + RECONNECT_WAIT;
-    DEADLINE
-        .with(|d| d.get())
-        .map_or(cap, |deadline| deadline.min(cap))
-}
-
-/// Everything the pool, the supervisor and the handles share.
-struct Shared {
-    conn: RwLock<Option<Arc<Connection>>>,
-    status: Mutex<Status>,
-    wake: Condvar,
-    pin: SecretString,
-    module: std::path::PathBuf,
-    selector: TokenSelector,
-    wants: Mutex<Vec<KeyWant>>,
-    counters: TokenCounters,
-    pool: Mutex<Vec<pool::Held>>,
-}
-
-impl Shared {
-    /// The connection to use, or why there is none (fast: no token call).
-    fn connection(&self) -> Result<Arc<Connection>, SignError> {
-        match &*self.status.lock().expect("status lock") {
-            Status::Up => {}
-            Status::Down { reason, .. } => return Err(SignError::Unavailable(reason.clone())),
-            Status::PinProblem { reason } => return Err(SignError::PinProblem(reason.clone())),
-            Status::Stopping => return Err(SignError::ShuttingDown),
-        }
-        self.conn
-            .read()
-            .expect("connection lock")
-            .clone()
-            .ok_or_else(|| SignError::Unavailable("reconnecting".into()))
-    }
-
-    fn current_generation(&self) -> Option<u64> {
-        self.conn.read().ok()?.as_ref().map(|c| c.generation)
-    }
-
-    /// Records that generation `generation` lost the token, and wakes the supervisor.
-    fn mark_down(&self, generation: u64, error: &TokenError) {
-        let mut status = self.status.lock().expect("status lock");
-        if *status == Status::Up && self.current_generation() == Some(generation) {
-            tracing::error!(%error, "token connection lost; reconnecting");
-            *status = Status::Down {
-                reason: error.to_string(),
-                since: Some(Instant::now()),
-            };
-            self.wake.notify_all();
-        }
-    }
-
-    /// While an outage is younger than [`RECONNECT_WAIT`], until when a request may wait
-    /// for its reconnect; `None` when the token is not down, or down for longer.
-    fn young_outage_until(&self) -> Option<Instant> {
-        match &*self.status.lock().expect("status lock") {
-            Status::Down {
-                since: Some(since), ..
-            } if since.elapsed() < RECONNECT_WAIT => Some(*since + RECONNECT_WAIT),
-            _ => None,
-        }
-    }
-
-    /// Waits until a connection newer than `generation` is up, or `until`; true when one
-    /// is. The supervisor wakes waiters when it restores the connection.
-    fn wait_for_reconnect(&self, generation: u64, until: Instant) -> bool {
-        let mut status = self.status.lock().expect("status lock");
-        loop {
-            match &*status {
-                Status::Up if self.current_generation().is_some_and(|g| g > generation) => {
-                    return true
-                }
-                Status::Stopping | Status::PinProblem { .. } => return false,
-                _ => {}
-            }
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            status = self
-                .wake
-                .wait_timeout(status, until - now)
-                .expect("status lock")
-                .0;
-        }
-    }
-
-    fn mark_pin_problem(&self, error: &TokenError) {
-        tracing::error!(%error, "the token refused the PIN; not logging in again until restarted");
-        *self.status.lock().expect("status lock") = Status::PinProblem {
-            reason: error.to_string(),
-        };
-    }
-}
+pub use connection::{Connection, Keys, TokenKey};
+pub use counters::TokenCounters;
+pub use error::SignError;
+use shared::{with_deadline, Shared};
+pub use status::Status;
+pub use want::KeyWant;
 
 /// The handle the server uses.
 #[derive(Clone)]
@@ -209,15 +45,6 @@ pub struct Signer {
     sessions: Arc<tokio::sync::Semaphore>,
     waiting: Arc<AtomicUsize>,
     queue_depth: usize,
-}
-
-/// Counters of the token calls that must not happen per request.
-#[derive(Clone, Default)]
-pub struct TokenCounters {
-    /// C_OpenSession calls.
-    pub sessions_opened: Counter,
-    /// C_Login calls.
-    pub logins: Counter,
 }
 
 /// How the signer is set up.

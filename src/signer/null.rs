@@ -24,7 +24,10 @@ use openssl::rsa::{Padding, Rsa};
 use openssl::x509::{X509NameBuilder, X509};
 use zeroize::Zeroizing;
 
-use super::{Job, JobFuture, KeyInfo, KeySigner, KeyWant, SignError, Signed, Status};
+use super::api::{Job, JobFuture, KeyInfo, KeySigner, Signed};
+use super::error::SignError;
+use super::status::Status;
+use super::want::KeyWant;
 use crate::algorithm::{Algorithm, Scheme};
 use crate::cert::{Curve, KeyKind};
 use crate::token::TokenError;

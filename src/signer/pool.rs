@@ -1,9 +1,11 @@
-//! The session pool: long-lived sessions on the current connection, checked out by a
-//! request for one private-key operation (a signature, an ECDH derivation) and returned
-//! after it.
-//!
-//! The signature is made on tokio's blocking pool, so that a caller's deadline holds
-//! even if the token never answers (see docs/architecture.md for the measurements).
+//! The session pool and the retry rules of one private-key operation (a signature, an
+//! ECDH derivation): a request checks out a long-lived session of the current connection,
+//! or opens a new one when none is pooled, and returns it after the operation. A lost
+//! session is recovered in place once (a logged-out token is logged in again, a closed
+//! session replaced); a stale key handle looks the key up again; anything else is the
+//! supervisor's. The functions here block: [`Signer`](super::Signer) runs them on tokio's
+//! blocking pool, so that a caller's deadline holds even if the token never answers (see
+//! docs/architecture.md for the measurements).
 
 use std::sync::Arc;
 
@@ -11,16 +13,12 @@ use cryptoki::session::Session;
 
 use zeroize::Zeroizing;
 
-use super::{Connection, KeyInfo, Shared, SignError, Signed, TokenKey};
+use super::api::{KeyInfo, Signed};
+use super::connection::{Connection, TokenKey};
+use super::error::SignError;
+use super::shared::{reconnect_deadline, Held, Shared};
 use crate::algorithm::Algorithm;
 use crate::token::{ecdh_derive, sign_digest, TokenError};
-
-/// A session and the connection it belongs to. The session is declared first so it is
-/// closed before the connection can be finalised.
-pub(super) struct Held {
-    session: Session,
-    conn: Arc<Connection>,
-}
 
 /// Signs `digest` with the key labelled `label` (see [`with_key`] for the retry rules).
 pub(super) fn sign(
@@ -140,7 +138,7 @@ fn with_key<T>(
         shared.mark_down(conn.generation, &error);
         let generation = conn.generation;
         drop(conn);
-        if !reconnected && shared.wait_for_reconnect(generation, super::reconnect_deadline()) {
+        if !reconnected && shared.wait_for_reconnect(generation, reconnect_deadline()) {
             tracing::warn!(%error, "token connection restored; trying once more on it");
             reconnected = true;
             continue;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::connection::RECHECK_EVERY;
-use super::{Connection, Keys, Shared, Status};
+use super::connection::{Connection, Keys};
+use super::shared::Shared;
+use super::status::Status;
 use crate::token::TokenError;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);

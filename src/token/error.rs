@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use cryptoki::error::{Error as CkError, RvError};
 
-use super::login::PinFlags;
-use super::module::TokenSummary;
+use super::pin_flags::PinFlags;
+use super::summary::TokenSummary;
 
 /// Why a token operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -56,10 +56,30 @@ impl ModuleFamily {
         }
     }
 
-    /// True for tpm2-pkcs11: takes no private key through PKCS#11, makes every key it
-    /// generates both sign and decrypt, and answers a TPM dictionary-attack lockout with
-    /// CKR_PIN_LOCKED.
-    pub fn is_tpm(self) -> bool {
+    /// Whether the module takes a private key through PKCS#11 (C_CreateObject or
+    /// C_UnwrapKey). tpm2-pkcs11 does not: it makes private keys only inside the TPM and
+    /// answers C_CreateObject of one with CKR_ATTRIBUTE_VALUE_INVALID (tpm2-pkcs11 1.9);
+    /// keys reach it by `tpm2_ptool import` (docs/tpm.md). Every other family does, or is
+    /// asked and refuses with a CKR value of its own.
+    pub fn takes_private_keys(self) -> bool {
+        self != ModuleFamily::Tpm2
+    }
+
+    /// Whether C_GenerateKeyPair fails when the templates set CKA_ENCRYPT / CKA_DECRYPT.
+    /// tpm2-pkcs11 creates every TPM key for signing and decryption alike and refuses a
+    /// template that asks otherwise ("User specified and TPM specified attr mismatch",
+    /// CKR_GENERAL_ERROR, tpm2-pkcs11 1.9), so on it the templates leave both out and
+    /// decryption is switched off afterwards, where the token allows it
+    /// ([`clear_decrypt`](super::generate::clear_decrypt)); the new key may still decrypt.
+    pub fn decrypt_attribute_breaks_generate(self) -> bool {
+        self == ModuleFamily::Tpm2
+    }
+
+    /// Whether CKR_PIN_LOCKED can mean a dictionary-attack lockout of the device rather
+    /// than a locked PIN: tpm2-pkcs11 reports the TPM's lockout this way, and its token
+    /// flags never show CKF_USER_PIN_LOCKED, so the message names the TPM's lockout
+    /// recovery instead of an SO PIN reset.
+    pub fn locks_out_as_a_device(self) -> bool {
         self == ModuleFamily::Tpm2
     }
 
@@ -128,6 +148,9 @@ mod tests {
             .contains("TPM2_PKCS11_STORE"));
         assert!(ModuleFamily::Tpm2.setup_hint().contains("TPM2_PKCS11_TCTI"));
         assert!(!ModuleFamily::Other.setup_hint().contains("SOFTHSM2_CONF"));
-        assert!(at("/x.so", Some("tpm2-software.github.io         ")).is_tpm());
+        assert_eq!(
+            at("/x.so", Some("tpm2-software.github.io         ")),
+            ModuleFamily::Tpm2
+        );
     }
 }

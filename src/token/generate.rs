@@ -57,10 +57,9 @@ pub fn pair_gen_mechanism(kind: KeyKind) -> MechanismType {
 /// The private key is on the token, private, sensitive and never extractable, set
 /// explicitly since SoftHSM defaults CKA_SENSITIVE to false.
 ///
-/// On tpm2-pkcs11 the templates leave CKA_ENCRYPT and CKA_DECRYPT out: it creates every
-/// TPM key for signing and decryption alike and refuses a template that asks otherwise
-/// ("User specified and TPM specified attr mismatch", CKR_GENERAL_ERROR, tpm2-pkcs11
-/// 1.9). [`clear_decrypt`] then tries to switch decryption off.
+/// Where [`ModuleFamily::decrypt_attribute_breaks_generate`] (tpm2-pkcs11) the templates
+/// leave CKA_ENCRYPT and CKA_DECRYPT out; [`clear_decrypt`] then tries to switch
+/// decryption off.
 pub fn generate_key_pair(
     session: &Session,
     family: ModuleFamily,
@@ -86,7 +85,7 @@ pub fn generate_key_pair(
         Attribute::Derive(key_use == KeyUse::Agree),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    if !family.is_tpm() {
+    if !family.decrypt_attribute_breaks_generate() {
         public.push(Attribute::Encrypt(false));
         private.push(Attribute::Decrypt(false));
     }

@@ -8,48 +8,12 @@ use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use secrecy::SecretString;
 
 use super::error::TokenError;
 use super::family::ModuleFamily;
-
-/// The user-PIN flags a token reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PinFlags {
-    /// CKF_USER_PIN_COUNT_LOW: a wrong PIN was entered since the last success.
-    pub count_low: bool,
-    /// CKF_USER_PIN_FINAL_TRY: the next wrong PIN locks it.
-    pub final_try: bool,
-    /// CKF_USER_PIN_LOCKED.
-    pub locked: bool,
-}
-
-impl PinFlags {
-    /// Reads the flags now.
-    pub fn read(ctx: &Pkcs11, slot: Slot) -> Option<Self> {
-        let info = ctx.get_token_info(slot).ok()?;
-        Some(Self {
-            count_low: info.user_pin_count_low(),
-            final_try: info.user_pin_final_try(),
-            locked: info.user_pin_locked(),
-        })
-    }
-}
-
-impl std::fmt::Display for PinFlags {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.locked {
-            f.write_str("LOCKED")
-        } else if self.final_try {
-            f.write_str("FINAL TRY: the next wrong PIN locks the token")
-        } else if self.count_low {
-            f.write_str("retry count low: wrong PINs have been entered")
-        } else {
-            f.write_str("no retry warnings reported by the token (not every token counts)")
-        }
-    }
-}
+use super::pin_flags::PinFlags;
+use super::pin_length::{check_new_pin_length, check_pin_length};
 
 /// Logs the user in on `session`, once.
 ///
@@ -79,45 +43,12 @@ fn guard(ctx: &Pkcs11, slot: Slot, token: &str, allow_final_try: bool) -> Result
     if before.locked {
         return Err(TokenError::PinLocked {
             token: token.into(),
-            tpm_lockout: ModuleFamily::of(ctx).is_tpm(),
+            tpm_lockout: ModuleFamily::of(ctx).locks_out_as_a_device(),
         });
     }
     if before.final_try && !allow_final_try {
         return Err(TokenError::PinFinalTry {
             token: token.into(),
-        });
-    }
-    Ok(())
-}
-
-/// Refuses a PIN about to be presented (C_Login, or the old PIN of C_SetPIN) whose length
-/// is outside the token's ulMinPinLen..ulMaxPinLen: an empty PIN, one character, or a
-/// megabyte read from the wrong file would otherwise spend a try on a card that locks
-/// after three. A token with a protected authentication path (a PIN pad) takes the PIN
-/// there, so its limits say nothing about this value; it is exempt. Limits a token does
-/// not fill in (a maximum of 0, or below the minimum) are not enforced.
-pub fn check_pin_length(
-    ctx: &Pkcs11,
-    slot: Slot,
-    token: &str,
-    pin: &SecretString,
-) -> Result<(), TokenError> {
-    let info = ctx
-        .get_token_info(slot)
-        .map_err(TokenError::pkcs11(format!(
-            "reading token \"{token}\"'s PIN limits"
-        )))?;
-    let (min, max) = (info.min_pin_length(), info.max_pin_length());
-    if info.protected_authentication_path() || max == 0 || max < min {
-        return Ok(());
-    }
-    let length = pin.expose_secret().len();
-    if length < min || length > max {
-        return Err(TokenError::CurrentPinLength {
-            token: token.into(),
-            length,
-            min,
-            max,
         });
     }
     Ok(())
@@ -134,7 +65,7 @@ fn pin_error(ctx: &Pkcs11, slot: Slot, token: &str, e: CkError, doing: &str) -> 
         // flags never show CKF_USER_PIN_LOCKED).
         CkError::Pkcs11(RvError::PinLocked, _) => TokenError::PinLocked {
             token: token.into(),
-            tpm_lockout: ModuleFamily::of(ctx).is_tpm(),
+            tpm_lockout: ModuleFamily::of(ctx).locks_out_as_a_device(),
         },
         CkError::Pkcs11(RvError::PinLenRange, _) => TokenError::PinLength {
             token: token.into(),
@@ -159,7 +90,7 @@ pub fn change_pin(
 ) -> Result<(), TokenError> {
     guard(ctx, slot, token, allow_final_try)?;
     check_pin_length(ctx, slot, token, old)?;
-    super::so_pin::check_new_pin_length(ctx, slot, token, new)?;
+    check_new_pin_length(ctx, slot, token, new)?;
     session.set_pin(old, new).map_err(|e| {
         pin_error(
             ctx,

@@ -13,11 +13,14 @@ mod login;
 mod module;
 mod objects;
 mod open;
+mod pin_flags;
+mod pin_length;
 mod probe;
 mod raw;
 mod sign;
 mod so_pin;
 pub mod softhsm;
+mod summary;
 mod unwrap;
 mod uri;
 
@@ -28,16 +31,19 @@ pub use generate::{
     clear_decrypt, curve_params, disable_signing, generate_key_pair, identify, pair_gen_mechanism,
     read_public_key, KeyUse,
 };
-pub use login::{change_pin, login, PinFlags};
-pub use module::{discover_modules, Module, TokenSummary};
+pub use login::{change_pin, login};
+pub use module::{discover_modules, Module};
 pub use objects::{
     cert_template, find_objects, private_key_template, public_key_template, read_key_attrs,
     relabel, CertCategory, KeyAttrs, SensitiveTemplate, StoredKey,
 };
 pub use open::OpenToken;
+pub use pin_flags::PinFlags;
+pub use pin_length::check_new_pin_length;
 pub use probe::{probe as probe_module, Probe};
 pub use sign::{check_mechanisms, sign_digest};
-pub use so_pin::{change_so_pin, check_new_pin_length, so_login, so_pin_flags, unlock_user_pin};
+pub use so_pin::{change_so_pin, so_login, so_pin_flags, unlock_user_pin};
+pub use summary::TokenSummary;
 pub use unwrap::{
     check_unwrap_mechanisms, refuses_plaintext_keys, unwrap_private_key, unwrapped_key_template,
     KeyWrap, UnwrapError,

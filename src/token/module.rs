@@ -5,28 +5,11 @@ use std::path::{Path, PathBuf};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::slot::Slot;
-use serde::Serialize;
 
 use super::error::{describe, TokenError};
 use super::family::ModuleFamily;
+use super::summary::TokenSummary;
 use super::uri::TokenSelector;
-
-/// What the module says about one token.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TokenSummary {
-    /// Slot ID (changes when SoftHSM initialises tokens; select by label or serial).
-    pub slot: u64,
-    /// Token label.
-    pub label: String,
-    /// Serial number.
-    pub serial: String,
-    /// Manufacturer.
-    pub manufacturer: String,
-    /// Model.
-    pub model: String,
-    /// Whether the user PIN has been set.
-    pub user_pin_initialized: bool,
-}
 
 /// Serialises loading (dlopen and C_Initialize) and unloading (the last dlclose) of
 /// modules within this process. Two contexts of the same module can exist at once (the
@@ -35,6 +18,12 @@ pub struct TokenSummary {
 /// library's unload, so both happen under this lock. Calls made between them are the
 /// module's own business (it was initialised with OS locking).
 static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the lock under which modules are loaded and unloaded ([`LOAD`]); for a second
+/// dlopen of a loaded module ([`super::raw::RawModule`]).
+pub(super) fn loading() -> std::sync::MutexGuard<'static, ()> {
+    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A loaded and initialised PKCS#11 module.
 pub struct Module {

@@ -7,9 +7,11 @@ use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
 use super::error::TokenError;
-use super::login::{change_pin, login, PinFlags};
-use super::module::{Module, TokenSummary};
+use super::login::{change_pin, login};
+use super::module::Module;
+use super::pin_flags::PinFlags;
 use super::so_pin::{change_so_pin, so_pin_flags, unlock_user_pin};
+use super::summary::TokenSummary;
 use super::uri::TokenSelector;
 
 /// A module, the selected token and an open session on it.

@@ -15,7 +15,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::TokenError;
-use super::module::{Module, TokenSummary};
+use super::module::Module;
+use super::summary::TokenSummary;
 
 /// What probing one module found.
 #[derive(Debug)]

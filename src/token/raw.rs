@@ -13,11 +13,15 @@
 //! path already loaded returns the same library, so its state, C_Initialize included, is
 //! the one cryptoki's context already set up) and `C_GetFunctionList` gives the module's
 //! own function table. Session and object handles come from cryptoki and go back to it.
+//!
+//! What that relies on, the types enforce: a [`RawModule`] is made only from a live
+//! [`Module`] and borrows it (as cryptoki's `Session` holds its `Pkcs11`), so the module
+//! stays loaded and initialised for as long as the table is used; and the extra dlopen
+//! and dlclose happen under the same lock as the module's own load and unload
+//! ([`module::loading`]), so they never race another context's C_Initialize or unload.
 //! This module and src/xml/raw.rs (libxml2's c14n and serialisation as bytes) are the
 //! crate's only `unsafe` code; each block says what it relies on.
 #![allow(unsafe_code)]
-
-use std::path::Path;
 
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, Rv};
@@ -29,6 +33,8 @@ use cryptoki_sys::{
     CK_OBJECT_HANDLE, CK_ULONG,
 };
 
+use super::module::{self, Module};
+
 /// CKM_AES_KEY_WRAP_PAD (PKCS#11 2.40): RFC 5649, the code SoftHSM 2.6.1 offers.
 pub const CKM_AES_KEY_WRAP_PAD: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_KEY_WRAP_PAD;
 /// CKM_AES_KEY_WRAP_KWP (PKCS#11 3.0): RFC 5649 under its 3.0 name, the code kryoptic
@@ -38,43 +44,59 @@ pub const CKM_AES_KEY_WRAP_KWP: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_KEY_WR
 pub const CKF_UNWRAP: CK_FLAGS = cryptoki_sys::CKF_UNWRAP;
 
 /// A PKCS#11 module's function table, reached beside cryptoki's context for the same
-/// module. Only valid while that context is initialised: build one per job, from
-/// [`super::Module`], and drop it with the job.
-pub struct RawModule {
-    // Keeps the library mapped while `list` points into it.
-    _library: cryptoki_sys::Pkcs11,
+/// module. It borrows that [`Module`], which keeps the module loaded and initialised
+/// while the table is used: build one per job with [`RawModule::of`], and drop it with
+/// the job.
+pub struct RawModule<'m> {
+    // The module whose context set up the state every call here relies on.
+    _module: &'m Module,
+    // Keeps the library mapped while `list` points into it; `Option` only so that `Drop`
+    // can unload it under the load lock.
+    library: Option<cryptoki_sys::Pkcs11>,
     list: *const CK_FUNCTION_LIST,
 }
 
-impl RawModule {
-    /// The function table of the module at `path`, which cryptoki has already loaded and
-    /// initialised in this process.
-    pub fn open(path: &Path) -> Result<Self, CkError> {
-        // SAFETY: loading a library runs its initialisers; this path was already loaded
-        // by cryptoki (Module::open), so dlopen returns the same, already initialised
-        // mapping and runs nothing new.
-        let library =
-            unsafe { cryptoki_sys::Pkcs11::new(path) }.map_err(CkError::LibraryLoading)?;
+impl Drop for RawModule<'_> {
+    fn drop(&mut self) {
+        let _unloading = module::loading();
+        drop(self.library.take());
+    }
+}
+
+impl<'m> RawModule<'m> {
+    /// The function table of `module`, which cryptoki has loaded and initialised.
+    pub fn of(module: &'m Module) -> Result<Self, CkError> {
+        let library = {
+            let _loading = module::loading();
+            // SAFETY: loading a library runs its initialisers. `module` is borrowed, so
+            // its path is loaded and initialised by cryptoki for as long as `Self` lives:
+            // dlopen returns that same mapping and runs nothing new. The load lock keeps
+            // this from racing another context's load or unload of the library.
+            unsafe { cryptoki_sys::Pkcs11::new(module.path()) }.map_err(CkError::LibraryLoading)?
+        };
         let get = library
             .C_GetFunctionList
             .as_ref()
             .map_err(|_| CkError::MissingSymbol("C_GetFunctionList"))?;
         let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
         // SAFETY: C_GetFunctionList writes one pointer to a table owned by the module,
-        // valid while the library is mapped (we hold it in `_library`).
+        // valid while the library is mapped (`library`, and the borrowed `module`, hold
+        // it).
         Rv::from(unsafe { get(&mut list) }).into_result(Function::GetFunctionList)?;
         if list.is_null() {
             return Err(CkError::NullFunctionPointer);
         }
         Ok(Self {
-            _library: library,
+            _module: module,
+            library: Some(library),
             list,
         })
     }
 
     fn table(&self) -> &CK_FUNCTION_LIST {
-        // SAFETY: checked non-null in `open`; the module keeps the table alive and
-        // unchanged while it is loaded, which `_library` guarantees.
+        // SAFETY: checked non-null in `of`; the module keeps the table alive and
+        // unchanged while it is loaded, which the borrowed `Module` (loaded and
+        // initialised for the whole of `'m`) and `library` guarantee.
         unsafe { &*self.list }
     }
 

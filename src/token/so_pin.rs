@@ -6,10 +6,11 @@ use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::error::TokenError;
-use super::login::PinFlags;
+use super::pin_flags::PinFlags;
+use super::pin_length::{check_new_pin_length, check_pin_length};
 
 /// The SO-PIN flags a token reports (CKF_SO_PIN_COUNT_LOW / FINAL_TRY / LOCKED).
 pub fn so_pin_flags(ctx: &Pkcs11, slot: Slot) -> Option<PinFlags> {
@@ -42,7 +43,7 @@ pub fn so_login(
             token: token.into(),
         });
     }
-    super::login::check_pin_length(ctx, slot, token, so_pin)?;
+    check_pin_length(ctx, slot, token, so_pin)?;
     match session.login(UserType::So, Some(so_pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(TokenError::SoPinIncorrect {
@@ -56,30 +57,6 @@ pub fn so_login(
             "logging in as security officer to token \"{token}\" (if another program is logged in, such as the daemon, stop it first)"
         ))(e)),
     }
-}
-
-/// Checks a new PIN's length against the token's limits, before any call that spends it.
-pub fn check_new_pin_length(
-    ctx: &Pkcs11,
-    slot: Slot,
-    token: &str,
-    new: &SecretString,
-) -> Result<(), TokenError> {
-    let info = ctx
-        .get_token_info(slot)
-        .map_err(TokenError::pkcs11(format!(
-            "reading token \"{token}\"'s PIN limits"
-        )))?;
-    let length = new.expose_secret().len();
-    if length < info.min_pin_length() || length > info.max_pin_length() {
-        return Err(TokenError::NewPinLength {
-            token: token.into(),
-            length,
-            min: info.min_pin_length(),
-            max: info.max_pin_length(),
-        });
-    }
-    Ok(())
 }
 
 /// Sets a new user PIN with the SO PIN (C_InitPIN): the way out of a locked user PIN. One

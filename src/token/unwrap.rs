@@ -130,7 +130,7 @@ pub fn check_unwrap_mechanisms(
     token: &str,
 ) -> Result<KeyWrap, TokenError> {
     let doing_list = || format!("reading the mechanism list of token \"{token}\"");
-    let raw = RawModule::open(module.path()).map_err(TokenError::pkcs11(doing_list()))?;
+    let raw = RawModule::of(module).map_err(TokenError::pkcs11(doing_list()))?;
     let offered = raw
         .mechanism_list(slot)
         .map_err(TokenError::pkcs11(doing_list()))?;
@@ -245,7 +245,7 @@ pub fn unwrap_private_key(
     );
     let key = match wrap {
         KeyWrap::Pad => session.unwrap_key(&Mechanism::AesKeyWrapPad, kek, &wrapped_key, template),
-        KeyWrap::Kwp => RawModule::open(module.path())
+        KeyWrap::Kwp => RawModule::of(module)
             .and_then(|raw| raw.unwrap_key(session, wrap.code(), kek, &wrapped_key, template)),
     }
     .map_err(TokenError::pkcs11(doing))?;

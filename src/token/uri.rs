@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use percent_encoding::percent_decode_str;
 
-use super::module::TokenSummary;
+use super::summary::TokenSummary;
 
 /// Which token (and optionally which object) to use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

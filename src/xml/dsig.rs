@@ -16,8 +16,7 @@ use super::raw;
 use super::shape::{self, Path};
 use crate::algorithm::{self, Algorithm, Hash, Scheme};
 
-/// The XML-DSig namespace.
-pub const DS_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
+pub use super::ns::DS_NS;
 /// Exclusive XML canonicalisation 1.0, without comments.
 pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 /// The enveloped-signature transform.

@@ -151,7 +151,7 @@ impl WkEncrypted {
 
 /// Parses `xml` safely (see [`parse`]) and reads its one encrypted assertion.
 pub fn read(xml: &[u8], max_depth: usize) -> Result<WkEncrypted, Refused> {
-    let parsed = parse::parse(xml, max_depth, &super::XmlLimits::default())?;
+    let parsed = parse::parse(xml, max_depth, &super::limits::XmlLimits::default())?;
     super::shape::ids(&parsed.doc)?;
     let root = parsed
         .doc

@@ -5,9 +5,9 @@ use libxml::tree::Node;
 
 use super::dsig::{self, Reference, Signer};
 use super::error::{sanitise, SignError, XmlError};
+use super::options::{SamlOptions, SamlSigned};
 use super::parse;
 use super::shape;
-use super::{SamlOptions, SamlSigned};
 
 /// The SAML 2.0 assertion namespace, where `Issuer` lives.
 pub const SAML_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";

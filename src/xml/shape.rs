@@ -9,10 +9,9 @@ use std::collections::HashSet;
 
 use libxml::tree::{Document, Node};
 
-use super::dsig::DS_NS;
 use super::error::{sanitise, XmlError};
+use super::ns::{DS_NS, SOAP11_NS, SOAP12_NS, WSSE_NS, WSU_NS};
 use super::raw::{self, Element};
-use super::wss::{SOAP11_NS, SOAP12_NS, WSSE_NS, WSU_NS};
 
 /// The namespace of `xml:id`.
 pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";

@@ -9,6 +9,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509NameBuilder, X509};
 
 use super::*;
+use crate::algorithm::Algorithm;
 
 fn ec_key() -> (PKey<Private>, Vec<u8>) {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();

@@ -9,20 +9,11 @@ use time::{Duration, OffsetDateTime, UtcOffset};
 
 use super::dsig::{self, Reference, Signer};
 use super::error::{SignError, XmlError};
+pub use super::ns::{SOAP11_NS, SOAP12_NS, WSSE_NS, WSU_NS};
+use super::options::{WssOptions, WssSigned};
 use super::parse;
 use super::shape;
-use super::{WssOptions, WssSigned};
 
-/// SOAP 1.1 envelope namespace.
-pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
-/// SOAP 1.2 envelope namespace.
-pub const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
-/// WS-Security 1.0 secext namespace (`wsse`).
-pub const WSSE_NS: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
-/// WS-Security utility namespace (`wsu`).
-pub const WSU_NS: &str =
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
 /// ValueType of an X.509 v3 BinarySecurityToken.
 pub const X509V3: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3";

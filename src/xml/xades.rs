@@ -21,47 +21,18 @@ use libxml::tree::{Namespace, Node};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::dsig::{self, Reference, Signer, DS_NS, SHA256};
+use super::dsig::{self, Reference, Signer, DS_NS};
 use super::error::{sanitise, SignError, XmlError};
+use super::limits::XmlLimits;
+use super::options::{CertificateDigest, XadesOptions, XadesSigned};
 use super::parse::{self, Parsed};
-use super::{raw, shape, XadesOptions, XadesSigned, XmlLimits};
+use super::{raw, shape};
 
 /// The XAdES 1.3.2 namespace.
 pub const XADES_NS: &str = "http://uri.etsi.org/01903/v1.3.2#";
 /// The `Type` of the Reference to SignedProperties.
 pub const SIGNED_PROPERTIES_TYPE: &str = "http://uri.etsi.org/01903#SignedProperties";
-/// SHA-1 as a DigestMethod (the certificate digest for ePUAP's Doręczyciel only).
-pub const SHA1: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
-
-/// The digest of the signing certificate in `SigningCertificate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertificateDigest {
-    /// SHA-256: KSeF, and the default.
-    #[default]
-    Sha256,
-    /// SHA-1: what ePUAP's Doręczyciel client sends.
-    Sha1,
-}
-
-impl CertificateDigest {
-    fn method(self) -> &'static str {
-        match self {
-            CertificateDigest::Sha256 => SHA256,
-            CertificateDigest::Sha1 => SHA1,
-        }
-    }
-
-    fn digest(self, der: &[u8]) -> Vec<u8> {
-        let md = match self {
-            CertificateDigest::Sha256 => openssl::hash::MessageDigest::sha256(),
-            CertificateDigest::Sha1 => openssl::hash::MessageDigest::sha1(),
-        };
-        openssl::hash::hash(md, der)
-            .expect("OpenSSL hashes in memory")
-            .to_vec()
-    }
-}
+pub use super::ns::SHA1;
 
 /// What the re-parse check needs to know about what was signed.
 struct Built {
@@ -479,10 +450,11 @@ mod tests {
 
     #[test]
     fn rfc4514_most_specific_first_escaped_oids_in_hex() {
-        let name = crate::generate::subject::parse_subject(
-            "/C=PL/O=Gmina Przykładowo, Urząd/2.5.4.97=VATPL-1/CN= #Certum ",
-        )
-        .unwrap();
+        // Built as RFC 4514 writes it, most specific first (x509-cert parses that form).
+        let name: x509_cert::name::Name =
+            "CN=\\ #Certum\\ ,2.5.4.97=VATPL-1,O=Gmina Przykładowo\\, Urząd,C=PL"
+                .parse()
+                .unwrap();
         assert_eq!(
             rfc4514(&name),
             "CN=\\ #Certum\\ ,2.5.4.97=#0c07564154504c2d31,O=Gmina Przykładowo\\, Urząd,C=PL"

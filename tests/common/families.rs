@@ -47,9 +47,18 @@ impl Family {
     }
 
     /// Whether the family takes a private key through PKCS#11 (C_CreateObject or
-    /// C_UnwrapKey). tpm2-pkcs11 takes neither: keys reach it by `tpm2_ptool import`.
-    pub fn imports_private_keys(self) -> bool {
+    /// C_UnwrapKey). tpm2-pkcs11 takes neither: keys reach it by `tpm2_ptool import`
+    /// (`ModuleFamily::takes_private_keys` in src/token/family.rs).
+    pub fn takes_private_keys(self) -> bool {
         !matches!(self, Family::Tpm)
+    }
+
+    /// Whether the module reads its key store once per process and keeps a key loaded
+    /// after another process deleted it: tpm2-pkcs11 does (its store is an SQLite file
+    /// read at C_Initialize, its keys stay loaded in the TPM), so a running daemon goes
+    /// on signing with a deleted key until it reconnects (docs/tpm.md).
+    pub fn store_read_once(self) -> bool {
+        matches!(self, Family::Tpm)
     }
 
     /// Why this family cannot run here, or None when it can. A family switched off on

@@ -1,4 +1,4 @@
-//! `hsm-signer bench`: how fast the token signs on its own, and how fast the daemon
+//! `hsm-signer bench token` and `bench daemon`: how fast the token signs on its own, and how fast the daemon
 //! signs through its socket, measured the same way so the two can be compared.
 //!
 //! Both loops sign the same input (a 1 KiB stand-in for a SAML SignedInfo, or its

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{app, listener, metrics, AppState, ServeError};
 use crate::audit::{AuditLog, OnFailure};
+use crate::server::{admission, app, http_runtime, listener, metrics, AppState, ServeError};
 use crate::signer::null::NullSigner;
 
 /// The key names and labels of the floor, as `scripts/bench` configures the daemon.
@@ -58,7 +58,7 @@ pub fn run(socket: &Path, audit: &Path, hand_off: bool) -> Result<(), ServeError
     } else {
         signer
     };
-    let runtime = super::http_runtime().map_err(|e| ServeError::Setup(e.to_string()))?;
+    let runtime = http_runtime().map_err(|e| ServeError::Setup(e.to_string()))?;
     let (log, sync_thread) = AuditLog::open(audit, OnFailure::Refuse)?;
     let signer = Arc::new(signer);
     let state = Arc::new(AppState::new(
@@ -70,7 +70,7 @@ pub fn run(socket: &Path, audit: &Path, hand_off: bool) -> Result<(), ServeError
     runtime.block_on(async {
         let listener = listener::bind(socket, config.socket_mode, None)?;
         let policy = state.clone();
-        let admission = super::admission::Admission::new(
+        let admission = admission::Admission::new(
             app(state.clone()),
             listener::ConnLimits::of(&config),
             Arc::new(move |peer| policy.policy().admits(peer)),
