@@ -316,7 +316,7 @@ pub async fn handler(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
 ) -> Result<Response, ApiError> {
-    state.policy().admit(&peer)?;
+    state.policy().check_peer(&peer)?;
     let report = current(&state).await;
     let status = if report.status == "unavailable" {
         StatusCode::SERVICE_UNAVAILABLE

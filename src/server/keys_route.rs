@@ -55,7 +55,7 @@ pub(super) async fn list_keys(
     Extension(peer): Extension<Peer>,
 ) -> Result<Response, ApiError> {
     let policy = state.policy();
-    policy.admit(&peer)?;
+    policy.check_peer(&peer)?;
     let keys: Vec<KeyView> = policy
         .names_for(&peer)
         .iter()

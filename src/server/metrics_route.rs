@@ -15,7 +15,7 @@ pub(super) async fn metrics(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
 ) -> Result<Response, ApiError> {
-    state.policy().admit(&peer)?;
+    state.policy().check_peer(&peer)?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -88,7 +88,7 @@ impl FromRequestParts<Arc<AppState>> for KeyLookup {
     ) -> Result<Self, ApiError> {
         let peer = peer_of(parts)?;
         let policy = state.policy();
-        policy.admit(&peer)?;
+        policy.check_peer(&peer)?;
         let name = key_name(parts, state).await?;
         Ok(Self {
             rule: policy.key(&name, &peer)?,
@@ -113,7 +113,7 @@ async fn found_key(
     audited: &mut Audited,
 ) -> Result<Arc<KeyRule>, ApiError> {
     let policy = state.policy();
-    policy.admit(peer)?;
+    policy.check_peer(peer)?;
     let name = key_name(parts, state).await?;
     audited.seen.key = printable(&name, 128);
     policy.key(&name, peer)

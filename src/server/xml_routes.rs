@@ -2,16 +2,20 @@
 //! a whole XML document with [`crate::xml`] and answers with the final bytes, in JSON or
 //! as the document itself ([`super::xml_form`]).
 //!
-//! The order of checks: peer, key name, purpose; a place among the XML requests in work
-//! (`[server] max_xml_in_flight`, waited for within `request_timeout_ms`), then the body
-//! (`max_xml_body_bytes`), its JSON or query options, the algorithm against the key's
-//! list, the key's type and certificate validity as last seen loaded; then, on a
-//! blocking thread that holds no token session, the parse, every structure check and
-//! the c14n; only the signature itself takes a session ([`TokenCall`]). So a malformed
-//! document gets 400 while the token is down, and a large envelope never keeps `/sign`
-//! waiting for a session. libxml2 documents are not `Send` and never reach an async
-//! worker. Neither the document nor any part of it goes to the audit record or the log;
-//! the record holds the SHA-256 of the canonical SignedInfo and the reference URIs.
+//! The order of checks is the daemon's (docs/api.md): peer, key name, purpose
+//! ([`KeyRequest`]); a place among the XML requests in work (`[server]
+//! max_xml_in_flight`, waited for within `request_timeout_ms`), the body
+//! (`max_xml_body_bytes`), its JSON or query options, and, on a blocking thread that
+//! holds no token session, the parse and every structure check; then the algorithm
+//! against the key's list, the key as last seen loaded, its type and certificate
+//! validity. The algorithm and the key are resolved before the document is touched,
+//! but a refusal of either is answered only once the document passed its own checks
+//! ([`document_first`]). Only the signature itself takes a session ([`TokenCall`]). So a
+//! malformed document gets 400 while the token is down, and a large envelope never
+//! keeps `/sign` waiting for a session. libxml2 documents are not `Send` and never
+//! reach an async worker. Neither the document nor any part of it goes to the audit
+//! record or the log; the record holds the SHA-256 of the canonical SignedInfo and the
+//! reference URIs.
 
 use std::sync::Arc;
 
@@ -32,9 +36,9 @@ use super::token_call::TokenCall;
 use super::xml_form::{self, Answer, Form, Metadata};
 use crate::algorithm::Algorithm;
 use crate::config::Purpose;
-use crate::signer::{KeyInfo, SignError as TokenSignError};
+use crate::signer::{KeyInfo, SignError};
 use crate::text::printable;
-use crate::xml::{self, SamlOptions, SignError, WssOptions};
+use crate::xml::{self, SamlOptions, WssOptions, XmlError, XmlSignError};
 
 /// The longest Timestamp validity accepted, in seconds (one day).
 const MAX_TTL_SECONDS: u32 = 86_400;
@@ -256,10 +260,24 @@ fn resolve(
     })
 }
 
-fn api_error(err: SignError<TokenSignError>) -> ApiError {
+/// Any algorithm, for the checks of a document that do not depend on one.
+const ANY: Algorithm = Algorithm::Rs256;
+
+/// Step 4 before steps 5 to 7: a refusal of the algorithm or the key (`refused`) is
+/// answered only for a document that passes the checks needing only itself; a
+/// malformed one gets its own answer. Costs a parse on this refusal path only: a
+/// request that is signed parses its document once.
+fn document_first(check: Result<(), XmlError>, refused: ApiError) -> ApiError {
+    match check {
+        Err(e) => ApiError::xml(&e),
+        Ok(()) => refused,
+    }
+}
+
+fn api_error(err: XmlSignError<SignError>) -> ApiError {
     match err {
-        SignError::Xml(e) => ApiError::xml(&e),
-        SignError::Token(e) => ApiError::from(e),
+        XmlSignError::Xml(e) => ApiError::xml(&e),
+        XmlSignError::Token(e) => ApiError::from(e),
     }
 }
 
@@ -296,7 +314,7 @@ async fn wss_inner(
         |q: WssQuery| q,
     )?;
     check_ttl(options.timestamp_ttl_seconds)?;
-    let key = resolve(state, rule, options.algorithm.as_deref(), audited)?;
+    let key = resolve(state, rule, options.algorithm.as_deref(), audited);
     let ttl = options.timestamp_ttl_seconds;
     let limits = state.settings().xml_limits;
     let timeout = state.settings().request_timeout;
@@ -304,11 +322,15 @@ async fn wss_inner(
     audited
         .run_off_session(state, timeout, move |seen| {
             let _place = place;
-            let opts = WssOptions {
+            let options = |algorithm| WssOptions {
                 timestamp_ttl_seconds: ttl,
                 limits,
-                ..WssOptions::new(key.algorithm)
+                ..WssOptions::new(algorithm)
             };
+            let key = key.map_err(|refused| {
+                document_first(xml::check_wss(&envelope, &options(ANY)), refused)
+            })?;
+            let opts = options(key.algorithm);
             let mut cert_sha256 = None;
             let signed = xml::sign_wss(&envelope, &opts, &key.cert_der, |info| {
                 let signed = token.sign(&key.label, key.algorithm, info)?;
@@ -359,7 +381,7 @@ async fn saml_inner(
         },
         |q: SamlQuery| q,
     )?;
-    let key = resolve(state, rule, options.algorithm.as_deref(), audited)?;
+    let key = resolve(state, rule, options.algorithm.as_deref(), audited);
     let reference_id = options.reference_id;
     let limits = state.settings().xml_limits;
     let timeout = state.settings().request_timeout;
@@ -367,11 +389,15 @@ async fn saml_inner(
     audited
         .run_off_session(state, timeout, move |seen| {
             let _place = place;
-            let opts = SamlOptions {
-                reference_id,
+            let options = |algorithm| SamlOptions {
+                reference_id: reference_id.clone(),
                 limits,
-                ..SamlOptions::new(key.algorithm)
+                ..SamlOptions::new(algorithm)
             };
+            let key = key.map_err(|refused| {
+                document_first(xml::check_saml(&document, &options(ANY)), refused)
+            })?;
+            let opts = options(key.algorithm);
             let mut cert_sha256 = None;
             let signed = xml::sign_saml(&document, &opts, &key.cert_der, |info| {
                 let signed = token.sign(&key.label, key.algorithm, info)?;

@@ -40,7 +40,7 @@ pub mod wss;
 use time::OffsetDateTime;
 
 use crate::algorithm::Algorithm;
-pub use error::{SignError, XmlError};
+pub use error::{XmlError, XmlSignError};
 pub use limits::XmlLimits;
 pub use parse::DEFAULT_MAX_DEPTH;
 
@@ -136,7 +136,7 @@ pub fn sign_wss<F, E>(
     opts: &WssOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<WssSigned, SignError<E>>
+) -> Result<WssSigned, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
@@ -152,11 +152,32 @@ pub fn sign_saml<F, E>(
     opts: &SamlOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<SamlSigned, SignError<E>>
+) -> Result<SamlSigned, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     saml::sign(xml, opts, cert_der, sign)
+}
+
+/// The checks of [`sign_wss`] that need only the envelope and `opts`, not the key: the
+/// parse, the `[xml]` limits, the SOAP structure and an existing Timestamp. For a caller
+/// that reports a malformed document before a refusal of the algorithm or the key
+/// (the daemon's order of checks, docs/api.md).
+pub fn check_wss(envelope: &[u8], opts: &WssOptions) -> Result<(), XmlError> {
+    let parsed = parse::parse(envelope, opts.max_depth, &opts.limits)?;
+    let shape = shape::wss(&parsed.doc)?;
+    if opts.timestamp_ttl_seconds.is_some() && shape.timestamped {
+        return Err(XmlError::AlreadyTimestamped);
+    }
+    Ok(())
+}
+
+/// As [`check_wss`], for [`sign_saml`]: the parse, the limits, the IDs and the element
+/// to sign.
+pub fn check_saml(xml: &[u8], opts: &SamlOptions) -> Result<(), XmlError> {
+    let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
+    shape::saml(&parsed.doc, opts.reference_id.as_deref())?;
+    Ok(())
 }
 
 #[cfg(test)]
