@@ -31,7 +31,8 @@ impl Checkpoints {
         Self { stop, thread }
     }
 
-    /// Writes the shutdown checkpoint and stops (bounded by the token call's own time).
+    /// Writes the shutdown checkpoint and stops, waiting at most 3 s for it: a token call
+    /// slower than that is left behind (logged), and the daemon exits without it.
     pub fn stop(self) {
         let _ = self.stop.send(());
         let deadline = std::time::Instant::now() + Duration::from_secs(3);

@@ -1,5 +1,7 @@
-//! Health: a real test signature with every configured key, verified in software against
-//! its certificate, on a timer and whenever asked (at most once a second), not a ping.
+//! Health: a real self-test of every configured key, not a ping: a test signature
+//! verified in software against the key's certificate (sign keys), an ECDH with a fresh
+//! software key compared with the software side (decrypt keys), and the keys'
+//! protection attributes; on a timer and whenever asked (at most once a second).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

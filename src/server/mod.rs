@@ -339,8 +339,9 @@ impl Signals {
 /// Reloads the configuration with the same loader as at start. Access rules (who may
 /// use the daemon and each key, algorithms) take effect at once, whether or not the
 /// token answers: revoking access must not wait for the HSM. Keys are then looked up on
-/// the token; one that cannot be found yet stays pending (503 `key_unavailable`) until
-/// it can. The audit file is reopened (logrotate's `create`).
+/// the token; one that cannot be found yet stays pending (503 `key_unavailable`): no
+/// request and no timer looks for it again, only the next reload. The audit file is
+/// reopened (logrotate's `create`).
 async fn reload(running: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Shared>) {
     let new = match config::load(&running.path) {
         Ok(new) => new,
@@ -379,7 +380,8 @@ async fn reload(running: &Resolved, state: &Arc<AppState>, tls: Option<&tls::Sha
     }
     // The keys first, so that a request under the new rules finds its key loaded; but
     // access rules never wait long for the token: after KEYS_WAIT (or at once while it is
-    // down) they apply, and keys that are not found yet stay pending (503 key_unavailable).
+    // down) they apply, and keys that are not found yet stay pending (503 key_unavailable)
+    // until the next reload looks for them again.
     let signer = state.signer.clone();
     let wants = wants(&new);
     let loading = tokio::task::spawn_blocking(move || signer.reload_keys(wants));
