@@ -396,3 +396,127 @@ async fn saml_sign_through_the_router_names_the_certificate_and_signs_the_refere
     );
     Ok(())
 }
+
+/// The one order of checks (docs/api.md, "Order of checks"): with two faults in one
+/// request, every endpoint reports the earlier step's. Peer, key name, purpose, body,
+/// algorithm, token, key details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_reports_the_earliest_fault_in_one_order() -> TestResult {
+    let h = harness()?;
+    let stranger = Peer::local(4242 + 1, 4242 + 1);
+    let envelope = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>x</s:Body></s:Envelope>"#;
+    let saml = hsm_signer::bench::sample_authn_request();
+    let wss = |envelope: &str, algorithm: &str| {
+        serde_json::json!({ "envelope": envelope, "algorithm": algorithm }).to_string()
+    };
+    let saml_body = |xml: &str| serde_json::json!({ "xml": xml }).to_string();
+    let digest = |algorithm: &str, len: usize| {
+        serde_json::json!({
+            "algorithm": algorithm,
+            "digest": base64::engine::general_purpose::STANDARD.encode(vec![7u8; len]),
+        })
+        .to_string()
+    };
+    // 1 before 2: a peer no rule admits, asking for an unknown key.
+    let (status, _, json) = send(&h, stranger, "POST", "/v1/keys/nope/sign", "{").await?;
+    assert_eq!(
+        (status, error_code(&json)),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{json}"
+    );
+    // 2 before 4: an unknown key with a malformed body.
+    let (status, _, json) = send(&h, me(), "POST", "/v1/keys/nope/wss/sign", "{").await?;
+    assert_eq!(
+        (status, error_code(&json)),
+        (StatusCode::NOT_FOUND, "unknown_key"),
+        "{json}"
+    );
+    // 3 before 4: a sign key asked to decrypt, with a malformed body.
+    let (status, _, json) = send(&h, me(), "POST", "/v1/keys/ec/saml/decrypt", "{").await?;
+    assert_eq!(
+        (status, error_code(&json)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_purpose"),
+        "{json}"
+    );
+    // 4 before 5: a digest of the wrong length for an algorithm the key does not allow.
+    let (status, _, json) = send(&h, me(), "POST", "/v1/keys/ec/sign", digest("RS256", 5)).await?;
+    assert_eq!(
+        (status, error_code(&json)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "bad_digest_length"),
+        "{json}"
+    );
+    // 4 before 5: bad base64 with an unknown algorithm.
+    let body = r#"{"algorithm":"XX999","data":"***"}"#;
+    let (status, _, json) = send(&h, me(), "POST", "/v1/keys/ec/sign", body).await?;
+    assert_eq!(
+        (status, error_code(&json)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{json}"
+    );
+    h.signer.set_status(Status::Down {
+        reason: "CKR_DEVICE_ERROR".into(),
+        since: None,
+    });
+    // 4 before 5 and 6: a malformed envelope, an unknown algorithm, the token down.
+    let (status, _, json) = send(
+        &h,
+        me(),
+        "POST",
+        "/v1/keys/ec/wss/sign",
+        wss("<s:Envelope", "XX999"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    // 5 before 6, on every signing endpoint: an unknown algorithm, the token down.
+    for (uri, body) in [
+        ("/v1/keys/ec/sign", sign_body("XX999", b"x")),
+        ("/v1/keys/ec/wss/sign", wss(envelope, "XX999")),
+    ] {
+        let (status, _, json) = send(&h, me(), "POST", uri, body).await?;
+        assert_eq!(
+            (status, error_code(&json)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_algorithm"),
+            "{uri}: {json}"
+        );
+    }
+    // 6 before 7: the expired key while the token is down.
+    let (status, _, json) = send(
+        &h,
+        me(),
+        "POST",
+        "/v1/keys/old/sign",
+        sign_body("ES256", b"x"),
+    )
+    .await?;
+    assert_eq!(
+        (status, error_code(&json)),
+        (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
+        "{json}"
+    );
+    h.signer.set_status(Status::Up);
+    // 4 before 7: a malformed document for the expired key; then a good one gets 7.
+    let (status, _, json) = send(
+        &h,
+        me(),
+        "POST",
+        "/v1/keys/old/saml/sign",
+        saml_body("<a><b></a>"),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    let (status, _, json) =
+        send(&h, me(), "POST", "/v1/keys/old/saml/sign", saml_body(&saml)).await?;
+    assert_eq!(
+        (status, error_code(&json)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "certificate_expired"),
+        "{json}"
+    );
+    // Every refusal above that named a key is in the audit log, the extractor's too.
+    let ops: Vec<String> = audit_lines(&h)
+        .iter()
+        .map(|l| l["op"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(ops.contains(&"decrypt".to_owned()), "{ops:?}");
+    assert_eq!(ops.len(), 11, "{ops:?}");
+    Ok(())
+}

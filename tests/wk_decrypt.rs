@@ -404,3 +404,26 @@ fn the_key_stays_on_the_token_and_the_pesel_stays_out_of_logs() -> Result {
     assert!(objects.iter().all(|o| !o.is("Secret Key")), "{objects:#?}");
     Ok(())
 }
+
+/// `saml/decrypt` parses within the configured `[xml]` limits, not the defaults: with
+/// `max_elements = 50`, a document of 61 elements is refused as too complex before its
+/// structure is read, and a WK message within the limit still decrypts.
+#[test]
+fn decrypt_applies_the_configured_xml_limits() -> Result {
+    let token = TestToken::new()?;
+    let leaves = provision_with_args(&token, &[WK_ENC, WK_SIGN], &[&["--allow-derive"], &[]])?;
+    let config = token.path("config.toml");
+    std::fs::write(
+        &config,
+        Daemon::config_text(&token, &[WK_ENC, WK_SIGN], "[xml]\nmax_elements = 50"),
+    )?;
+    let daemon = Daemon::start_with_env(&token, config, &[])?;
+    let many = format!("<r>{}</r>", "<x/>".repeat(60));
+    let (status, answer) = decrypt(&daemon, "wk-enc", &many)?;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("xml_too_complex")),
+        "{answer}"
+    );
+    still_decrypts(&token, &leaves[0], &daemon)
+}

@@ -22,7 +22,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use hsm_signer::algorithm::Algorithm;
 use hsm_signer::xml::{
-    sign_xades, CertificateDigest, SignError, XadesOptions, XadesSigned, XmlError,
+    sign_xades, CertificateDigest, XadesOptions, XadesSigned, XmlError, XmlSignError,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -94,7 +94,7 @@ fn sign_on_token(
     xml: &[u8],
     opts: &XadesOptions,
     cert: &[u8],
-) -> Result<std::result::Result<XadesSigned, SignError<String>>> {
+) -> Result<std::result::Result<XadesSigned, XmlSignError<String>>> {
     token.with_session(|session| {
         let key = *session
             .find_objects(&[
@@ -309,7 +309,7 @@ fn comments_kept_outer_processing_instruction_refused() -> Result {
         &cert,
         |_| -> std::result::Result<Vec<u8>, String> { Err("the token must not be asked".into()) },
     ) {
-        Err(SignError::Xml(e @ XmlError::BadXml { .. })) => {
+        Err(XmlSignError::Xml(e @ XmlError::BadXml { .. })) => {
             assert!(
                 e.to_string().contains("processing instruction outside"),
                 "{e}"
@@ -364,8 +364,8 @@ fn refusals_never_reach_the_token() -> Result {
                 Err("the token must not be asked".into())
             },
         ) {
-            Err(SignError::Xml(e)) => Ok(e),
-            Err(SignError::Token(e)) => Err(e.into()),
+            Err(XmlSignError::Xml(e)) => Ok(e),
+            Err(XmlSignError::Token(e)) => Err(e.into()),
             Ok(_) => Err("signed".into()),
         }
     };

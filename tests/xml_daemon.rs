@@ -764,7 +764,7 @@ fn token_gone_gives_503_token_unavailable_and_xml_signing_resumes_when_it_is_bac
     let dir = s.token.token_dir()?;
     let aside = s.token.path("token-moved-away");
     std::fs::rename(&dir, &aside)?;
-    // The first request reaches the token call inside the XML signing (SignError::Token);
+    // The first request reaches the token call inside the XML signing (XmlSignError::Token);
     // the later ones are refused before it.
     for n in 0..3 {
         let (status, answer) = post(&s.daemon, "/v1/keys/epuap/wss/sign", &wss)?;

@@ -5,7 +5,7 @@
 #![no_main]
 
 use hsm_signer::algorithm::{Algorithm, Scheme, ALL};
-use hsm_signer::server::routes::decode_sign_request;
+use hsm_signer::server::sign_route::decode_sign_request;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

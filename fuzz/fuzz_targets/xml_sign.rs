@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use hsm_signer::algorithm::{Algorithm, Hash};
-use hsm_signer::xml::{sign_saml, sign_wss, SamlOptions, SignError, WssOptions, XmlError};
+use hsm_signer::xml::{sign_saml, sign_wss, SamlOptions, XmlSignError, WssOptions, XmlError};
 use libfuzzer_sys::fuzz_target;
 use openssl::asn1::Asn1Time;
 use openssl::ec::{EcGroup, EcKey};
@@ -51,12 +51,12 @@ fn es256(data: &[u8]) -> Result<Vec<u8>, String> {
     Ok(raw)
 }
 
-fn check<T>(result: Result<T, SignError<String>>) {
+fn check<T>(result: Result<T, XmlSignError<String>>) {
     match result {
         Ok(_) => {}
-        Err(SignError::Xml(XmlError::Internal(why))) => panic!("internal error: {why}"),
-        Err(SignError::Xml(_)) => {}
-        Err(SignError::Token(why)) => panic!("the software signer failed: {why}"),
+        Err(XmlSignError::Xml(XmlError::Internal(why))) => panic!("internal error: {why}"),
+        Err(XmlSignError::Xml(_)) => {}
+        Err(XmlSignError::Token(why)) => panic!("the software signer failed: {why}"),
     }
 }
 

@@ -19,13 +19,13 @@ use super::peer::{IdentityKey, Peer};
 
 /// The policy's answer for a peer at accept: true if some rule admits it. Cheap, and
 /// silent: refusals are logged folded, by [`Notices`].
-pub type Admits = Arc<dyn Fn(&Peer) -> bool + Send + Sync>;
+pub type PeerFilter = Arc<dyn Fn(&Peer) -> bool + Send + Sync>;
 
 /// The admission both listeners share.
 pub struct Admission {
     app: Router,
     limits: ConnLimits,
-    admits: Admits,
+    admits: PeerFilter,
     slots: Arc<Semaphore>,
     identities: Arc<Identities>,
     notices: Notices,
@@ -38,7 +38,7 @@ impl Admission {
     pub fn new(
         app: Router,
         limits: ConnLimits,
-        admits: Admits,
+        admits: PeerFilter,
         audit: Option<crate::audit::AuditLog>,
     ) -> Arc<Self> {
         let admission = Arc::new(Self {

@@ -73,6 +73,13 @@ impl Recorder {
             .compare_exchange(PENDING, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
+            // The caller has had its 503; this answer never leaves, so its line is
+            // written here.
+            if let Err(e) = &result {
+                if let Some(detail) = &e.log {
+                    detail.write();
+                }
+            }
             return None;
         }
         if let Some(audit) = &self.audit {
@@ -94,7 +101,7 @@ impl Audited {
         Self {
             op,
             peer,
-            time: super::routes::now_rfc3339(),
+            time: crate::audit::now_rfc3339(),
             started: Instant::now(),
             seen: Seen::default(),
             recorded: false,

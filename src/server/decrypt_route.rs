@@ -9,21 +9,17 @@
 //! never to the record or the log. The daemon does not verify WK's signature on the
 //! assertion: the caller must (docs/wk.md).
 
-use std::sync::Arc;
-
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::Extension;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::audited::Audited;
 use super::error::ApiError;
-use super::peer::Peer;
+use super::policy::KeyRule;
+use super::request::{read_xml, Endpoint, KeyRequest};
 use super::state::AppState;
-use super::xml_routes::{admit_and_read, TokenCall};
+use super::token_call::TokenCall;
 use crate::config::Purpose;
 use crate::xml::{ecdh_es, enc, DEFAULT_MAX_DEPTH};
 
@@ -47,26 +43,32 @@ struct DecryptResponse {
     key: String,
 }
 
-pub(super) async fn decrypt(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    name: Result<Path<String>, PathRejection>,
-    body: Body,
-) -> Response {
-    let mut audited = Audited::begin("decrypt", peer.clone(), &state);
-    let result = decrypt_inner(&state, &peer, name, body, &mut audited).await;
+/// `decrypt` in the audit record; the key must decrypt.
+pub(super) struct Decrypt;
+
+impl Endpoint for Decrypt {
+    const OP: &'static str = "decrypt";
+    const PURPOSE: Purpose = Purpose::Decrypt;
+}
+
+pub(super) async fn decrypt(request: KeyRequest<Decrypt>, body: Body) -> Response {
+    let KeyRequest {
+        state,
+        rule,
+        mut audited,
+        ..
+    } = request;
+    let result = decrypt_inner(&state, &rule, body, &mut audited).await;
     audited.answer(&state, result).await
 }
 
 async fn decrypt_inner(
     state: &AppState,
-    peer: &Peer,
-    name: Result<Path<String>, PathRejection>,
+    rule: &KeyRule,
     body: Body,
     audited: &mut Audited,
 ) -> Result<DecryptResponse, ApiError> {
-    let (rule, place, bytes) =
-        admit_and_read(state, peer, name, body, audited, Purpose::Decrypt).await?;
+    let (place, bytes) = read_xml(state, body).await?;
     let request: DecryptRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!("the body is not a valid decrypt request: {e}"))
     })?;
@@ -75,12 +77,13 @@ async fn decrypt_inner(
     let label = rule.label.clone();
     let key_name = rule.name.clone();
     let document = request.xml;
+    let limits = state.settings().xml_limits;
     let timeout = state.settings().request_timeout;
     let token = TokenCall::new(state, timeout);
     audited
         .run_off_session(state, timeout, move |seen| {
             let _place = place;
-            let encrypted = enc::read(document.as_bytes(), DEFAULT_MAX_DEPTH)
+            let encrypted = enc::read_limited(document.as_bytes(), DEFAULT_MAX_DEPTH, &limits)
                 .map_err(|e| ApiError::decrypt(e.widen()))?;
             drop(document);
             seen.input_sha256 = hex::encode(encrypted.ciphertext_sha256());

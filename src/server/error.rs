@@ -1,7 +1,8 @@
 //! The one place where failures become HTTP statuses and JSON error bodies.
 //!
 //! Callers get a stable `code` and a message that helps them; PKCS#11 details go to the
-//! log only.
+//! log only. An error carries its log line ([`LogDetail`]) to the answer, and the
+//! router's [`log_refusal`] layer writes it as the answer leaves, once per answer.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,64 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for Retry-After, on 503.
     pub retry_after: Option<u32>,
+    /// What the daemon's log says of it; never sent to the caller.
+    pub log: Option<LogDetail>,
+}
+
+/// An error's line in the daemon's log, written by [`log_refusal`] when the answer
+/// leaves (or by [`LogDetail::write`] for an answer that never does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDetail {
+    /// The audit log refused the request's record.
+    AuditUnavailable(String),
+    /// Our own failure.
+    Internal(String),
+    /// The token is not reachable.
+    TokenUnavailable(String),
+    /// The token refused the PIN.
+    PinProblem(String),
+    /// A configured key is not loaded.
+    KeyMissing(String),
+    /// One key is missing or broken; the others sign.
+    KeyFault {
+        /// Its label.
+        label: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl LogDetail {
+    /// Writes the line.
+    pub fn write(&self) {
+        match self {
+            LogDetail::AuditUnavailable(error) => {
+                tracing::error!(%error, "refusing: the audit log cannot record the request")
+            }
+            LogDetail::Internal(detail) => tracing::error!(%detail, "internal error"),
+            LogDetail::TokenUnavailable(reason) => {
+                tracing::warn!(%reason, "refusing: token unavailable")
+            }
+            LogDetail::PinProblem(reason) => tracing::error!(%reason, "refusing: PIN problem"),
+            LogDetail::KeyMissing(label) => {
+                tracing::error!(%label, "configured key not loaded from the token")
+            }
+            LogDetail::KeyFault { label, reason } => tracing::error!(
+                %label,
+                %reason,
+                "refusing: this key is not usable; the other keys sign"
+            ),
+        }
+    }
+}
+
+/// The layer that logs each answer's [`LogDetail`], so a constructor of [`ApiError`]
+/// logs nothing itself and an error is logged once, when it is answered.
+pub async fn log_refusal(response: Response) -> Response {
+    if let Some(detail) = response.extensions().get::<LogDetail>() {
+        detail.write();
+    }
+    response
 }
 
 impl ApiError {
@@ -32,6 +91,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            log: None,
+        }
+    }
+
+    fn logged(self, detail: LogDetail) -> Self {
+        Self {
+            log: Some(detail),
+            ..self
         }
     }
 
@@ -157,22 +224,22 @@ impl ApiError {
 
     /// 503: the audit log cannot record the request, so it is not served.
     pub fn audit_unavailable(err: &crate::audit::Unavailable) -> Self {
-        tracing::error!(error = %err, "refusing: the audit log cannot record the request");
         Self::unavailable(
             "audit_unavailable",
             "the audit log cannot record this request, so it is refused; an operator must check the audit file (disk space, permissions)",
             5,
         )
+        .logged(LogDetail::AuditUnavailable(err.to_string()))
     }
 
     /// 500: details logged, not sent.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
-        tracing::error!(%detail, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error; the daemon's log has the details",
         )
+        .logged(LogDetail::Internal(detail.to_string()))
     }
 }
 
@@ -184,14 +251,12 @@ impl From<SignError> for ApiError {
                 "too many signing requests waiting; retry shortly",
                 1,
             ),
-            SignError::Unavailable(reason) => {
-                tracing::warn!(%reason, "refusing: token unavailable");
-                ApiError::unavailable(
-                    "token_unavailable",
-                    "the token is not reachable right now; retry shortly",
-                    2,
-                )
-            }
+            SignError::Unavailable(reason) => ApiError::unavailable(
+                "token_unavailable",
+                "the token is not reachable right now; retry shortly",
+                2,
+            )
+            .logged(LogDetail::TokenUnavailable(reason.to_string())),
             SignError::Timeout(after) => ApiError::unavailable(
                 "token_timeout",
                 format!(
@@ -200,26 +265,23 @@ impl From<SignError> for ApiError {
                 ),
                 1,
             ),
-            SignError::PinProblem(reason) => {
-                tracing::error!(%reason, "refusing: PIN problem");
-                ApiError::unavailable("pin_refused", "the token refused the daemon's PIN; an operator must fix the PIN and restart the daemon", 60)
-            }
-            SignError::KeyMissing(label) => {
-                tracing::error!(%label, "configured key not loaded from the token");
-                ApiError::unavailable(
-                    "key_unavailable",
-                    "this key is not loaded from the token; an operator must check the token",
-                    30,
-                )
-            }
-            SignError::KeyFault { label, reason } => {
-                tracing::error!(%label, %reason, "refusing: this key is not usable; the other keys sign");
-                ApiError::unavailable(
-                    "key_unavailable",
-                    "this key is missing or broken on the token (the other keys still sign); an operator must check it with `hsm-signer verify`",
-                    5,
-                )
-            }
+            SignError::PinProblem(reason) => ApiError::unavailable("pin_refused", "the token refused the daemon's PIN; an operator must fix the PIN and restart the daemon", 60)
+                .logged(LogDetail::PinProblem(reason.to_string())),
+            SignError::KeyMissing(label) => ApiError::unavailable(
+                "key_unavailable",
+                "this key is not loaded from the token; an operator must check the token",
+                30,
+            )
+            .logged(LogDetail::KeyMissing(label.to_string())),
+            SignError::KeyFault { label, reason } => ApiError::unavailable(
+                "key_unavailable",
+                "this key is missing or broken on the token (the other keys still sign); an operator must check it with `hsm-signer verify`",
+                5,
+            )
+            .logged(LogDetail::KeyFault {
+                label: label.to_string(),
+                reason: reason.to_string(),
+            }),
             SignError::ShuttingDown => ApiError::unavailable(
                 "shutting_down",
                 "the daemon is restarting; retry shortly",
@@ -238,6 +300,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(detail) = self.log {
+            response.extensions_mut().insert(detail);
         }
         response
     }

@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Serialize;
 
 use super::error::ApiError;
+use super::health_report::{KeyHealth, Report};
 use super::metrics::KeyLabel;
 use super::peer::Peer;
 use super::state::AppState;
@@ -26,71 +26,7 @@ use crate::signer::{KeyInfo, Status};
 use zeroize::Zeroizing;
 
 use super::policy::KeyRule;
-use super::protection::{Protection, Protections};
-
-/// The last self-test, shared.
-#[derive(Default)]
-pub struct HealthState {
-    last: tokio::sync::Mutex<Option<(Instant, Arc<Report>)>>,
-}
-
-/// The health report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// "ok", "warning" (a certificate expires soon) or "unavailable".
-    pub status: &'static str,
-    /// Why it is not "ok".
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub reasons: Vec<String>,
-    /// The token's label.
-    pub token: Option<String>,
-    /// The token's state.
-    pub token_state: Status,
-    /// The audit log's state ("ok" when none is configured).
-    pub audit: AuditState,
-    /// Each key's self-test.
-    pub keys: Vec<KeyHealth>,
-    /// When this check ran.
-    pub checked_at: String,
-}
-
-/// One key's self-test.
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyHealth {
-    /// Key name.
-    pub name: String,
-    /// Signing or decrypting.
-    pub purpose: Purpose,
-    /// Whether a test signature was made and verified (sign keys).
-    pub signs: bool,
-    /// Decrypt keys: whether an ECDH on the token with a fresh software key gave the
-    /// same secret as the software side.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub derives: Option<bool>,
-    /// Why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Days until its certificate expires.
-    pub days_left: Option<i64>,
-    /// End of the certificate's validity.
-    pub not_after: Option<String>,
-    /// The test signature's round trip, milliseconds.
-    pub latency_ms: Option<f64>,
-    /// CKA_EXTRACTABLE and CKA_SENSITIVE as the token reports them; `null` until read.
-    /// A key with `extractable: true` or `sensitive: false` could leave the token, and
-    /// makes the status "warning".
-    pub protection: Option<Protection>,
-}
-
-impl KeyHealth {
-    /// The key's self-test passed.
-    pub fn passed(&self) -> bool {
-        match self.purpose {
-            Purpose::Sign => self.signs,
-            Purpose::Decrypt => self.derives == Some(true),
-        }
-    }
-}
+use super::protection::Protections;
 
 /// How fresh a report must be to be served without a new check.
 const FRESH: Duration = Duration::from_secs(1);
@@ -253,7 +189,7 @@ async fn check(state: &AppState) -> Report {
         token_state,
         audit,
         keys,
-        checked_at: super::routes::now_rfc3339(),
+        checked_at: crate::audit::now_rfc3339(),
     }
 }
 
@@ -384,7 +320,7 @@ pub async fn handler(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<Peer>,
 ) -> Result<Response, ApiError> {
-    state.policy().admit(&peer)?;
+    state.policy().check_peer(&peer)?;
     let report = current(&state).await;
     let status = if report.status == "unavailable" {
         StatusCode::SERVICE_UNAVAILABLE

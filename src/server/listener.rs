@@ -11,7 +11,7 @@ use nix::sys::stat::{umask, Mode};
 use tokio::net::UnixListener;
 
 use super::admission::Admission;
-pub use super::admission::Admits;
+pub use super::admission::PeerFilter;
 pub use super::conn::ConnLimits;
 use super::peer::Peer;
 

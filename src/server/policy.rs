@@ -80,10 +80,11 @@ impl Policy {
         }
     }
 
-    /// May `peer` talk to the daemon at all? A local peer: by `allowed_uids` /
-    /// `allowed_gids` (empty lists mean only the daemon's own uid). A TLS client: every
-    /// client pinned in `[[clients]]` (the handshake already required its certificate).
-    pub fn admit(&self, peer: &Peer) -> Result<(), ApiError> {
+    /// `Ok` if `peer` may talk to the daemon at all, else 403 (logged). A local peer: by
+    /// `allowed_uids` / `allowed_gids` (empty lists mean only the daemon's own uid). A
+    /// TLS client: every client pinned in `[[clients]]` (the handshake already required
+    /// its certificate).
+    pub fn check_peer(&self, peer: &Peer) -> Result<(), ApiError> {
         if self.admits(peer) {
             Ok(())
         } else {
@@ -92,7 +93,7 @@ impl Policy {
         }
     }
 
-    /// [`Policy::admit`] without the log line or the error: for the listener, which asks
+    /// [`Policy::check_peer`] without the log line or the error: for the listener, which asks
     /// once per connection and logs refusals folded.
     pub fn admits(&self, peer: &Peer) -> bool {
         match peer {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use super::health::HealthState;
+use super::health_report::HealthState;
 use super::metrics::Metrics;
 use super::policy::Policy;
 use super::protection::Protections;

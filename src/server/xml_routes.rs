@@ -2,44 +2,43 @@
 //! a whole XML document with [`crate::xml`] and answers with the final bytes, in JSON or
 //! as the document itself ([`super::xml_form`]).
 //!
-//! The order of checks: peer, key name, purpose; a place among the XML requests in work
-//! (`[server] max_xml_in_flight`, waited for within `request_timeout_ms`), then the body
-//! (`max_xml_body_bytes`), its JSON or query options, the algorithm against the key's
-//! list, the key's type and certificate validity as last seen loaded; then, on a
-//! blocking thread that holds no token session, the parse, every structure check and
-//! the c14n; only the signature itself takes a session ([`TokenCall`]). So a malformed
-//! document gets 400 while the token is down, and a large envelope never keeps `/sign`
-//! waiting for a session. libxml2 documents are not `Send` and never reach an async
-//! worker. Neither the document nor any part of it goes to the audit record or the log;
-//! the record holds the SHA-256 of the canonical SignedInfo and the reference URIs.
+//! The order of checks is the daemon's (docs/api.md): peer, key name, purpose
+//! ([`KeyRequest`]); a place among the XML requests in work (`[server]
+//! max_xml_in_flight`, waited for within `request_timeout_ms`), the body
+//! (`max_xml_body_bytes`), its JSON or query options, and, on a blocking thread that
+//! holds no token session, the parse and every structure check; then the algorithm
+//! against the key's list, the key as last seen loaded, its type and certificate
+//! validity. The algorithm and the key are resolved before the document is touched,
+//! but a refusal of either is answered only once the document passed its own checks
+//! ([`document_first`]). Only the signature itself takes a session ([`TokenCall`]). So a
+//! malformed document gets 400 while the token is down, and a large envelope never
+//! keeps `/sign` waiting for a session. libxml2 documents are not `Send` and never
+//! reach an async worker. Neither the document nor any part of it goes to the audit
+//! record or the log; the record holds the SHA-256 of the canonical SignedInfo and the
+//! reference URIs.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use axum::Extension;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OwnedSemaphorePermit;
-use zeroize::Zeroizing;
 
 use super::audited::Audited;
 use super::error::ApiError;
-use super::peer::Peer;
 use super::policy::KeyRule;
-use super::routes::{check_key, choose_algorithm};
+use super::request::{
+    check_key, choose_algorithm, default_algorithm, read_xml, Endpoint, KeyRequest,
+};
 use super::state::AppState;
+use super::token_call::TokenCall;
 use super::xml_form::{self, Answer, Form, Metadata};
 use crate::algorithm::Algorithm;
-use crate::cert::KeyKind;
 use crate::config::Purpose;
-use crate::signer::{KeyInfo, KeySigner, SignError as TokenSignError, Signed};
+use crate::signer::{KeyInfo, SignError};
 use crate::text::printable;
-use crate::xml::{self, SamlOptions, SignError, WssOptions};
+use crate::xml::{self, SamlOptions, WssOptions, XmlError, XmlSignError};
 
 /// The longest Timestamp validity accepted, in seconds (one day).
 const MAX_TTL_SECONDS: u32 = 86_400;
@@ -171,77 +170,58 @@ struct ResolvedKey {
     cert_der: Vec<u8>,
 }
 
+/// `wss` in the audit record; the key must sign.
+pub(super) struct Wss;
+
+impl Endpoint for Wss {
+    const OP: &'static str = "wss";
+    const PURPOSE: Purpose = Purpose::Sign;
+}
+
+/// `saml` in the audit record; the key must sign.
+pub(super) struct Saml;
+
+impl Endpoint for Saml {
+    const OP: &'static str = "saml";
+    const PURPOSE: Purpose = Purpose::Sign;
+}
+
 pub(super) async fn wss(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    name: Result<Path<String>, PathRejection>,
+    request: KeyRequest<Wss>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let KeyRequest {
+        state,
+        rule,
+        mut audited,
+        ..
+    } = request;
     let form = Form::of(&headers);
-    let mut audited = Audited::begin("wss", peer.clone(), &state);
-    let result = wss_inner(&state, &peer, name, form, &uri, body, &mut audited).await;
+    let result = wss_inner(&state, &rule, form, &uri, body, &mut audited).await;
     audited
         .answer_with(&state, result, Answer::into_response)
         .await
 }
 
 pub(super) async fn saml(
-    State(state): State<Arc<AppState>>,
-    Extension(peer): Extension<Peer>,
-    name: Result<Path<String>, PathRejection>,
+    request: KeyRequest<Saml>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let KeyRequest {
+        state,
+        rule,
+        mut audited,
+        ..
+    } = request;
     let form = Form::of(&headers);
-    let mut audited = Audited::begin("saml", peer.clone(), &state);
-    let result = saml_inner(&state, &peer, name, form, &uri, body, &mut audited).await;
+    let result = saml_inner(&state, &rule, form, &uri, body, &mut audited).await;
     audited
         .answer_with(&state, result, Answer::into_response)
         .await
-}
-
-/// Policy, key name, purpose; then a place among the XML requests in work, and the body
-/// under `max_xml_body_bytes`. The place is held until the XML work ends.
-pub(super) async fn admit_and_read(
-    state: &AppState,
-    peer: &Peer,
-    name: Result<Path<String>, PathRejection>,
-    body: Body,
-    audited: &mut Audited,
-    wanted: Purpose,
-) -> Result<(Arc<KeyRule>, OwnedSemaphorePermit, Bytes), ApiError> {
-    let policy = state.policy();
-    policy.admit(peer)?;
-    let Path(name) =
-        name.map_err(|e| ApiError::bad_request(format!("bad key name in the path: {e}")))?;
-    audited.seen.key = printable(&name, 128);
-    let rule = policy.key(&name, peer)?;
-    rule.require(wanted)?;
-    let settings = state.settings();
-    let place = xml_place(state, settings.request_timeout).await?;
-    let bytes =
-        super::body::read_xml(body, settings.max_xml_body_bytes, settings.read_timeout).await?;
-    Ok((rule, place, bytes))
-}
-
-/// One of `max_xml_in_flight` places, taken before the body is read so that the bodies
-/// held at once are bounded; a request waits for one at most `wait`.
-async fn xml_place(state: &AppState, wait: Duration) -> Result<OwnedSemaphorePermit, ApiError> {
-    match tokio::time::timeout(wait, state.xml_places.clone().acquire_owned()).await {
-        Ok(Ok(place)) => Ok(place),
-        Ok(Err(closed)) => Err(ApiError::internal(&closed)),
-        Err(_) => Err(ApiError::unavailable(
-            "overloaded",
-            format!(
-                "too many XML documents in work ([server] max_xml_in_flight); none finished within {} ms; retry shortly",
-                wait.as_millis()
-            ),
-            1,
-        )),
-    }
 }
 
 /// The given algorithm against the key's list (no token needed), then the key as last
@@ -263,7 +243,7 @@ fn resolve(
     let key: Arc<KeyInfo> = match state.last_known_key(&rule.label) {
         Some(key) => key,
         // Never loaded since the daemon started: nothing to check the document with.
-        None => state.signer.key_for_signing(&rule.label)?,
+        None => state.signer.usable_key(&rule.label)?,
     };
     let algorithm = match given {
         Some(algorithm) => algorithm,
@@ -280,88 +260,24 @@ fn resolve(
     })
 }
 
-/// The key's first configured algorithm that fits its type.
-fn default_algorithm(rule: &KeyRule, kind: KeyKind) -> Result<Algorithm, ApiError> {
-    rule.algorithms
-        .iter()
-        .copied()
-        .find(|a| a.fits(kind))
-        .ok_or_else(|| {
-            ApiError::unprocessable(
-                "algorithm_mismatch",
-                format!(
-                    "key {:?} is {kind}; none of its configured algorithms fits it",
-                    rule.name
-                ),
-            )
-        })
-}
+/// Any algorithm, for the checks of a document that do not depend on one.
+const ANY: Algorithm = Algorithm::Rs256;
 
-/// A token call made from the blocking thread that does the XML work: it waits for a
-/// session (within the request's deadline), runs on it, and gives it back, so the
-/// session is held for that one call and not for the parse or the c14n.
-pub(super) struct TokenCall {
-    signer: Arc<dyn KeySigner>,
-    runtime: tokio::runtime::Handle,
-    timeout: Duration,
-    deadline: Instant,
-}
-
-impl TokenCall {
-    /// For a request whose XML work starts now and may take `timeout` in all. Call on
-    /// the runtime (it keeps a handle to it).
-    pub(super) fn new(state: &AppState, timeout: Duration) -> Self {
-        Self {
-            signer: state.signer.clone(),
-            runtime: tokio::runtime::Handle::current(),
-            timeout,
-            deadline: Instant::now() + timeout,
-        }
-    }
-
-    /// Signs the hash of `signed_info` on a session (ECDSA as raw r||s). Blocks.
-    fn sign(
-        &self,
-        label: &str,
-        algorithm: Algorithm,
-        signed_info: &[u8],
-    ) -> Result<Signed, TokenSignError> {
-        let digest = algorithm.hash().digest(signed_info);
-        let label = label.to_owned();
-        self.on_session(move |signer| signer.sign_now(&label, algorithm, &digest))
-    }
-
-    /// Z = ECDH(key labelled `label`, `point`) on a session. Blocks.
-    pub(super) fn derive(
-        &self,
-        label: &str,
-        point: &[u8],
-    ) -> Result<(Zeroizing<Vec<u8>>, Arc<KeyInfo>), TokenSignError> {
-        let (label, point) = (label.to_owned(), point.to_vec());
-        self.on_session(move |signer| signer.derive_now(&label, &point))
-    }
-
-    fn on_session<T, F>(&self, call: F) -> Result<T, TokenSignError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&dyn KeySigner) -> Result<T, TokenSignError> + Send + 'static,
-    {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(TokenSignError::Timeout(self.timeout));
-        }
-        match self.runtime.block_on(self.signer.run(left, call)) {
-            Ok(result) => result,
-            Err(TokenSignError::Timeout(_)) => Err(TokenSignError::Timeout(self.timeout)),
-            Err(e) => Err(e),
-        }
+/// Step 4 before steps 5 to 7: a refusal of the algorithm or the key (`refused`) is
+/// answered only for a document that passes the checks needing only itself; a
+/// malformed one gets its own answer. Costs a parse on this refusal path only: a
+/// request that is signed parses its document once.
+fn document_first(check: Result<(), XmlError>, refused: ApiError) -> ApiError {
+    match check {
+        Err(e) => ApiError::xml(&e),
+        Ok(()) => refused,
     }
 }
 
-fn api_error(err: SignError<TokenSignError>) -> ApiError {
+fn api_error(err: XmlSignError<SignError>) -> ApiError {
     match err {
-        SignError::Xml(e) => ApiError::xml(&e),
-        SignError::Token(e) => ApiError::from(e),
+        XmlSignError::Xml(e) => ApiError::xml(&e),
+        XmlSignError::Token(e) => ApiError::from(e),
     }
 }
 
@@ -376,15 +292,13 @@ fn check_ttl(ttl: Option<u32>) -> Result<(), ApiError> {
 
 async fn wss_inner(
     state: &AppState,
-    peer: &Peer,
-    name: Result<Path<String>, PathRejection>,
+    rule: &KeyRule,
     form: Form,
     uri: &Uri,
     body: Body,
     audited: &mut Audited,
 ) -> Result<Answer<WssMeta>, ApiError> {
-    let (rule, place, bytes) =
-        admit_and_read(state, peer, name, body, audited, Purpose::Sign).await?;
+    let (place, bytes) = read_xml(state, body).await?;
     let (envelope, options) = xml_form::decode(
         form,
         uri,
@@ -400,7 +314,7 @@ async fn wss_inner(
         |q: WssQuery| q,
     )?;
     check_ttl(options.timestamp_ttl_seconds)?;
-    let key = resolve(state, &rule, options.algorithm.as_deref(), audited)?;
+    let key = resolve(state, rule, options.algorithm.as_deref(), audited);
     let ttl = options.timestamp_ttl_seconds;
     let limits = state.settings().xml_limits;
     let timeout = state.settings().request_timeout;
@@ -408,11 +322,15 @@ async fn wss_inner(
     audited
         .run_off_session(state, timeout, move |seen| {
             let _place = place;
-            let opts = WssOptions {
+            let options = |algorithm| WssOptions {
                 timestamp_ttl_seconds: ttl,
                 limits,
-                ..WssOptions::new(key.algorithm)
+                ..WssOptions::new(algorithm)
             };
+            let key = key.map_err(|refused| {
+                document_first(xml::check_wss(&envelope, &options(ANY)), refused)
+            })?;
+            let opts = options(key.algorithm);
             let mut cert_sha256 = None;
             let signed = xml::sign_wss(&envelope, &opts, &key.cert_der, |info| {
                 let signed = token.sign(&key.label, key.algorithm, info)?;
@@ -422,7 +340,7 @@ async fn wss_inner(
             .map_err(api_error)?;
             drop(envelope);
             seen.input_sha256 = hex::encode(signed.signed_info_sha256);
-            seen.reference = Some(signed.reference_uris.join(" "));
+            seen.reference = Some(printable(&signed.reference_uris.join(" "), 256));
             seen.cert_sha256 = cert_sha256.clone();
             Ok(Answer {
                 form,
@@ -442,15 +360,13 @@ async fn wss_inner(
 
 async fn saml_inner(
     state: &AppState,
-    peer: &Peer,
-    name: Result<Path<String>, PathRejection>,
+    rule: &KeyRule,
     form: Form,
     uri: &Uri,
     body: Body,
     audited: &mut Audited,
 ) -> Result<Answer<SamlMeta>, ApiError> {
-    let (rule, place, bytes) =
-        admit_and_read(state, peer, name, body, audited, Purpose::Sign).await?;
+    let (place, bytes) = read_xml(state, body).await?;
     let (document, options) = xml_form::decode(
         form,
         uri,
@@ -465,7 +381,7 @@ async fn saml_inner(
         },
         |q: SamlQuery| q,
     )?;
-    let key = resolve(state, &rule, options.algorithm.as_deref(), audited)?;
+    let key = resolve(state, rule, options.algorithm.as_deref(), audited);
     let reference_id = options.reference_id;
     let limits = state.settings().xml_limits;
     let timeout = state.settings().request_timeout;
@@ -473,11 +389,15 @@ async fn saml_inner(
     audited
         .run_off_session(state, timeout, move |seen| {
             let _place = place;
-            let opts = SamlOptions {
-                reference_id,
+            let options = |algorithm| SamlOptions {
+                reference_id: reference_id.clone(),
                 limits,
-                ..SamlOptions::new(key.algorithm)
+                ..SamlOptions::new(algorithm)
             };
+            let key = key.map_err(|refused| {
+                document_first(xml::check_saml(&document, &options(ANY)), refused)
+            })?;
+            let opts = options(key.algorithm);
             let mut cert_sha256 = None;
             let signed = xml::sign_saml(&document, &opts, &key.cert_der, |info| {
                 let signed = token.sign(&key.label, key.algorithm, info)?;
@@ -487,7 +407,7 @@ async fn saml_inner(
             .map_err(api_error)?;
             drop(document);
             seen.input_sha256 = hex::encode(signed.signed_info_sha256);
-            seen.reference = Some(signed.reference_uri.clone());
+            seen.reference = Some(printable(&signed.reference_uri, 256));
             seen.cert_sha256 = cert_sha256.clone();
             Ok(Answer {
                 form,

@@ -56,9 +56,9 @@ pub trait KeySigner: Send + Sync {
     /// The key labelled `label` as currently loaded.
     fn key(&self, label: &str) -> Option<Arc<KeyInfo>>;
 
-    /// The key labelled `label` for a signature: why not, if the token is down or the
-    /// key is not loaded (fast: no token call).
-    fn key_for_signing(&self, label: &str) -> Result<Arc<KeyInfo>, SignError>;
+    /// The key labelled `label`, to sign with, decrypt with or show: why not, if the
+    /// token is down or the key is not loaded (fast: no token call).
+    fn usable_key(&self, label: &str) -> Result<Arc<KeyInfo>, SignError>;
 
     /// Why the key labelled `label` is not usable now, when the signer knows (it was
     /// deleted or broke under the running daemon). No token call.

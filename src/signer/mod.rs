@@ -152,7 +152,7 @@ impl KeySigner for Signer {
         )
     }
 
-    fn key_for_signing(&self, label: &str) -> Result<Arc<KeyInfo>, SignError> {
+    fn usable_key(&self, label: &str) -> Result<Arc<KeyInfo>, SignError> {
         self.shared
             .connection()?
             .key_or_why(label)

@@ -174,7 +174,7 @@ impl KeySigner for NullSigner {
         self.inner.keys.get(label).map(|k| k.info.clone())
     }
 
-    fn key_for_signing(&self, label: &str) -> Result<Arc<KeyInfo>, SignError> {
+    fn usable_key(&self, label: &str) -> Result<Arc<KeyInfo>, SignError> {
         Ok(self.null_key(label)?.info.clone())
     }
 

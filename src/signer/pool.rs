@@ -48,6 +48,28 @@ pub(super) fn derive(
     Ok((z, key.info.clone()))
 }
 
+/// Whose fault a failed operation is, as [`with_key`] decides from the error alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The session or the link: reopen the session, or reconnect.
+    Link,
+    /// A stale handle (the key changed) or CKR_GENERAL_ERROR (the key's or the token's):
+    /// [`Connection::probe`] and a new look for the key say which.
+    KeyOrToken,
+    /// Neither: the request fails as it is, with the token and the key left alone.
+    Request,
+}
+
+fn fault_of(error: &TokenError) -> Fault {
+    if error.is_connection_lost() && !error.is_general_error() {
+        Fault::Link
+    } else if error.is_stale_handle() || error.is_general_error() {
+        Fault::KeyOrToken
+    } else {
+        Fault::Request
+    }
+}
+
 /// Runs `op` with the key labelled `label` on a pooled session, and decides whose fault
 /// a failure is:
 /// - a lost session is reopened (logging in again if the token dropped the login) and
@@ -90,14 +112,15 @@ fn with_key<T>(
             Err(e) => e,
         };
         let conn = held.conn.clone();
-        if error.is_connection_lost() && !error.is_general_error() {
+        let fault = fault_of(&error);
+        if fault == Fault::Link {
             // The session or the link: recover in place, or reconnect.
             drop(held);
             if retry && !reconnected && recover_in_place(shared, &conn, &error) {
                 tracing::warn!(%error, "token session lost; retrying once on a new session");
                 continue;
             }
-        } else if error.is_stale_handle() || error.is_general_error() {
+        } else if fault == Fault::KeyOrToken {
             // The key, or the token? A stale handle means the key object changed (import
             // --replace under the daemon) or the token's objects went away;
             // CKR_GENERAL_ERROR from one key's operation may be either.
@@ -187,5 +210,56 @@ fn recover_in_place(shared: &Shared, conn: &Connection, error: &TokenError) -> b
         },
         Some(RvError::SessionHandleInvalid | RvError::SessionClosed) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cryptoki::context::Function;
+    use cryptoki::error::{Error as CkError, RvError};
+
+    use super::*;
+
+    fn failed(rv: RvError) -> TokenError {
+        TokenError::Pkcs11 {
+            doing: "signing".into(),
+            cause: CkError::Pkcs11(rv, Function::Sign),
+        }
+    }
+
+    /// Each CKR value `with_key` treats apart, and what it makes of it.
+    #[test]
+    fn each_ckr_value_is_the_fault_of_the_link_the_key_or_the_request() {
+        use RvError::*;
+        let cases = [
+            (SessionHandleInvalid, Fault::Link),
+            (SessionClosed, Fault::Link),
+            (DeviceRemoved, Fault::Link),
+            (TokenNotPresent, Fault::Link),
+            (DeviceError, Fault::Link),
+            (UserNotLoggedIn, Fault::Link),
+            (CryptokiNotInitialized, Fault::Link),
+            (SlotIdInvalid, Fault::Link),
+            (GeneralError, Fault::KeyOrToken),
+            (KeyHandleInvalid, Fault::KeyOrToken),
+            (ObjectHandleInvalid, Fault::KeyOrToken),
+            (DataLenRange, Fault::Request),
+            (MechanismInvalid, Fault::Request),
+            (KeyFunctionNotPermitted, Fault::Request),
+            (KeyTypeInconsistent, Fault::Request),
+            (FunctionFailed, Fault::Request),
+            (HostMemory, Fault::Request),
+            (OperationActive, Fault::Request),
+        ];
+        for (rv, fault) in cases {
+            assert_eq!(fault_of(&failed(rv)), fault, "{rv:?}");
+        }
+    }
+
+    /// An error without a CKR value: a token that went empty is the link's fault.
+    #[test]
+    fn a_token_gone_empty_is_the_links_fault() {
+        let gone = TokenError::TokenEmpty { token: "t".into() };
+        assert_eq!(fault_of(&gone), Fault::Link, "{gone}");
     }
 }

@@ -9,7 +9,7 @@ use libxml::tree::{Document, Namespace, Node};
 use openssl::pkey::{Id, PKey, Public};
 use openssl::x509::X509;
 
-use super::error::{SignError, XmlError};
+use super::error::{XmlError, XmlSignError};
 use super::limits::XmlLimits;
 use super::parse::{self, Parsed};
 use super::raw;
@@ -55,13 +55,13 @@ impl Reference {
 }
 
 /// The certificate for KeyInfo, and its public key to check the token's answer with.
-pub(crate) struct Signer {
+pub(crate) struct SigningCert {
     pub algorithm: Algorithm,
     pub cert_der: Vec<u8>,
     key: PKey<Public>,
 }
 
-impl Signer {
+impl SigningCert {
     pub fn new(algorithm: Algorithm, cert_der: &[u8]) -> Result<Self, XmlError> {
         let key = public_key_of(cert_der)?;
         let fits = match algorithm.scheme() {
@@ -71,7 +71,7 @@ impl Signer {
         if !fits {
             return Err(XmlError::AlgorithmMismatch(algorithm.name().to_owned()));
         }
-        Ok(Signer {
+        Ok(SigningCert {
             algorithm,
             cert_der: cert_der.to_vec(),
             key,
@@ -215,9 +215,9 @@ pub(crate) struct Signed {
 /// the answer against the certificate, and fills in SignatureValue.
 pub(crate) fn sign<F, E>(
     skeleton: &mut Skeleton,
-    signer: &Signer,
+    signer: &SigningCert,
     sign: F,
-) -> Result<Signed, SignError<E>>
+) -> Result<Signed, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
@@ -227,7 +227,7 @@ where
     raw::exc_c14n_alone(&skeleton.signed_info, &mut |chunk| {
         signed_info.extend_from_slice(chunk)
     })?;
-    let value = sign(&signed_info).map_err(SignError::Token)?;
+    let value = sign(&signed_info).map_err(XmlSignError::Token)?;
     let digest = signer.algorithm.hash().digest(&signed_info);
     let verified =
         algorithm::verify_digest(&signer.key, signer.algorithm, &digest, &value).unwrap_or(false);

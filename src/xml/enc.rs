@@ -151,7 +151,16 @@ impl WkEncrypted {
 
 /// Parses `xml` safely (see [`parse`]) and reads its one encrypted assertion.
 pub fn read(xml: &[u8], max_depth: usize) -> Result<WkEncrypted, Refused> {
-    let parsed = parse::parse(xml, max_depth, &super::limits::XmlLimits::default())?;
+    read_limited(xml, max_depth, &super::limits::XmlLimits::default())
+}
+
+/// [`read`] within the configured `[xml]` limits instead of the defaults.
+pub fn read_limited(
+    xml: &[u8],
+    max_depth: usize,
+    limits: &super::limits::XmlLimits,
+) -> Result<WkEncrypted, Refused> {
+    let parsed = parse::parse(xml, max_depth, limits)?;
     super::shape::ids(&parsed.doc)?;
     let root = parsed
         .doc

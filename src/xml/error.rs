@@ -2,7 +2,7 @@
 //!
 //! Messages name at most a short, sanitised element name or ID: never document content.
 
-/// Why an XML document was not signed (a token failure is [`SignError::Token`] instead).
+/// Why an XML document was not signed (a token failure is [`XmlSignError::Token`] instead).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum XmlError {
     /// Not well-formed XML.
@@ -110,7 +110,7 @@ impl XmlError {
 
 /// Why signing failed: the XML (the caller's fault, mostly 400) or the token (503).
 #[derive(Debug, thiserror::Error)]
-pub enum SignError<E> {
+pub enum XmlSignError<E> {
     /// The document was refused or could not be processed.
     #[error(transparent)]
     Xml(#[from] XmlError),

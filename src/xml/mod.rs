@@ -43,7 +43,7 @@ pub mod shape;
 pub mod wss;
 pub mod xades;
 
-pub use error::{SignError, XmlError};
+pub use error::{XmlError, XmlSignError};
 pub use limits::XmlLimits;
 pub use options::{
     CertificateDigest, SamlOptions, SamlSigned, WssOptions, WssSigned, XadesOptions, XadesSigned,
@@ -60,7 +60,7 @@ pub fn sign_wss<F, E>(
     opts: &WssOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<WssSigned, SignError<E>>
+) -> Result<WssSigned, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
@@ -76,7 +76,7 @@ pub fn sign_saml<F, E>(
     opts: &SamlOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<SamlSigned, SignError<E>>
+) -> Result<SamlSigned, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
@@ -94,11 +94,32 @@ pub fn sign_xades<F, E>(
     opts: &XadesOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<XadesSigned, SignError<E>>
+) -> Result<XadesSigned, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     xades::sign(xml, opts, cert_der, sign)
+}
+
+/// The checks of [`sign_wss`] that need only the envelope and `opts`, not the key: the
+/// parse, the `[xml]` limits, the SOAP structure and an existing Timestamp. For a caller
+/// that reports a malformed document before a refusal of the algorithm or the key
+/// (the daemon's order of checks, docs/api.md).
+pub fn check_wss(envelope: &[u8], opts: &WssOptions) -> Result<(), XmlError> {
+    let parsed = parse::parse(envelope, opts.max_depth, &opts.limits)?;
+    let shape = shape::wss(&parsed.doc)?;
+    if opts.timestamp_ttl_seconds.is_some() && shape.timestamped {
+        return Err(XmlError::AlreadyTimestamped);
+    }
+    Ok(())
+}
+
+/// As [`check_wss`], for [`sign_saml`]: the parse, the limits, the IDs and the element
+/// to sign.
+pub fn check_saml(xml: &[u8], opts: &SamlOptions) -> Result<(), XmlError> {
+    let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
+    shape::saml(&parsed.doc, opts.reference_id.as_deref())?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use libxml::tree::Node;
 
-use super::dsig::{self, Reference, Signer};
-use super::error::{sanitise, SignError, XmlError};
+use super::dsig::{self, Reference, SigningCert};
+use super::error::{sanitise, XmlError, XmlSignError};
 use super::options::{SamlOptions, SamlSigned};
 use super::parse;
 use super::shape;
@@ -17,7 +17,7 @@ pub(crate) fn sign<F, E>(
     opts: &SamlOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<SamlSigned, SignError<E>>
+) -> Result<SamlSigned, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
@@ -38,11 +38,11 @@ fn build<F, E>(
     opts: &SamlOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<(String, dsig::Signed, [Reference; 1]), SignError<E>>
+) -> Result<(String, dsig::Signed, [Reference; 1]), XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
-    let signer = Signer::new(opts.algorithm, cert_der)?;
+    let signer = SigningCert::new(opts.algorithm, cert_der)?;
     let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
     let found = shape::saml(&parsed.doc, opts.reference_id.as_deref())?;
     let mut target = shape::node_at(&parsed.doc, &found.target)?;

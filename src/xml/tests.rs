@@ -39,7 +39,7 @@ fn es256(key: &PKey<Private>, data: &[u8]) -> Result<Vec<u8>, String> {
     Ok(raw)
 }
 
-fn wss(envelope: &str) -> Result<WssSigned, SignError<String>> {
+fn wss(envelope: &str) -> Result<WssSigned, XmlSignError<String>> {
     let (key, der) = ec_key();
     sign_wss(
         envelope.as_bytes(),
@@ -49,7 +49,7 @@ fn wss(envelope: &str) -> Result<WssSigned, SignError<String>> {
     )
 }
 
-fn saml(xml: &str, reference_id: Option<&str>) -> Result<SamlSigned, SignError<String>> {
+fn saml(xml: &str, reference_id: Option<&str>) -> Result<SamlSigned, XmlSignError<String>> {
     let (key, der) = ec_key();
     let opts = SamlOptions {
         reference_id: reference_id.map(str::to_owned),
@@ -58,9 +58,9 @@ fn saml(xml: &str, reference_id: Option<&str>) -> Result<SamlSigned, SignError<S
     sign_saml(xml.as_bytes(), &opts, &der, |d| es256(&key, d))
 }
 
-fn xml_error<T: std::fmt::Debug>(result: Result<T, SignError<String>>) -> XmlError {
+fn xml_error<T: std::fmt::Debug>(result: Result<T, XmlSignError<String>>) -> XmlError {
     match result {
-        Err(SignError::Xml(e)) => e,
+        Err(XmlSignError::Xml(e)) => e,
         other => panic!("expected an XML error, got {other:?}"),
     }
 }
@@ -102,7 +102,7 @@ fn a_signed_security_header_is_already_signed() {
 }
 
 #[test]
-fn an_existing_body_id_is_kept() -> Result<(), SignError<String>> {
+fn an_existing_body_id_is_kept() -> Result<(), XmlSignError<String>> {
     let env = format!(
         "<s:Envelope xmlns:s=\"{S11}\"><s:Body xmlns:wsu=\"{}\" wsu:Id=\"body-1\"><x/></s:Body></s:Envelope>",
         wss::WSU_NS
@@ -131,7 +131,7 @@ fn saml_refusals() {
 }
 
 #[test]
-fn signature_goes_after_issuer_or_first() -> Result<(), SignError<String>> {
+fn signature_goes_after_issuer_or_first() -> Result<(), XmlSignError<String>> {
     let signed = saml(AUTHN, None)?;
     assert!(
         signed.xml.contains("</saml2:Issuer><ds:Signature"),
@@ -157,7 +157,7 @@ fn a_token_failure_is_not_an_xml_error() {
         &der,
         |_| Err::<Vec<u8>, _>("token gone"),
     );
-    assert!(matches!(result, Err(SignError::Token("token gone"))));
+    assert!(matches!(result, Err(XmlSignError::Token("token gone"))));
 }
 
 #[test]
@@ -171,7 +171,7 @@ fn the_closure_is_not_called_for_a_refused_document() {
     );
     assert!(matches!(
         result,
-        Err(SignError::Xml(XmlError::DoctypeForbidden))
+        Err(XmlSignError::Xml(XmlError::DoctypeForbidden))
     ));
 }
 
@@ -187,7 +187,7 @@ fn a_signature_by_another_key_is_refused() {
     );
     assert!(matches!(
         result,
-        Err(SignError::Xml(XmlError::SignatureMismatch))
+        Err(XmlSignError::Xml(XmlError::SignatureMismatch))
     ));
 }
 
@@ -202,12 +202,12 @@ fn an_rsa_algorithm_with_an_ec_certificate_is_refused() {
     );
     assert!(matches!(
         result,
-        Err(SignError::Xml(XmlError::AlgorithmMismatch(_)))
+        Err(XmlSignError::Xml(XmlError::AlgorithmMismatch(_)))
     ));
 }
 
 #[test]
-fn the_audit_hash_is_sha256_of_what_the_closure_signed() -> Result<(), SignError<String>> {
+fn the_audit_hash_is_sha256_of_what_the_closure_signed() -> Result<(), XmlSignError<String>> {
     let (key, der) = ec_key();
     let mut seen = Vec::new();
     let signed = sign_saml(
@@ -228,7 +228,7 @@ fn the_audit_hash_is_sha256_of_what_the_closure_signed() -> Result<(), SignError
 }
 
 #[test]
-fn a_huge_non_ascii_text_node_is_signed_over_its_own_bytes() -> Result<(), SignError<String>> {
+fn a_huge_non_ascii_text_node_is_signed_over_its_own_bytes() -> Result<(), XmlSignError<String>> {
     // libxml2 flushes its c14n output inside long texts; a chunk ending inside "ż" once
     // became U+FFFD in the digest. Bytes now go straight to SHA-256.
     for prefix in ["", "a", "ab"] {
@@ -319,7 +319,7 @@ fn header_elements_named_envelope_header_or_body_are_refused() {
 }
 
 #[test]
-fn bodies_and_signatures_inside_the_payload_are_signed() -> Result<(), SignError<String>> {
+fn bodies_and_signatures_inside_the_payload_are_signed() -> Result<(), XmlSignError<String>> {
     let payload =
         "<doc><s:Body>inner</s:Body><Body/><x:Envelope xmlns:x=\"urn:x\"><x:Header/></x:Envelope>\
          <ds:Signature><ds:SignedInfo/></ds:Signature></doc>";
@@ -429,7 +429,7 @@ fn an_existing_timestamp_with_a_ttl_is_already_timestamped() {
 }
 
 #[test]
-fn an_existing_timestamp_without_a_ttl_is_left_as_sent() -> Result<(), SignError<String>> {
+fn an_existing_timestamp_without_a_ttl_is_left_as_sent() -> Result<(), XmlSignError<String>> {
     let signed = wss(&with_timestamp())?;
     assert_eq!(signed.reference_uris.len(), 1);
     assert_eq!(signed.timestamp_id, None);
@@ -437,7 +437,7 @@ fn an_existing_timestamp_without_a_ttl_is_left_as_sent() -> Result<(), SignError
     Ok(())
 }
 
-fn wss_with(xml: &str, limits: XmlLimits) -> Result<WssSigned, SignError<String>> {
+fn wss_with(xml: &str, limits: XmlLimits) -> Result<WssSigned, XmlSignError<String>> {
     let (key, der) = ec_key();
     let opts = WssOptions {
         limits,

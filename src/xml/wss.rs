@@ -7,8 +7,8 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-use super::dsig::{self, Reference, Signer};
-use super::error::{SignError, XmlError};
+use super::dsig::{self, Reference, SigningCert};
+use super::error::{XmlError, XmlSignError};
 pub use super::ns::{SOAP11_NS, SOAP12_NS, WSSE_NS, WSU_NS};
 use super::options::{WssOptions, WssSigned};
 use super::parse;
@@ -29,7 +29,7 @@ pub(crate) fn sign<F, E>(
     opts: &WssOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<WssSigned, SignError<E>>
+) -> Result<WssSigned, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
@@ -57,11 +57,11 @@ fn build<F, E>(
     opts: &WssOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<(WssSigned, dsig::Signed, Vec<Reference>), SignError<E>>
+) -> Result<(WssSigned, dsig::Signed, Vec<Reference>), XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
-    let signer = Signer::new(opts.algorithm, cert_der)?;
+    let signer = SigningCert::new(opts.algorithm, cert_der)?;
     let parsed = parse::parse(envelope, opts.max_depth, &opts.limits)?;
     let shape = shape::wss(&parsed.doc)?;
     if opts.timestamp_ttl_seconds.is_some() && shape.timestamped {

@@ -21,8 +21,8 @@ use libxml::tree::{Namespace, Node};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::dsig::{self, Reference, Signer, DS_NS};
-use super::error::{sanitise, SignError, XmlError};
+use super::dsig::{self, Reference, SigningCert, DS_NS};
+use super::error::{sanitise, XmlError, XmlSignError};
 use super::limits::XmlLimits;
 use super::options::{CertificateDigest, XadesOptions, XadesSigned};
 use super::parse::{self, Parsed};
@@ -49,7 +49,7 @@ pub(crate) fn sign<F, E>(
     opts: &XadesOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<XadesSigned, SignError<E>>
+) -> Result<XadesSigned, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
@@ -70,11 +70,11 @@ fn build<F, E>(
     opts: &XadesOptions,
     cert_der: &[u8],
     sign: F,
-) -> Result<Built, SignError<E>>
+) -> Result<Built, XmlSignError<E>>
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
-    let signer = Signer::new(opts.algorithm, cert_der)?;
+    let signer = SigningCert::new(opts.algorithm, cert_der)?;
     let issuer_serial = issuer_serial(cert_der)?;
     let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
     refuse_outer_instructions(&parsed)?;
