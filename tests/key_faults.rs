@@ -133,6 +133,85 @@ fn a_deleted_key_is_refused_alone_and_signs_again_once_it_is_back() -> Result {
     Ok(())
 }
 
+/// An outage longer than the one second requests wait for, with the supervisor's backoff
+/// grown to a second: while the HSM is away a request gets 503 `token_unavailable` after
+/// one quick attempt it asks the supervisor for (not after the backoff); once the HSM is
+/// back, requests are signed again, each asking for an attempt every 100 ms at most. Through
+/// p11-kit's client module the token shows up about 0.5 s after `pkcs11-tool` in a fresh
+/// process sees it, so the test retries until signed (within 20 s) and prints how long
+/// that took.
+#[test]
+fn a_long_outage_answers_503_at_once_and_signing_resumes_when_the_hsm_is_back() -> Result {
+    let hsm = TestToken::new()?;
+    let leaves = provision(&hsm, &[EPUAP])?;
+    let p11_socket = hsm.path("p11kit.sock");
+    let server = P11KitServer::start(&hsm, &p11_socket)?;
+    let config = Daemon::config_text(&hsm, &[EPUAP], "request_timeout_ms = 3000").replace(
+        &format!("module = \"{MODULE}\""),
+        &format!("module = \"{CLIENT_MODULE}\""),
+    );
+    let path = hsm.path("config.toml");
+    std::fs::write(&path, config)?;
+    let address = format!("unix:path={}", p11_socket.display());
+    let daemon = Daemon::start_with_env(&hsm, path, &[("P11_KIT_SERVER_ADDRESS", &address)])?;
+    let (status, answer) = sign(&daemon, "epuap", "RS256", "<before/>")?;
+    assert_eq!(status, 200, "{answer}");
+
+    server.kill()?;
+    // The daemon's health check (every second here) finds the link gone; after 3 s its
+    // backoff has grown to the full second.
+    wait_until(
+        Duration::from_secs(10),
+        "the daemon to see the outage",
+        || Ok(daemon.log_text().contains("token connection lost")),
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let started = Instant::now();
+    let (status, answer) = sign(&daemon, "epuap", "RS256", "<during/>")?;
+    eprintln!(
+        "a request during the outage was answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "token_unavailable", "{answer}");
+
+    let _server = P11KitServer::start(&hsm, &p11_socket)?;
+    wait_until(
+        Duration::from_secs(10),
+        "the p11-kit server to serve the token",
+        || {
+            let out = std::process::Command::new("pkcs11-tool")
+                .env("P11_KIT_SERVER_ADDRESS", &address)
+                .args(["--module", CLIENT_MODULE, "--list-token-slots"])
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).contains(&hsm.label))
+        },
+    )?;
+    let started = Instant::now();
+    let mut tries = 0;
+    let (status, answer) = loop {
+        tries += 1;
+        let (status, answer) = sign(&daemon, "epuap", "RS256", "<after/>")?;
+        if status == 200 || started.elapsed() > Duration::from_secs(20) {
+            break (status, answer);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "signing resumed {:?} after the HSM came back ({tries} requests)",
+        started.elapsed()
+    );
+    assert_eq!(
+        status,
+        200,
+        "no signature within 20 s of the HSM's return: {answer}\n{}",
+        daemon.log_text()
+    );
+    assert!(verified(&hsm, &leaves[0], "<after/>", &answer, false)?);
+    daemon.stop()?;
+    Ok(())
+}
+
 #[test]
 fn the_first_request_after_a_quick_reconnect_is_signed_not_refused() -> Result {
     let hsm = TestToken::new()?;

@@ -102,6 +102,9 @@ impl Signer {
             wants: Mutex::new(settings.wants),
             counters: settings.counters,
             pool: Mutex::new(Vec::new()),
+            failed_attempts: std::sync::atomic::AtomicU64::new(0),
+            attempting: std::sync::atomic::AtomicBool::new(false),
+            retry_now: std::sync::atomic::AtomicBool::new(false),
         });
         let sup = shared.clone();
         let supervisor = std::thread::Builder::new()
@@ -218,12 +221,18 @@ impl KeySigner for Signer {
     /// call returns, if ever.
     fn run_job(&self, timeout: Duration, job: Job) -> JobFuture<'_> {
         Box::pin(async move {
-            // Fail fast while the token is down instead of queueing behind it, except in
-            // an outage's first second, when the reconnect may be moments away: a token
-            // back within it costs the caller a short wait, not a 503.
+            // Never queue behind a lost token. In an outage's first second the reconnect
+            // may be moments away: wait for it. Later, ask the supervisor for one attempt
+            // now and wait for that alone: a token that is back signs this request, one
+            // that is not answers 503 after one quick attempt, not after a backoff.
             if let Err(down) = self.shared.connection() {
-                let Some(until) = self.shared.young_outage_until() else {
-                    return Err(down);
+                let (until, needed) = match self.shared.young_outage_until() {
+                    Some(until) => (until, None),
+                    None if matches!(down, SignError::Unavailable(_)) => (
+                        Instant::now() + shared::RECONNECT_WAIT,
+                        Some(self.shared.ask_for_attempt()),
+                    ),
+                    None => return Err(down),
                 };
                 let until = until.min(Instant::now() + timeout);
                 loop {
@@ -231,6 +240,9 @@ impl KeySigner for Signer {
                     match self.shared.connection() {
                         Ok(_) => break,
                         Err(e) if Instant::now() >= until => return Err(e),
+                        Err(e) if needed.is_some_and(|n| self.shared.attempt_failed_since(n)) => {
+                            return Err(e)
+                        }
                         Err(_) => {}
                     }
                 }

@@ -2,6 +2,7 @@
 //! the token's state, the pooled sessions, and how long a request may wait for a
 //! reconnect.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ thread_local! {
 /// How long a request that saw the connection go may wait for the reconnect, at most
 /// (and never past its own deadline): a token back within this is not an outage to the
 /// caller; one that is not gets 503 without making every request wait.
-const RECONNECT_WAIT: Duration = Duration::from_secs(1);
+pub(super) const RECONNECT_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs `f` with `deadline` as this thread's request deadline.
 pub(super) fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
@@ -61,6 +62,12 @@ pub(super) struct Shared {
     pub(super) wants: Mutex<Vec<KeyWant>>,
     pub(super) counters: TokenCounters,
     pub(super) pool: Mutex<Vec<Held>>,
+    /// Reconnect attempts the supervisor has finished without success.
+    pub(super) failed_attempts: AtomicU64,
+    /// The supervisor is in a reconnect attempt right now.
+    pub(super) attempting: AtomicBool,
+    /// A request asked the supervisor for an attempt now rather than after its backoff.
+    pub(super) retry_now: AtomicBool,
 }
 
 impl Shared {
@@ -129,6 +136,26 @@ impl Shared {
                 .expect("status lock")
                 .0;
         }
+    }
+
+    /// During an outage older than [`RECONNECT_WAIT`]: asks the supervisor to try to
+    /// connect now instead of after its backoff (it still leaves `BACKOFF_START` between
+    /// attempts), and returns how many failed attempts a request must see before it knows
+    /// that an attempt begun after this call failed too (see [`Self::attempt_failed_since`]).
+    /// So the first request after a token comes back finds it, and while it stays away each
+    /// request costs one quick attempt, not a wait to the end of the backoff.
+    pub(super) fn ask_for_attempt(&self) -> u64 {
+        let failed = self.failed_attempts.load(Ordering::Acquire);
+        let in_progress = u64::from(self.attempting.load(Ordering::Acquire));
+        self.retry_now.store(true, Ordering::Release);
+        let _guard = self.status.lock().expect("status lock");
+        self.wake.notify_all();
+        failed + in_progress + 1
+    }
+
+    /// Whether the attempt [`Self::ask_for_attempt`] asked for has failed.
+    pub(super) fn attempt_failed_since(&self, needed: u64) -> bool {
+        self.failed_attempts.load(Ordering::Acquire) >= needed
     }
 
     pub(super) fn mark_pin_problem(&self, error: &TokenError) {

@@ -1,7 +1,10 @@
 //! The supervisor: when a request finds the token lost, it retires the connection,
-//! closes the sessions, finalises the module, and connects again with backoff. A refused
-//! PIN stops it: it never logs in again on its own.
+//! closes the sessions, finalises the module, and connects again with backoff (100 ms
+//! doubling to 1 s); a request during a longer outage cuts the backoff short to 100 ms,
+//! so the first request after the token is back finds it. A refused PIN stops it: it
+//! never logs in again on its own.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,7 +97,9 @@ fn reconnect(shared: &Shared, generation: u64) -> bool {
             return false;
         }
         let wants = shared.wants.lock().expect("wants lock").clone();
-        match Connection::connect(
+        shared.attempting.store(true, Ordering::Release);
+        shared.retry_now.store(false, Ordering::Release);
+        let attempt = Connection::connect(
             &shared.module,
             &shared.selector,
             &shared.pin,
@@ -102,7 +107,9 @@ fn reconnect(shared: &Shared, generation: u64) -> bool {
             generation,
             shared.counters.clone(),
             Keys::Tolerate,
-        ) {
+        );
+        shared.attempting.store(false, Ordering::Release);
+        match attempt {
             Ok(conn) => {
                 *shared.conn.write().expect("connection lock") = Some(Arc::new(conn));
                 *shared.status.lock().expect("status lock") = Status::Up;
@@ -130,9 +137,37 @@ fn reconnect(shared: &Shared, generation: u64) -> bool {
                 {
                     *reason = e.to_string();
                 }
-                std::thread::sleep(backoff);
+                shared.failed_attempts.fetch_add(1, Ordering::AcqRel);
+                wait_backoff(shared, backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
+    }
+}
+
+/// Sleeps `backoff` after a failed attempt, or only [`BACKOFF_START`] when a request asks
+/// for an attempt now (`Shared::ask_for_attempt`); returns at once when stopping.
+fn wait_backoff(shared: &Shared, backoff: Duration) {
+    let start = Instant::now();
+    let mut status = shared.status.lock().expect("status lock");
+    loop {
+        if matches!(*status, Status::Stopping) {
+            return;
+        }
+        let elapsed = start.elapsed();
+        let asked = shared.retry_now.load(Ordering::Acquire);
+        let until = if asked {
+            BACKOFF_START.min(backoff)
+        } else {
+            backoff
+        };
+        if elapsed >= until {
+            return;
+        }
+        status = shared
+            .wake
+            .wait_timeout(status, until - elapsed)
+            .expect("status lock")
+            .0;
     }
 }
