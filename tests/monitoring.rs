@@ -7,30 +7,10 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::process::Command;
 
 use common::daemon::{provision, KeySetup};
 use common::*;
-
-/// The fenced ```sh block after `<!-- test: NAME -->` in `doc`.
-fn doc_block(doc: &str, name: &str) -> Result<String> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))?;
-    let marker = format!("<!-- test: {name} -->");
-    let after = text
-        .split_once(&marker)
-        .ok_or_else(|| format!("{doc} has no {marker}"))?
-        .1;
-    let body = after
-        .split_once("```sh\n")
-        .ok_or("no ```sh block after the marker")?
-        .1;
-    Ok(body
-        .split_once("```")
-        .ok_or("unclosed block")?
-        .0
-        .to_string())
-}
 
 fn plugin_answers(doc: &str) -> Result {
     if !nix::unistd::geteuid().is_root() {

@@ -684,25 +684,6 @@ fn the_sign_and_sign_xml_commands_work_over_mutual_tls() -> Result {
     Ok(())
 }
 
-/// The fenced block after `<!-- test: NAME -->` in `doc` (a path under the repository).
-fn doc_block(doc: &str, name: &str) -> Result<String> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))?;
-    let marker = format!("<!-- test: {name} -->");
-    let after = text
-        .split_once(&marker)
-        .ok_or_else(|| format!("{doc} has no {marker}"))?
-        .1;
-    let body = after
-        .split_once("```sh\n")
-        .ok_or("no ```sh block after the marker")?
-        .1;
-    Ok(body
-        .split_once("```")
-        .ok_or("unclosed block")?
-        .0
-        .to_string())
-}
-
 /// Runs a documented block with bash in `dir`, as the host `localhost` on `port`.
 fn run_doc_block(token: &TestToken, dir: &Path, block: &str, port: u16) -> Result<Output> {
     let script = block

@@ -410,3 +410,23 @@ pub fn missing_precondition(why: &str) -> Result {
     eprintln!("SKIPPED (CI is unset, so this is not a failure): {why}");
     Ok(())
 }
+
+/// The fenced ```sh block after `<!-- test: NAME -->` in `doc` (a path under the
+/// repository): a documented procedure a test runs as written.
+pub fn doc_block(doc: &str, name: &str) -> Result<String> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))?;
+    let marker = format!("<!-- test: {name} -->");
+    let after = text
+        .split_once(&marker)
+        .ok_or_else(|| format!("{doc} has no {marker}"))?
+        .1;
+    let body = after
+        .split_once("```sh\n")
+        .ok_or("no ```sh block after the marker")?
+        .1;
+    Ok(body
+        .split_once("```")
+        .ok_or("unclosed block")?
+        .0
+        .to_string())
+}
