@@ -301,6 +301,17 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, in the configuration's order.
+    pub const ALL: [Operation; 7] = [
+        Operation::Sign,
+        Operation::Wss,
+        Operation::Saml,
+        Operation::Decrypt,
+        Operation::Jws,
+        Operation::Jwt,
+        Operation::Xades,
+    ];
+
     /// The name used in the configuration.
     pub fn name(self) -> &'static str {
         match self {

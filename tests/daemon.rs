@@ -1038,3 +1038,61 @@ fn idle_and_slow_clients_are_cut_off_while_others_are_served() -> Result {
     );
     Ok(())
 }
+
+/// `[[keys]] operations` narrows a key to the endpoints it names, through the real socket:
+/// two names on one RSA key, one for `wss` only, one for `sign` only. Each is refused 403
+/// `operation_not_allowed` on the other endpoint, with an audit record, and the allowed
+/// one signs (checked with openssl, and the envelope's SignatureValue present).
+#[test]
+fn operations_limit_a_key_to_the_endpoints_it_names() -> Result {
+    let token = TestToken::new()?;
+    let leaves = provision(&token, &[EPUAP])?;
+    let config = token.path("config.toml");
+    let text = Daemon::config_text(&token, &[], "")
+        + "\n[[keys]]\nname = \"wss-only\"\nlabel = \"gsko-epuap\"\nalgorithms = [\"RS256\"]\noperations = [\"wss\"]\n"
+        + "\n[[keys]]\nname = \"sign-only\"\nlabel = \"gsko-epuap\"\nalgorithms = [\"RS256\"]\noperations = [\"sign\"]\n";
+    std::fs::write(&config, text)?;
+    let daemon = Daemon::start_with(&token, config)?;
+
+    let (status, answer) = post_sign(
+        &daemon,
+        "wss-only",
+        &sign_body("RS256", "data", SIGNED_INFO),
+    )?;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["code"], "operation_not_allowed", "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "key \"wss-only\" is not configured for sign ([[keys]] operations)"
+    );
+    let signature = sign_ok(&daemon, "sign-only", "RS256", "data", SIGNED_INFO)?;
+    assert!(openssl_verify(
+        token.dir.path(),
+        &leaves[0].cert,
+        SIGNED_INFO,
+        &signature,
+        &["-sha256"]
+    )?);
+
+    let envelope = "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><a>b</a></soap:Body></soap:Envelope>";
+    let body = json!({ "envelope": envelope }).to_string();
+    let (status, answer) = daemon.json("POST", "/v1/keys/sign-only/wss/sign", Some(&body))?;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["code"], "operation_not_allowed", "{answer}");
+    let (status, answer) = daemon.json("POST", "/v1/keys/wss-only/wss/sign", Some(&body))?;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["envelope"]
+            .as_str()
+            .is_some_and(|e| e.contains("SignatureValue")),
+        "{answer}"
+    );
+    let lines = wait_for_lines(&daemon.audit, 4)?;
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("operation_not_allowed"))
+        .count();
+    assert_eq!(refused, 2, "{lines:?}");
+    daemon.stop()?;
+    Ok(())
+}

@@ -20,7 +20,7 @@ use super::policy::KeyRule;
 use super::request::{read_xml, Endpoint, KeyRequest};
 use super::state::AppState;
 use super::token_call::TokenCall;
-use crate::config::Purpose;
+use crate::config::{Operation, Purpose};
 use crate::xml::{ecdh_es, enc, DEFAULT_MAX_DEPTH};
 
 /// What the audit record names as the algorithm of a decryption refused before the
@@ -49,6 +49,7 @@ pub(super) struct Decrypt;
 impl Endpoint for Decrypt {
     const OP: &'static str = "decrypt";
     const PURPOSE: Purpose = Purpose::Decrypt;
+    const OPERATION: Operation = Operation::Decrypt;
 }
 
 pub(super) async fn decrypt(request: KeyRequest<Decrypt>, body: Body) -> Response {

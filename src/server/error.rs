@@ -181,6 +181,15 @@ impl ApiError {
         }
     }
 
+    /// 403 `operation_not_allowed`: the key's `operations` list leaves this endpoint out.
+    pub fn operation_not_allowed(name: &str, operation: crate::config::Operation) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "operation_not_allowed",
+            format!("key {name:?} is not configured for {operation} ([[keys]] operations)"),
+        )
+    }
+
     /// 422 `wrong_purpose`: a decrypt key asked to sign, or a sign key asked to decrypt.
     pub fn wrong_purpose(name: &str, purpose: Purpose, wanted: Purpose) -> Self {
         Self::unprocessable(

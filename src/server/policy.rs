@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::algorithm::Algorithm;
-use crate::config::{KeyConfig, Purpose, Resolved};
+use crate::config::{KeyConfig, Operation, Purpose, Resolved};
 
 use super::error::ApiError;
 use super::peer::{Local, Peer};
@@ -39,6 +39,8 @@ pub struct KeyRule {
     pub allow_expired: bool,
     /// Signing or decrypting: a key does one.
     pub purpose: Purpose,
+    /// The endpoints it serves ([`KeyConfig::allows_operation`]).
+    operations: Vec<Operation>,
 }
 
 impl Policy {
@@ -181,6 +183,18 @@ impl KeyRule {
         }
     }
 
+    /// `Ok` if the key serves `operation` (its `operations` list, or without one every
+    /// operation of its purpose), else 403 `operation_not_allowed`: `/sign` over a digest
+    /// can make any other signature, so a key narrowed to, say, client assertions must
+    /// not serve it.
+    pub fn require_operation(&self, operation: Operation) -> Result<(), ApiError> {
+        if self.operations.contains(&operation) {
+            Ok(())
+        } else {
+            Err(ApiError::operation_not_allowed(&self.name, operation))
+        }
+    }
+
     /// Deny by default across transports. A local caller may use a key whose rule names
     /// no principal at all, or whose `allowed_uids` / `allowed_gids` each match it (each
     /// list that is set must match); a key whose rule names only `allowed_clients` serves
@@ -222,6 +236,10 @@ impl From<&KeyConfig> for KeyRule {
                 .map(|c| c.iter().map(|n| Arc::from(n.as_str())).collect()),
             allow_expired: k.allow_expired,
             purpose: k.purpose,
+            operations: Operation::ALL
+                .into_iter()
+                .filter(|op| k.allows_operation(*op))
+                .collect(),
         }
     }
 }
@@ -241,6 +259,7 @@ mod tests {
             allowed_clients: clients.map(|c| c.iter().map(|n| Arc::from(*n)).collect()),
             allow_expired: false,
             purpose: Purpose::Sign,
+            operations: vec![Operation::Sign, Operation::Wss, Operation::Saml],
         }
     }
 

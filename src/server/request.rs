@@ -23,7 +23,7 @@ use super::policy::KeyRule;
 use super::state::AppState;
 use crate::algorithm::{self, Algorithm};
 use crate::cert::KeyKind;
-use crate::config::Purpose;
+use crate::config::{Operation, Purpose};
 use crate::text::printable;
 
 /// What an audited key endpoint is: its name in the audit record and the purpose its
@@ -33,6 +33,8 @@ pub trait Endpoint {
     const OP: &'static str;
     /// The purpose the key must be configured with.
     const PURPOSE: Purpose;
+    /// The operation a key's `operations` list must name, when it has one.
+    const OPERATION: Operation;
 }
 
 /// A request for a key that passed the peer, key-name and purpose checks, with its audit
@@ -58,7 +60,10 @@ impl<E: Endpoint + Send> FromRequestParts<Arc<AppState>> for KeyRequest<E> {
         let peer = peer_of(parts).map_err(IntoResponse::into_response)?;
         let mut audited = Audited::begin(E::OP, peer.clone(), state);
         match found_key(parts, state, &peer, &mut audited).await {
-            Ok(rule) => match rule.require(E::PURPOSE) {
+            Ok(rule) => match rule
+                .require(E::PURPOSE)
+                .and_then(|()| rule.require_operation(E::OPERATION))
+            {
                 Ok(()) => Ok(Self {
                     state: state.clone(),
                     rule,

@@ -13,7 +13,7 @@ use super::policy::KeyRule;
 use super::request::{check_key, choose_algorithm, Endpoint, KeyRequest};
 use super::state::AppState;
 use crate::algorithm::{self, Algorithm, Scheme};
-use crate::config::Purpose;
+use crate::config::{Operation, Purpose};
 use crate::text::printable;
 
 /// The body of `POST /v1/keys/{name}/sign`.
@@ -43,6 +43,7 @@ pub(super) struct Sign;
 impl Endpoint for Sign {
     const OP: &'static str = "sign";
     const PURPOSE: Purpose = Purpose::Sign;
+    const OPERATION: Operation = Operation::Sign;
 }
 
 pub(super) async fn sign(request: KeyRequest<Sign>, body: Body) -> Response {

@@ -35,7 +35,7 @@ use super::state::AppState;
 use super::token_call::TokenCall;
 use super::xml_form::{self, Answer, Form, Metadata};
 use crate::algorithm::Algorithm;
-use crate::config::Purpose;
+use crate::config::{Operation, Purpose};
 use crate::signer::{KeyInfo, SignError};
 use crate::text::printable;
 use crate::xml::{self, SamlOptions, WssOptions, XmlError, XmlSignError};
@@ -176,6 +176,7 @@ pub(super) struct Wss;
 impl Endpoint for Wss {
     const OP: &'static str = "wss";
     const PURPOSE: Purpose = Purpose::Sign;
+    const OPERATION: Operation = Operation::Wss;
 }
 
 /// `saml` in the audit record; the key must sign.
@@ -184,6 +185,7 @@ pub(super) struct Saml;
 impl Endpoint for Saml {
     const OP: &'static str = "saml";
     const PURPOSE: Purpose = Purpose::Sign;
+    const OPERATION: Operation = Operation::Saml;
 }
 
 pub(super) async fn wss(
