@@ -6,7 +6,7 @@
 //! lines after it are its expected output (standard output and error), `…` matches any text
 //! within a line, and every command must exit 0.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! recomputed. Each test checks that the allowed caller's signatures verify against the
 //! certificate, and that no 200 answer lacks its record.
 
-mod common;
+use crate::common;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +15,7 @@ use common::fixtures::*;
 use common::*;
 use serde_json::Value;
 
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+use crate::common::daemon::EPUAP;
 
 const CHECKPOINT: KeySetup = KeySetup {
     name: "unused",

@@ -2,7 +2,7 @@
 //! PIN; checked with pkcs11-tool (OpenSC), a tool this project did not write. Every
 //! refusal leaves the old PIN working.
 
-mod common;
+use crate::common;
 use std::process::Command;
 
 use common::*;

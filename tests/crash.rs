@@ -10,7 +10,7 @@
 //! request that started once the old daemon was dead must succeed, signing must be back
 //! within 1 s of each crash, and no signature may be wrong.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::daemon::{provision, Daemon, KeySetup};
+use common::daemon::{provision, Daemon};
 use common::*;
 use hsm_signer::client::ClientError;
 
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+use crate::common::daemon::EPUAP;
 
 const ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
 

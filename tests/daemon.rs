@@ -4,7 +4,7 @@
 //! bad requests with their status and code while the daemon keeps serving; the
 //! `hsm-signer sign` client; many clients at once; slow and idle clients.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -21,21 +21,9 @@ use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
 use serde_json::{json, Value};
 
-const EPUAP: KeySetup = KeySetup {
-    name: "epuap",
-    label: "gsko-epuap",
-    spec: KeySpec::Rsa(2048),
-    algorithms: &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
-    extra: "",
-};
+use crate::common::daemon::EPUAP_EVERY_RSA as EPUAP;
 
-const WK: KeySetup = KeySetup {
-    name: "wk",
-    label: "gsko-wk",
-    spec: KeySpec::P256,
-    algorithms: &["ES256"],
-    extra: "",
-};
+use crate::common::daemon::WK;
 
 const P384: KeySetup = KeySetup {
     name: "p384",

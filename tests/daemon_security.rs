@@ -3,7 +3,7 @@
 //! uids checked with curl run as another user), the audit log's hash chain, reload,
 //! shutdown and refusals at start, and what another process can read of the daemon.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
@@ -12,22 +12,16 @@ use common::daemon::{
     openssl_verify, provision, raw_to_der, serve_once, sign_body, signature_of, wait_for_lines,
     wait_until, Daemon, KeySetup,
 };
-use common::fixtures::{KeySpec, Leaf};
+use common::fixtures::Leaf;
 use common::*;
 use serde_json::{json, Value};
 
 /// The unprivileged uid (and gid) the access tests run curl as.
 const NOBODY: u32 = 65534;
 
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+use crate::common::daemon::EPUAP;
 
-const WK: KeySetup = KeySetup {
-    name: "wk",
-    label: "gsko-wk",
-    spec: KeySpec::P256,
-    algorithms: &["ES256"],
-    extra: "",
-};
+use crate::common::daemon::WK;
 
 const DATA: &[u8] = b"<ds:SignedInfo>GSKO AuthnRequest</ds:SignedInfo>";
 

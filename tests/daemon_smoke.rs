@@ -1,7 +1,7 @@
 //! The daemon starts on a test token, signs RS256 over the socket, and the signature
 //! verifies with the openssl CLI against the certificate.
 
-mod common;
+use crate::common;
 use base64::Engine;
 use common::daemon::{openssl_verify, provision, Daemon, KeySetup};
 use common::*;

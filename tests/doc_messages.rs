@@ -14,7 +14,7 @@
 //! `shutting_down` and "key not loaded" answers need a card or a race to provoke: those
 //! few quotes (listed in [`SOURCE_ONLY`]) are checked against the literal text in src/.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -277,7 +277,7 @@ fn write_config(token: &TestToken, name: &str, text: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+use crate::common::daemon::EPUAP;
 
 /// What `serve` prints for each start-up fault of operations.md §5.2.
 fn serve_faults() -> Result<Vec<String>> {

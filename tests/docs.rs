@@ -31,7 +31,7 @@
 //! - `<!-- run: tests/FILE.rs -->` before a ```console block hands it to that test (which
 //!   must exist and name this doc), e.g. blocks that need the example clients and a daemon.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -15,7 +15,7 @@
 //! java, javac) or a verifier is not installed. `scripts/test` installs php (with php-soap),
 //! xmlsec1, a JDK and the Python verifiers, so on CI those tests run.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

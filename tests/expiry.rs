@@ -3,7 +3,7 @@
 //! turning to "warning" for a certificate that expires in 10 days, and an expired
 //! certificate refused for signing unless its key allows it.
 
-mod common;
+use crate::common;
 use std::process::Command;
 
 use base64::Engine;

@@ -11,7 +11,7 @@
 //!   steps assert the refusal and its message instead, and the other steps use a key
 //!   generated on the token (`hsm-signer generate --self-signed-days`).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! and their attributes, the openssl CLI for the CSR and the certificate, xmlsec1 for a
 //! SAML signature the daemon makes with a generated key.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

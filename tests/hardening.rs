@@ -2,7 +2,7 @@
 //! reload applies while the token is down, escaped Unicode format characters in the
 //! audit log, and secret and configuration files open to others refused by the daemon.
 
-mod common;
+use crate::common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use common::daemon::*;
 use common::*;
 use serde_json::{json, Value};
 
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+use crate::common::daemon::EPUAP;
 
 /// Sends `count` requests with made-up algorithm names over one keep-alive connection
 /// (Python's http.client), returning the statuses seen.

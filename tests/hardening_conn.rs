@@ -5,7 +5,7 @@
 //! Host, a socket path swapped for a symlink, SIGTERM with stalled connections, and a
 //! caller whose idle keep-alive connections fill its share.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{
     openssl_verify, parse_http, provision, raw_http, serve_once, sign_body, signature_of,
-    wait_until, Daemon, KeySetup,
+    wait_until, Daemon,
 };
 use common::fixtures::Leaf;
 use common::*;
@@ -24,7 +24,7 @@ use serde_json::Value;
 
 /// The uid (and gid) the refused clients run as.
 const NOBODY: u32 = 65534;
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+use crate::common::daemon::EPUAP;
 const DATA: &[u8] = b"<ds:SignedInfo>GSKO AuthnRequest</ds:SignedInfo>";
 /// Runs a command as [`NOBODY`], with no supplementary groups.
 const AS_NOBODY: [&str; 4] = [

@@ -3,7 +3,7 @@
 //! project did not write (pkcs11-tool, p11tool, openssl), and `verify`, `list`, `remove`
 //! and `--replace` on what was imported.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

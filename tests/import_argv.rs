@@ -6,7 +6,7 @@
 //! that account owns, in a token directory of this test's own. The PIN and password reach
 //! the shell as 2.3 and 2.5 leave them: exported variables, never on a command line.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

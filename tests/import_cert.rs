@@ -2,7 +2,7 @@
 //! for the same key: new serial, new validity). It replaces the old certificate only when
 //! it is for the same key; CA certificates from `--chain` are added when missing.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

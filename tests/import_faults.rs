@@ -2,7 +2,7 @@
 //! says what is wrong, and leave the token exactly as it was (a token that already holds
 //! a key, so that "unchanged" means something). Secrets never reach the output.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! hold. Each is refused with its reason, at once (or when the 2 s bound passes), and the
 //! token is left as it was (checked with pkcs11-tool).
 
-mod common;
+use crate::common;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -2,7 +2,7 @@
 //! daemon's account cannot read (`runuser -u hsm-signer -- hsm-signer import --p12 - < F`).
 //! Standard input then carries the file, so no secret may be asked there.
 
-mod common;
+use crate::common;
 use std::io::Write;
 use std::process::Stdio;
 

@@ -4,7 +4,7 @@
 //! no session objects); the key's protection; `--method auto`; and a failure in the
 //! middle of the unwrap, which must leave the token as it was.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

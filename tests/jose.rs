@@ -11,7 +11,7 @@
 //! imported and generated, signed with by the daemon, and a client assertion signed
 //! through the daemon's `/sign`.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::PathBuf;

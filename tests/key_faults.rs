@@ -6,22 +6,15 @@
 //! - a "network HSM" (p11-kit server) restarted under the daemon: the first request after
 //!   it is back is signed on the new connection instead of failing with 503.
 
-mod common;
+use crate::common;
 use std::time::{Duration, Instant};
 
 use common::daemon::*;
-use common::fixtures::KeySpec;
 use common::p11kit::{P11KitServer, CLIENT_MODULE};
 use common::*;
 
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
-const WK: KeySetup = KeySetup {
-    name: "wk",
-    label: "wk-sign",
-    spec: KeySpec::P256,
-    algorithms: &["ES256"],
-    extra: "",
-};
+use crate::common::daemon::EPUAP;
+use crate::common::daemon::WK;
 
 /// Signs `data` with key `name`; the status, and the JSON answer.
 fn sign(daemon: &Daemon, name: &str, alg: &str, data: &str) -> Result<(u16, serde_json::Value)> {

@@ -4,7 +4,7 @@
 //! `cryptography` for the subject (OID, string type, value), `openssl req -verify` for
 //! the signature, pkcs11-tool for the key's protection.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

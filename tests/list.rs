@@ -1,7 +1,7 @@
 //! `list` exits 1 when a key on the token shows a PROBLEM, so cron and monitoring notice
 //! (it printed PROBLEM and exited 0 before).
 
-mod common;
+use crate::common;
 use common::daemon::{provision, KeySetup};
 use common::*;
 

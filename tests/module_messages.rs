@@ -5,7 +5,7 @@
 //! `tokens` leaving pkcs11-spy out and keeping modules' own stderr chatter out of its
 //! output.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

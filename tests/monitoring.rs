@@ -4,7 +4,7 @@
 //! (3) with sudo's reason, where a bare `sudo -n` would have exited 1, which Nagios shows
 //! as WARNING.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! no login (counted by the daemon's own `hsm_signer_token_*` metrics), and every one of
 //! them must still be a valid signature.
 
-mod common;
+use crate::common;
 use base64::Engine;
 use common::daemon::{provision, Daemon, KeySetup};
 use common::fixtures::KeySpec;

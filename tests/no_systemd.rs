@@ -5,7 +5,7 @@
 //! unit's mode and group, and a signature asked for as `www-data` must verify. Section 3's
 //! quick test then runs as written in a root shell with `umask 077`.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

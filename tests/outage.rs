@@ -4,7 +4,7 @@
 //! fail fast with 503 (none hangs), health must say 503, signing must come back by
 //! itself within 5 s without restarting the daemon, and no signature may be wrong.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! CKF_USER_PIN_COUNT_LOW), so "locked" here is the state after wrong PINs that a card
 //! would lock on.
 
-mod common;
+use crate::common;
 use std::process::Command;
 
 use common::fixtures::*;

@@ -1,6 +1,6 @@
 //! `import --record FILE`: a printable record of the import for the security register.
 
-mod common;
+use crate::common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::fixtures::*;

@@ -4,7 +4,7 @@
 //! against the certificate whose SHA-256 the response names. Also `import --replace`
 //! under a running daemon: the next request finds the new key by itself.
 
-mod common;
+use crate::common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 //! one is measured and printed, not asserted (on 2 cores with a software token there is
 //! no scaling to claim; the point is that the shape works).
 
-mod common;
+use crate::common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use common::p11kit::{P11KitServer, CLIENT_MODULE};
 use common::*;
 use hsm_signer::client::{self, Endpoint};
 
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+use crate::common::daemon::EPUAP;
 
 /// A daemon of its own (socket, log, audit in `home`'s directory) on `hsm`'s token,
 /// reached through the p11-kit client module.

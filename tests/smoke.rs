@@ -1,6 +1,6 @@
 //! Smoke test of the token helper: two tokens in one process stay apart.
 
-mod common;
+use crate::common;
 use common::*;
 
 #[test]

@@ -4,9 +4,9 @@
 //! their normal latency. Every signature is verified against the certificate in-process.
 //!
 //! The figures (samples, latencies) go to standard error for the closing note:
-//! `cargo test --test soak -- --nocapture`.
+//! `cargo test --test tests soak:: -- --nocapture`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -15,12 +15,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::daemon::{provision, Daemon, KeySetup};
+use common::daemon::{provision, Daemon};
 use common::*;
 use hsm_signer::client::ClientError;
 use openssl::pkey::{PKey, Public};
 
-const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+use crate::common::daemon::EPUAP;
 
 /// The daemon's resident memory in KiB (VmRSS).
 fn rss_kib(pid: u32) -> Result<u64> {

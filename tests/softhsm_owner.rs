@@ -2,7 +2,7 @@
 //! is refused up front: it would leave root-owned files that account cannot read, and the
 //! daemon would stop finding its keys. Nothing on the token changes.
 
-mod common;
+use crate::common;
 use std::process::Command;
 
 use common::fixtures::*;

@@ -2,10 +2,8 @@
 //! in the policy and the audit log, checked with curl and `openssl s_client`, tools this
 //! project did not write. The Unix socket keeps serving beside it.
 
-mod common;
-#[path = "tls/flood.rs"]
+use crate::common;
 mod flood;
-#[path = "tls/identity.rs"]
 mod identity;
 
 use std::io::Write;

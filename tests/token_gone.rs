@@ -3,7 +3,7 @@
 //! why; once it is back, signing resumes by itself (the supervisor reconnects, which is
 //! what makes SoftHSM read the directory again), and every signature verifies.
 
-mod common;
+use crate::common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;

@@ -7,7 +7,7 @@
 //! PKCS#11 (the path is `tpm2_ptool import`, then `hsm-signer import-cert`), and a PIN
 //! locked by the TPM's dictionary-attack protection.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

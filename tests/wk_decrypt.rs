@@ -4,31 +4,17 @@
 //! `cryptography` (tests/verifiers/wk_encrypt.py), never by this project's code, and
 //! the answers are compared byte for byte with what was encrypted.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{provision_with_args, serve_once, wait_for_lines, Daemon, KeySetup};
-use common::fixtures::{parse_p11_objects, KeySpec, Leaf};
+use common::daemon::{provision_with_args, serve_once, wait_for_lines, Daemon};
+use common::fixtures::{parse_p11_objects, Leaf};
 use common::*;
 
-const WK_ENC: KeySetup = KeySetup {
-    name: "wk-enc",
-    label: "gsko-wk-enc",
-    spec: KeySpec::P256,
-    algorithms: &[],
-    extra: "purpose = \"decrypt\"",
-};
-
-const WK_SIGN: KeySetup = KeySetup {
-    name: "wk-sign",
-    label: "gsko-wk-sign",
-    spec: KeySpec::P256,
-    algorithms: &["ES256"],
-    extra: "",
-};
+use crate::common::daemon::{WK_ENC, WK_SIGN};
 
 /// A PESEL no test input shares by accident, and a surname with every Polish letter.
 const PESEL: &str = "44051401458";

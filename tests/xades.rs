@@ -11,7 +11,7 @@
 //! - xadesjs on Node (tools/verifiers-xades, `npm ci` by scripts/test);
 //! - the JDK's javax.xml.crypto (tests/verifiers/VerifyXml.java).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

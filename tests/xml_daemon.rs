@@ -7,7 +7,7 @@
 //! Python; an 8 MB envelope is signed under the default configuration; `max_xml_in_flight`
 //! bounds the documents in work; a malformed document gets 400 while the token is down.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

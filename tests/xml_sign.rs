@@ -3,7 +3,7 @@
 //! and signxml (tests/verifiers/verify_xml.py), and the JDK's javax.xml.crypto.dsig
 //! (tests/verifiers/VerifyXml.java). Each verifier must also say *what* it validated.
 
-mod common;
+use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::verifiers::{self, *};

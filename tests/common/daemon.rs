@@ -38,6 +38,40 @@ impl KeySetup {
     }
 }
 
+/// The ePUAP key as GSKO uses it: RSA-2048, RS256 only.
+pub const EPUAP: KeySetup = KeySetup::rs256("epuap", "gsko-epuap");
+
+/// The ePUAP key with every RSA algorithm the daemon offers.
+pub const EPUAP_EVERY_RSA: KeySetup = KeySetup {
+    algorithms: &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
+    ..EPUAP
+};
+
+/// Węzeł Krajowy's signing key: EC P-256, ES256.
+pub const WK: KeySetup = KeySetup {
+    name: "wk",
+    label: "gsko-wk",
+    spec: KeySpec::P256,
+    algorithms: &["ES256"],
+    extra: "",
+};
+
+/// Węzeł Krajowy's signing key beside its decryption key ([`WK_ENC`]).
+pub const WK_SIGN: KeySetup = KeySetup {
+    name: "wk-sign",
+    label: "gsko-wk-sign",
+    ..WK
+};
+
+/// Węzeł Krajowy's decryption key: EC P-256, `purpose = "decrypt"`, no algorithms.
+pub const WK_ENC: KeySetup = KeySetup {
+    name: "wk-enc",
+    label: "gsko-wk-enc",
+    spec: KeySpec::P256,
+    algorithms: &[],
+    extra: "purpose = \"decrypt\"",
+};
+
 /// Imports a fresh key (with its own CA) for each setup; returns them in order.
 pub fn provision(token: &TestToken, keys: &[KeySetup]) -> Result<Vec<Leaf>> {
     let ca = Ca::sigillum()?;

@@ -50,13 +50,3 @@ pub fn create(label: &str, so_pin: &str, pin: &str) -> Result<Backend> {
         guard: Some(Box::new(dir)),
     })
 }
-
-/// The sqlite file behind a kryoptic test token (from its KRYOPTIC_CONF).
-pub fn database(conf: &std::path::Path) -> Result<std::path::PathBuf> {
-    let text = std::fs::read_to_string(conf)?;
-    let value = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("dbargs = "))
-        .ok_or_else(|| format!("no dbargs in {}", conf.display()))?;
-    Ok(value.trim_matches('"').into())
-}

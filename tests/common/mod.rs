@@ -13,9 +13,10 @@
 //! named uniquely. Under cargo-nextest each test is its own process anyway; under plain
 //! `cargo test` the tests of one binary share the directory but never a token.
 
-#![allow(dead_code, missing_docs)]
+#![allow(missing_docs)]
 
 pub mod daemon;
+#[macro_use]
 pub mod families;
 pub mod fixtures;
 pub mod kryoptic;
@@ -55,7 +56,6 @@ pub const PIN: &str = "1234";
 pub const SO_PIN: &str = "5678";
 
 struct Shared {
-    dir: PathBuf,
     conf: PathBuf,
     ctx: Pkcs11,
 }
@@ -84,7 +84,7 @@ fn shared() -> &'static Mutex<Shared> {
         let ctx = Pkcs11::new(MODULE).expect("SoftHSM2 module (apt-get install softhsm2)");
         ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
             .expect("C_Initialize");
-        Mutex::new(Shared { dir, conf, ctx })
+        Mutex::new(Shared { conf, ctx })
     })
 }
 
