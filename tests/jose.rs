@@ -93,7 +93,7 @@ fn repo() -> PathBuf {
 }
 
 /// The two verifiers that are installed (both, under CI).
-fn verifiers() -> Result<Vec<(&'static str, Command)>> {
+pub(crate) fn verifiers() -> Result<Vec<(&'static str, Command)>> {
     let node_modules = repo().join("tools/verifiers/node_modules/jose");
     let python_ok = Command::new("python3")
         .args(["-c", "import jwcrypto"])
@@ -121,7 +121,7 @@ fn verifiers() -> Result<Vec<(&'static str, Command)>> {
 }
 
 /// Sends `items` to one verifier and returns its per-item answers.
-fn verify(name: &str, mut cmd: Command, items: &[Value]) -> Result<Vec<Value>> {
+pub(crate) fn verify(name: &str, mut cmd: Command, items: &[Value]) -> Result<Vec<Value>> {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -144,7 +144,7 @@ fn verify(name: &str, mut cmd: Command, items: &[Value]) -> Result<Vec<Value>> {
 }
 
 /// Has every verifier check `items`; returns each verifier's answers.
-fn verify_all(items: &[Value]) -> Result<Vec<(&'static str, Vec<Value>)>> {
+pub(crate) fn verify_all(items: &[Value]) -> Result<Vec<(&'static str, Vec<Value>)>> {
     let mut out = Vec::new();
     for (name, cmd) in verifiers()? {
         out.push((name, verify(name, cmd, items)?));

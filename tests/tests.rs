@@ -56,6 +56,7 @@ mod import_inputs;
 mod import_stdin;
 mod import_unwrap;
 mod jose;
+mod jose_daemon;
 mod key_faults;
 mod ksef;
 mod list;

@@ -59,6 +59,18 @@ pub struct Record {
     /// SHA-256 of the certificate of the key that signed, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_sha256: Option<String>,
+    /// JWS and client assertions: SHA-256 of the protected header's text, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_sha256: Option<String>,
+    /// Client assertions: `aud`, escaped and cut to 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Client assertions: `iss` (and `sub`), escaped and cut to 256 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Client assertions: `jti`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// The daemon's own records: what happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
@@ -92,6 +104,10 @@ impl Record {
             status: 0,
             duration_us: 0,
             cert_sha256: None,
+            header_sha256: None,
+            aud: None,
+            iss: None,
+            jti: None,
             detail: None,
         }
     }

@@ -20,28 +20,7 @@ pub(crate) fn build<F, E>(
 where
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
-    if req.client_id.is_empty() {
-        return Err(JoseError::MissingField("client_id").into());
-    }
-    if req.audience.is_empty() {
-        return Err(JoseError::MissingField("audience").into());
-    }
-    let lifetime = req
-        .lifetime_seconds
-        .unwrap_or(super::limits::DEFAULT_LIFETIME_SECONDS);
-    if lifetime == 0 {
-        return Err(JoseError::LifetimeZero.into());
-    }
-    if lifetime > super::limits::MAX_LIFETIME_SECONDS {
-        return Err(JoseError::LifetimeTooLong(lifetime).into());
-    }
-    let extra = match req.claims {
-        Some(text) => json::object("claims", text)?,
-        None => Vec::new(),
-    };
-    if let Some((name, _)) = extra.iter().find(|(n, _)| SET_CLAIMS.contains(&n.as_str())) {
-        return Err(JoseError::ClaimsOverride(JoseError::name(name)).into());
-    }
+    let (lifetime, extra) = checked(req)?;
 
     let jti = jti()?;
     let issued_at = req.now.unix_timestamp();
@@ -66,6 +45,41 @@ where
         issued_at: truncate(req.now),
         expires_at: truncate(expires_at),
     })
+}
+
+/// What [`build`] refuses in the caller's input, checked without a certificate: the
+/// client, the audience, the lifetime, the claims, then the header (as
+/// [`super::jws::check`]). The HTTP handler calls it before the algorithm and the key.
+pub(crate) fn check(req: &AssertionRequest<'_>) -> Result<(), JoseError> {
+    checked(req)?;
+    super::jws::check(Payload::Json("{}"), &req.jws)
+}
+
+/// The lifetime and the extra claims, once the caller's fields are checked.
+fn checked(req: &AssertionRequest<'_>) -> Result<(u32, Vec<json::Member>), JoseError> {
+    if req.client_id.is_empty() {
+        return Err(JoseError::MissingField("client_id"));
+    }
+    if req.audience.is_empty() {
+        return Err(JoseError::MissingField("audience"));
+    }
+    let lifetime = req
+        .lifetime_seconds
+        .unwrap_or(super::limits::DEFAULT_LIFETIME_SECONDS);
+    if lifetime == 0 {
+        return Err(JoseError::LifetimeZero);
+    }
+    if lifetime > super::limits::MAX_LIFETIME_SECONDS {
+        return Err(JoseError::LifetimeTooLong(lifetime));
+    }
+    let extra = match req.claims {
+        Some(text) => json::object("claims", text)?,
+        None => Vec::new(),
+    };
+    if let Some((name, _)) = extra.iter().find(|(n, _)| SET_CLAIMS.contains(&n.as_str())) {
+        return Err(JoseError::ClaimsOverride(JoseError::name(name)));
+    }
+    Ok((lifetime, extra))
 }
 
 /// 128 random bits from OpenSSL's CSPRNG, as 32 lowercase hex digits.

@@ -31,6 +31,7 @@ where
     params.check(algorithm)?;
     let payload = payload_bytes(payload)?;
     let header = protected_header(algorithm.name(), opts, &params, cert_der, chain)?;
+    let payload_sha256 = Sha256::digest(&payload).into();
 
     let mut signing_input = URL_SAFE_NO_PAD.encode(header.as_bytes());
     signing_input.push('.');
@@ -52,8 +53,19 @@ where
         jws: signing_input,
         algorithm,
         header_sha256: Sha256::digest(header.as_bytes()).into(),
+        payload_sha256,
         protected_header: header,
     })
+}
+
+/// What [`sign`] refuses in the caller's input, checked without a certificate or an
+/// algorithm: the payload, then the header. The HTTP handler calls it first, so a bad
+/// body is answered before the algorithm, the key and the token (docs/api.md, "The
+/// order in which errors are reported").
+pub(crate) fn check(payload: Payload<'_>, opts: &JwsOptions<'_>) -> Result<(), JoseError> {
+    payload_bytes(payload)?;
+    caller_header(opts)?;
+    Ok(())
 }
 
 /// The bytes the JWS carries: a JSON object's text exactly as sent (checked first), or
@@ -79,18 +91,7 @@ pub(crate) fn protected_header(
     cert_der: &[u8],
     chain: &[Vec<u8>],
 ) -> Result<String, JoseError> {
-    let members = match opts.header {
-        Some(text) => json::object("header", text)?,
-        None => Vec::new(),
-    };
-    for (name, _) in &members {
-        if RESERVED.contains(&name.as_str()) {
-            return Err(JoseError::ReservedHeader(JoseError::name(name)));
-        }
-        if opts.include.iter().any(|i| i.name() == name) {
-            return Err(JoseError::HeaderConflict(JoseError::name(name)));
-        }
-    }
+    let members = caller_header(opts)?;
     let mut out = String::from("{");
     push_member(&mut out, "alg", &json_string(alg));
     for (name, value) in &members {
@@ -113,6 +114,23 @@ pub(crate) fn protected_header(
     }
     out.push('}');
     Ok(out)
+}
+
+/// The caller's header members, none of them [`RESERVED`] or also named in `include`.
+fn caller_header(opts: &JwsOptions<'_>) -> Result<Vec<json::Member>, JoseError> {
+    let members = match opts.header {
+        Some(text) => json::object("header", text)?,
+        None => Vec::new(),
+    };
+    for (name, _) in &members {
+        if RESERVED.contains(&name.as_str()) {
+            return Err(JoseError::ReservedHeader(JoseError::name(name)));
+        }
+        if opts.include.iter().any(|i| i.name() == name) {
+            return Err(JoseError::HeaderConflict(JoseError::name(name)));
+        }
+    }
+    Ok(members)
 }
 
 pub(crate) fn push_member(out: &mut String, name: &str, value: &str) {

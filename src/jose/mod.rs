@@ -60,5 +60,17 @@ where
     assertion::build(req, cert_der, chain, sign)
 }
 
+/// Checks what [`sign_jws`] would refuse in the caller's input (the payload, then the
+/// header), without a certificate: the HTTP handler answers these before it looks at
+/// the algorithm or the key.
+pub fn check_jws(payload: Payload<'_>, opts: &JwsOptions<'_>) -> Result<(), JoseError> {
+    jws::check(payload, opts)
+}
+
+/// Checks what [`client_assertion`] would refuse in the caller's input, as [`check_jws`].
+pub fn check_assertion(req: &AssertionRequest<'_>) -> Result<(), JoseError> {
+    assertion::check(req)
+}
+
 #[cfg(test)]
 mod tests;

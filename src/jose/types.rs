@@ -69,6 +69,9 @@ pub struct Jws {
     pub protected_header: String,
     /// SHA-256 of the protected header's text, for the audit record.
     pub header_sha256: [u8; 32],
+    /// SHA-256 of the payload's bytes (the JSON text, or the decoded `payload_base64`),
+    /// for the audit record.
+    pub payload_sha256: [u8; 32],
 }
 
 /// What the client assertion says, beyond the signing options.

@@ -35,6 +35,14 @@ pub struct Seen {
     pub reference: Option<String>,
     /// SHA-256 of the signing key's certificate.
     pub cert_sha256: Option<String>,
+    /// JWS and client assertions: SHA-256 of the protected header, hex.
+    pub header_sha256: Option<String>,
+    /// Client assertions: `aud`, `iss` and `jti` (escaped, at most 256 characters).
+    pub aud: Option<String>,
+    /// See `aud`.
+    pub iss: Option<String>,
+    /// See `aud`.
+    pub jti: Option<String>,
 }
 
 /// One request's record in the making.
@@ -328,6 +336,10 @@ fn fill(
     record.input_sha256 = seen.input_sha256.clone();
     record.reference = seen.reference.clone();
     record.cert_sha256 = seen.cert_sha256.clone();
+    record.header_sha256 = seen.header_sha256.clone();
+    record.aud = seen.aud.clone();
+    record.iss = seen.iss.clone();
+    record.jti = seen.jti.clone();
     record.outcome = outcome.into();
     record.status = status.as_u16();
     record.duration_us = started.elapsed().as_micros() as u64;

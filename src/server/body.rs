@@ -15,6 +15,9 @@ enum Limit {
     Json,
     /// `[server] max_xml_body_bytes`: the endpoints that take an XML document.
     Xml,
+    /// `[server] max_body_bytes` for `jws/sign` and `jwt/client-assertion`, whose
+    /// payload cannot be replaced by a digest.
+    Jose,
 }
 
 impl Limit {
@@ -24,6 +27,11 @@ impl Limit {
                 limit,
                 "max_body_bytes",
                 "send a digest to /sign instead of the data",
+            ),
+            Limit::Jose => ApiError::too_large(
+                limit,
+                "max_body_bytes",
+                "a JWS payload must fit in it; an operator may raise it",
             ),
             Limit::Xml => ApiError::too_large(
                 limit,
@@ -38,6 +46,12 @@ impl Limit {
 /// `max_body_bytes`), within `deadline` (else 408).
 pub async fn read(body: Body, limit: usize, deadline: Duration) -> Result<Bytes, ApiError> {
     read_under(body, limit, deadline, Limit::Json).await
+}
+
+/// Reads the body of a JOSE endpoint whole, as [`read`] does, with a 413 that does not
+/// suggest a digest.
+pub async fn read_jose(body: Body, limit: usize, deadline: Duration) -> Result<Bytes, ApiError> {
+    read_under(body, limit, deadline, Limit::Jose).await
 }
 
 /// Reads the body of an XML endpoint whole, as [`read`] does, under

@@ -190,6 +190,36 @@ impl ApiError {
         )
     }
 
+    /// 403 `audience_not_allowed`: the key's `jwt_audiences` does not list the audience
+    /// a client assertion asks for.
+    pub fn audience_not_allowed(name: &str, audience: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "audience_not_allowed",
+            format!(
+                "key {name:?} may not sign client assertions for audience {:?} ([[keys]] jwt_audiences)",
+                crate::text::printable(audience, 256)
+            ),
+        )
+    }
+
+    /// A JWS or client assertion not made: 400 for the caller's JSON, header, claims or
+    /// lifetime, 422 for an algorithm that does not fit (as for `/sign`), 500 for the
+    /// certificate or the token's answer (logged). The message names at most a
+    /// sanitised member name, never a value.
+    pub fn jose(err: &crate::jose::JoseError) -> Self {
+        use crate::jose::JoseError as J;
+        match err {
+            J::UnsupportedAlgorithm(_) | J::AlgorithmMismatch { .. } => {
+                Self::unprocessable(err.code(), err.to_string())
+            }
+            _ if err.is_caller_fault() => {
+                Self::new(StatusCode::BAD_REQUEST, err.code(), err.to_string())
+            }
+            _ => Self::internal(err),
+        }
+    }
+
     /// 422 `wrong_purpose`: a decrypt key asked to sign, or a sign key asked to decrypt.
     pub fn wrong_purpose(name: &str, purpose: Purpose, wanted: Purpose) -> Self {
         Self::unprocessable(

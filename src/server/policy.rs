@@ -41,6 +41,8 @@ pub struct KeyRule {
     pub purpose: Purpose,
     /// The endpoints it serves ([`KeyConfig::allows_operation`]).
     operations: Vec<Operation>,
+    /// The audiences its client assertions may name; `None` for any.
+    jwt_audiences: Option<Vec<String>>,
 }
 
 impl Policy {
@@ -195,6 +197,17 @@ impl KeyRule {
         }
     }
 
+    /// `Ok` if a client assertion signed with this key may name `audience`
+    /// ([`KeyConfig::allows_audience`]), else 403 `audience_not_allowed`.
+    pub fn require_audience(&self, audience: &str) -> Result<(), ApiError> {
+        match &self.jwt_audiences {
+            Some(list) if !list.iter().any(|a| a == audience) => {
+                Err(ApiError::audience_not_allowed(&self.name, audience))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Deny by default across transports. A local caller may use a key whose rule names
     /// no principal at all, or whose `allowed_uids` / `allowed_gids` each match it (each
     /// list that is set must match); a key whose rule names only `allowed_clients` serves
@@ -240,6 +253,7 @@ impl From<&KeyConfig> for KeyRule {
                 .into_iter()
                 .filter(|op| k.allows_operation(*op))
                 .collect(),
+            jwt_audiences: k.jwt_audiences.clone(),
         }
     }
 }
@@ -260,6 +274,7 @@ mod tests {
             allow_expired: false,
             purpose: Purpose::Sign,
             operations: vec![Operation::Sign, Operation::Wss, Operation::Saml],
+            jwt_audiences: None,
         }
     }
 

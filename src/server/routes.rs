@@ -10,6 +10,7 @@ use axum::Router;
 use super::error::{self, ApiError};
 use super::state::AppState;
 use super::{decrypt_route, health, keys_route, metrics_route, sign_route, xml_routes};
+use super::{jwk_route, jws_route, jwt_route};
 
 /// The router with every endpoint.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -24,6 +25,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/keys/{name}/wss/sign", post(xml_routes::wss))
         .route("/v1/keys/{name}/saml/sign", post(xml_routes::saml))
         .route("/v1/keys/{name}/saml/decrypt", post(decrypt_route::decrypt))
+        .route("/v1/keys/{name}/jws/sign", post(jws_route::jws))
+        .route(
+            "/v1/keys/{name}/jwt/client-assertion",
+            post(jwt_route::client_assertion),
+        )
+        .route("/v1/keys/{name}/jwk", get(jwk_route::get_jwk))
         .route("/v1/health", get(health::handler))
         .route("/metrics", get(metrics_route::metrics))
         .fallback(|| async { ApiError::not_found() })
