@@ -956,6 +956,10 @@ fn the_polish_api_md_lists_the_same_codes_and_answers_as_the_english_one() -> Re
             ("docs/api.md", "Errors (besides those of `/sign`"),
             ("docs/pl/api.md", "### Błędy punktów końcowych XML"),
         ),
+        (
+            ("docs/api.md", "### Errors of the JOSE endpoints"),
+            ("docs/pl/api.md", "### Błędy punktów końcowych JOSE"),
+        ),
     ];
     for ((en, en_heading), (pl, pl_heading)) in pairs {
         let (en_codes, pl_codes) = (code_rows(en, en_heading)?, code_rows(pl, pl_heading)?);

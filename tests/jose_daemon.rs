@@ -4,8 +4,9 @@
 //! test made: what was signed (payload bytes, header, claims), not only that it verifies.
 //! Every bad input of issue 22 gets its status and code, the token's objects unchanged;
 //! the audit record of an assertion holds `aud`, `iss`, `jti` and hashes, no claim value.
-//! One JWS per other token family (kryoptic, the TPM). The e-Doręczenia examples (Python,
-//! PHP) get a token from a stub OIDC token endpoint (tests/verifiers/oidc_stub.py).
+//! One JWS per other token family (kryoptic, the TPM). docs/api.md's table of JOSE answers
+//! is what the daemon answers. The e-Doręczenia examples (Python, PHP) get a token from a
+//! stub OIDC token endpoint (tests/verifiers/oidc_stub.py).
 
 use crate::common;
 use crate::jose::verify_all;
@@ -656,3 +657,229 @@ fn one_jws_per_family(family: Family) -> Result {
     Ok(())
 }
 on_families!(one_jws_per_family, [kryoptic, tpm]);
+
+/// The key of docs/api.md's JOSE examples.
+const EDORECZENIA: KeySetup = KeySetup {
+    name: "edoreczenia",
+    label: "gsko-edoreczenia",
+    spec: KeySpec::Rsa(2048),
+    algorithms: &["RS256"],
+    extra: "operations = [\"jwt\", \"jws\"]\njwt_audiences = [\"https://edoreczenia.example/oauth2/token\"]",
+};
+
+/// The code spans of a Markdown table cell (no backticks inside them here).
+fn spans(cell: &str) -> Vec<&str> {
+    cell.split('`').skip(1).step_by(2).collect()
+}
+
+/// docs/api.md's table of JOSE answers, row by row: each request (to `edoreczenia`, or to
+/// the key named after "to") gets exactly the status and body the doc shows, and so does
+/// the 413 quoted under it.
+#[test]
+fn the_jose_answers_in_api_md_are_what_the_daemon_answers() -> Result {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md"))?;
+    let lines: Vec<&str> = doc.lines().collect();
+    let heading = lines
+        .iter()
+        .position(|l| *l == "### Errors of the JOSE endpoints")
+        .ok_or("docs/api.md: no JOSE errors heading")?;
+    let table = heading
+        + lines[heading..]
+            .iter()
+            .position(|l| l.starts_with("| Request | Status | Body |"))
+            .ok_or("docs/api.md: no JOSE answers table")?;
+    let rows: Vec<&str> = lines[table + 2..]
+        .iter()
+        .take_while(|l| l.starts_with('|'))
+        .copied()
+        .collect();
+    assert!(rows.len() >= 10, "only {} rows", rows.len());
+
+    let token = TestToken::new()?;
+    let keys = [EDORECZENIA, WK_ENC];
+    provision_with_args(&token, &keys, &[&[], &["--allow-derive"]])?;
+    let daemon = Daemon::start(&token, &keys, "")?;
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").collect();
+        let request = spans(cells[0]);
+        let key = request.get(2).copied().unwrap_or("edoreczenia");
+        let status: u16 = cells[1].trim().parse()?;
+        let body = spans(cells[2]).first().copied().ok_or("no body")?;
+        let (got_status, got) = daemon.curl(
+            "POST",
+            &format!("/v1/keys/{key}/{}", request[0]),
+            Some(request[1]),
+        )?;
+        assert_eq!(
+            (got_status, got.as_str()),
+            (status, body),
+            "docs/api.md: {row}"
+        );
+    }
+    let big = format!(r#"{{"payload":{{"x":"{}"}}}}"#, "a".repeat(1 << 20));
+    let (status, body) = common::daemon::parse_http(&common::daemon::raw_http(
+        &daemon.socket,
+        &common::daemon::raw_post("/v1/keys/edoreczenia/jws/sign", &big),
+        std::time::Duration::from_secs(10),
+    )?)?;
+    let quoted = format!("`{}`", String::from_utf8(body)?);
+    assert_eq!(status, 413);
+    assert!(doc.contains(&quoted), "docs/api.md does not quote {quoted}");
+    daemon.stop()?;
+    Ok(())
+}
+
+/// tests/verifiers/oidc_stub.py, running: a token endpoint on loopback that verifies
+/// client assertions with jwcrypto against a certificate. Killed when dropped.
+struct OidcStub {
+    child: std::process::Child,
+    /// Its token URL (`http://127.0.0.1:PORT/oauth2/token`).
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl OidcStub {
+    fn start(dir: &std::path::Path, cert_pem: &std::path::Path) -> Result<Self> {
+        use std::io::BufRead;
+        let log = dir.join("oidc_stub.log");
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/verifiers/oidc_stub.py"
+            ))
+            .arg(cert_pem)
+            .arg(CLIENT_ID)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let mut url = String::new();
+        let read = child
+            .stdout
+            .take()
+            .ok_or("no stdout")
+            .map(std::io::BufReader::new)
+            .map(|mut out| out.read_line(&mut url));
+        let stub = Self {
+            child,
+            url: url.trim().to_string(),
+            log,
+        };
+        read??;
+        if !stub.url.starts_with("http://127.0.0.1:") {
+            return Err(format!("oidc_stub.py did not start: {}", stub.log_text()).into());
+        }
+        Ok(stub)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for OidcStub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `tool` runs; a missing one fails under CI.
+fn have(tool: &str) -> Result<bool> {
+    let ok = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        common::missing_precondition(&format!("{tool} (scripts/test installs it)"))?;
+    }
+    Ok(ok)
+}
+
+/// examples/python/edoreczenia_token.py and examples/php/edoreczenia_token.php get an
+/// access token from the stub token endpoint with an assertion the daemon signed (RS256,
+/// RSA-2048, as the e-Doręczenia SDKs use); the stub refuses an assertion for another
+/// audience with `invalid_client`, and the examples exit non-zero with its answer.
+#[test]
+fn the_edoreczenia_examples_get_an_access_token_from_a_stub_token_endpoint() -> Result {
+    let mut runtimes = Vec::new();
+    if have("python3")? {
+        runtimes.push((
+            "python3",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/python/edoreczenia_token.py"
+            ),
+        ));
+    }
+    if have("php")? {
+        runtimes.push((
+            "php",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/php/edoreczenia_token.php"
+            ),
+        ));
+    }
+    let token = TestToken::new()?;
+    let keys = [KeySetup {
+        extra: "operations = [\"jwt\"]",
+        ..EDORECZENIA
+    }];
+    let leaves = provision(&token, &keys)?;
+    let cert = token.path("edoreczenia.pem");
+    std::fs::write(&cert, leaves[0].cert.to_pem()?)?;
+    let stub = OidcStub::start(token.dir.path(), &cert)?;
+    let daemon = Daemon::start(&token, &keys, "")?;
+    for (runtime, script) in runtimes {
+        let run = |audience: Option<&str>| -> Result<std::process::Output> {
+            let mut cmd = std::process::Command::new(runtime);
+            cmd.arg(script)
+                .arg("--socket")
+                .arg(&daemon.socket)
+                .args(["--client-id", CLIENT_ID]);
+            if let Some(audience) = audience {
+                cmd.args(["--audience", audience]);
+            }
+            Ok(cmd
+                .arg(&stub.url)
+                .env_remove("HSM_SIGNER_SOCKET")
+                .output()?)
+        };
+        let out = run(None)?;
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "{runtime}: {stderr}\nstub: {}",
+            stub.log_text()
+        );
+        let answer: Value = serde_json::from_str(&stdout)?;
+        assert_eq!(answer["token_type"], "Bearer", "{runtime}: {answer}");
+        assert!(
+            answer["access_token"]
+                .as_str()
+                .is_some_and(|t| t.len() >= 32),
+            "{runtime}: {answer}"
+        );
+
+        let out = run(Some("https://edoreczenia.example/oauth2/token"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{runtime}: a wrong audience got a token"
+        );
+        assert!(
+            stderr.contains("401") && stderr.contains("invalid_client"),
+            "{runtime}: {stderr}"
+        );
+    }
+    let log = stub.log_text();
+    assert!(
+        log.contains("200 ok") && log.contains("401 invalid_client"),
+        "{log}"
+    );
+    daemon.stop()?;
+    Ok(())
+}
