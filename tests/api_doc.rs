@@ -4,7 +4,8 @@
 //! token. The doc's socket path `/run/hsm-signer/hsm-signer.sock` is replaced by the test
 //! daemon's. As in tests/docs.rs: `$ ` starts a command (a trailing `\` continues it), the
 //! lines after it are its expected output (standard output and error), `…` matches any text
-//! within a line, and every command must exit 0.
+//! within a line, and every command must exit 0. [`run_doc_steps`] does the same for the
+//! blocks another test is handed (tests/jose_daemon.rs: docs/edoreczenia.md, EN and PL).
 
 use crate::common;
 
@@ -25,13 +26,13 @@ struct Step {
     expected: Vec<String>,
 }
 
-/// The commands of the console blocks handed to this test, in order.
-fn steps(text: &str) -> Vec<Step> {
+/// The commands of the console blocks after `mark`, in order.
+fn steps(text: &str, mark: &str) -> Vec<Step> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out: Vec<Step> = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        if lines[i].trim() != MARK || lines.get(i + 1).map(|l| l.trim()) != Some("```console") {
+        if lines[i].trim() != mark || lines.get(i + 1).map(|l| l.trim()) != Some("```console") {
             i += 1;
             continue;
         }
@@ -80,17 +81,26 @@ fn line_matches(expected: &str, actual: &str) -> bool {
 
 #[test]
 fn api_md_verification_steps_run_against_a_daemon() -> Result {
-    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(DOC))?;
-    let steps = steps(&text);
-    assert!(
-        steps.len() >= 9,
-        "{DOC}: only {} commands handed to this test",
-        steps.len()
-    );
     let token = TestToken::new()?;
     let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
     provision(&token, &keys)?;
     let daemon = Daemon::start(&token, &keys, "allowed_uids = [0]")?;
+    run_doc_steps(DOC, MARK, &daemon, 9)?;
+    daemon.stop()?;
+    Ok(())
+}
+
+/// Runs the console blocks of `doc` after `mark` (at least `min_steps` commands) in one
+/// bash session in an empty directory, the doc's socket path replaced by `daemon`'s;
+/// fails with every command that exits non-zero or prints what the doc does not show.
+pub(crate) fn run_doc_steps(doc: &str, mark: &str, daemon: &Daemon, min_steps: usize) -> Result {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))?;
+    let steps = steps(&text, mark);
+    assert!(
+        steps.len() >= min_steps,
+        "{doc}: only {} commands handed to this test",
+        steps.len()
+    );
     let work = tempfile::tempdir()?;
     let socket = daemon.socket.display().to_string();
     let mut script = String::from("exec 2>&1\n");
@@ -139,7 +149,7 @@ fn api_md_verification_steps_run_against_a_daemon() -> Result {
             want.len() == actual.len() && want.iter().zip(&actual).all(|(w, a)| line_matches(w, a));
         if status != 0 || !matches {
             problems.push(format!(
-                "{DOC}:{}: `{}` exited {status} and printed:\n{printed}\n--- but the doc shows:\n{}",
+                "{doc}:{}: `{}` exited {status} and printed:\n{printed}\n--- but the doc shows:\n{}",
                 step.line,
                 step.command,
                 want.join("\n")
@@ -153,6 +163,5 @@ fn api_md_verification_steps_run_against_a_daemon() -> Result {
         ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
-    daemon.stop()?;
     Ok(())
 }

@@ -883,3 +883,24 @@ fn the_edoreczenia_examples_get_an_access_token_from_a_stub_token_endpoint() -> 
     daemon.stop()?;
     Ok(())
 }
+
+/// docs/edoreczenia.md and docs/pl/edoreczenia.md, section 4: their console blocks run as
+/// a reader would paste them, against a daemon with the key of their section 3 (less its
+/// `allowed_uids`, as the test runs as root): the assertion is made, decoded with jq and
+/// verified with `openssl dgst`.
+#[test]
+fn edoreczenia_md_steps_run_against_a_daemon() -> Result {
+    let token = TestToken::new()?;
+    let keys = [KeySetup {
+        extra:
+            "operations = [\"jwt\"]\njwt_audiences = [\"https://edoreczenia.example/oauth2/token\"]",
+        ..EDORECZENIA
+    }];
+    provision(&token, &keys)?;
+    let daemon = Daemon::start(&token, &keys, "allowed_uids = [0]")?;
+    for doc in ["docs/edoreczenia.md", "docs/pl/edoreczenia.md"] {
+        crate::api_doc::run_doc_steps(doc, "<!-- run: tests/jose_daemon.rs -->", &daemon, 9)?;
+    }
+    daemon.stop()?;
+    Ok(())
+}
