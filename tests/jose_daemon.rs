@@ -640,18 +640,47 @@ fn p256_on(token: &TestToken) -> Result<openssl::x509::X509> {
     Ok(openssl::x509::X509::from_der(&std::fs::read(&der)?)?)
 }
 
-/// One ES256 JWS on the family's token, verified by both verifiers.
+/// One ES256 JWS on the family's token, verified by both verifiers; where the family
+/// takes an imported key (kryoptic; the TPM has no RSA-4096), also an RSA-4096 client
+/// assertion.
 fn one_jws_per_family(family: Family) -> Result {
     let token = TestToken::of(family)?;
     let cert = p256_on(&token)?;
-    let daemon = Daemon::start(&token, &[WK], "")?;
+    let mut keys = vec![WK];
+    let mut items = Vec::new();
+    let rsa_4096 = if family.takes_private_keys() {
+        keys.push(ED_4096);
+        Some(provision(&token, &[ED_4096])?.remove(0))
+    } else {
+        None
+    };
+    let daemon = Daemon::start(&token, &keys, "")?;
     let (status, answer) = post(&daemon, "wk", "jws/sign", &jws_body("ES256"))?;
     assert_eq!(status, 200, "{family}: {answer}");
-    let pem = String::from_utf8(cert.to_pem()?)?;
-    let items = [json!({"jws": answer["jws"], "alg": "ES256", "cert_pem": pem})];
+    let wk_pem = String::from_utf8(cert.to_pem()?)?;
+    items.push(json!({"jws": answer["jws"], "alg": "ES256", "cert_pem": wk_pem}));
+    if let Some(leaf) = &rsa_4096 {
+        let (status, answer) = post(
+            &daemon,
+            "ed4096",
+            "jwt/client-assertion",
+            &assertion_body("RS256", 300),
+        )?;
+        assert_eq!(status, 200, "{family}: {answer}");
+        items.push(json!({
+            "jws": answer["jws"], "alg": "RS256", "cert_pem": pem(leaf)?,
+            "client_id": CLIENT_ID, "audience": AUDIENCE,
+        }));
+    }
     for (name, answers) in verify_all(&items)? {
         let payload = STANDARD.decode(answers[0]["payload_base64"].as_str().ok_or("payload")?)?;
         assert_eq!(payload, PAYLOAD.as_bytes(), "{family} {name}");
+        if rsa_4096.is_some() {
+            let claims = &answers[1]["claims"];
+            assert_eq!(claims["aud"], AUDIENCE, "{family} {name}");
+            let lifetime = claims["exp"].as_i64().zip(claims["iat"].as_i64());
+            assert_eq!(lifetime.map(|(e, i)| e - i), Some(300), "{family} {name}");
+        }
     }
     daemon.stop()?;
     Ok(())
@@ -899,7 +928,7 @@ fn edoreczenia_md_steps_run_against_a_daemon() -> Result {
     provision(&token, &keys)?;
     let daemon = Daemon::start(&token, &keys, "allowed_uids = [0]")?;
     for doc in ["docs/edoreczenia.md", "docs/pl/edoreczenia.md"] {
-        crate::api_doc::run_doc_steps(doc, "<!-- run: tests/jose_daemon.rs -->", &daemon, 9)?;
+        crate::api_doc::run_doc_steps(doc, "<!-- run: tests/jose_daemon.rs -->", &daemon, 10)?;
     }
     daemon.stop()?;
     Ok(())
