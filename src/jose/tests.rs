@@ -513,3 +513,58 @@ fn keys_jose_does_not_carry_are_refused() {
         ));
     }
 }
+
+/// [`check_jws`] and [`check_assertion`], which the HTTP handlers run before they look at
+/// the algorithm or the key, refuse what signing refuses in the caller's input, with the
+/// same codes, and pass what signs.
+#[test]
+fn the_checks_without_a_certificate_refuse_what_signing_refuses() {
+    let key = Key::rsa();
+    let cases: [(Payload, Option<&str>, &[Include]); 7] = [
+        (Payload::Json(r#"{"a":1,"a":1}"#), None, &[]),
+        (Payload::Json("[1]"), None, &[]),
+        (Payload::Base64("AA-_"), None, &[]),
+        (Payload::Json("{}"), Some(r#"{"alg":"none"}"#), &[]),
+        (Payload::Json("{}"), Some(r#"{"crit":["b64"]}"#), &[]),
+        (Payload::Json("{}"), Some(r#"{"kid":"k"}"#), &[Include::Kid]),
+        (Payload::Json("{}"), Some(r#"{"typ":1,"typ":2}"#), &[]),
+    ];
+    for (payload, header, include) in cases {
+        let opts = JwsOptions {
+            header,
+            include,
+            ..Default::default()
+        };
+        let checked = check_jws(payload, &opts).unwrap_err();
+        assert_eq!(
+            checked,
+            jws_err(&key, payload, opts),
+            "{payload:?} {header:?}"
+        );
+    }
+    let opts = JwsOptions {
+        header: Some(r#"{"typ":"JOSE"}"#),
+        include: &[Include::Kid, Include::X5c],
+        ..Default::default()
+    };
+    assert!(check_jws(Payload::Json(r#"{"n":1.50}"#), &opts).is_ok());
+
+    let mut refused = vec![
+        request(Some(r#"{"aud":"https://evil.example"}"#), None),
+        request(None, Some(301)),
+        request(None, Some(0)),
+        request(Some(r#"{"a":1,"a":2}"#), None),
+        request(None, None),
+        request(None, None),
+    ];
+    refused[4].client_id = "";
+    refused[5].jws.header = Some(r#"{"b64":false}"#);
+    for req in refused {
+        let checked = check_assertion(&req).unwrap_err();
+        match client_assertion(&req, &key.der, &[], key.signer(Algorithm::Rs256)) {
+            Err(SignFailure::Jose(e)) => assert_eq!(checked, e),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(check_assertion(&request(Some(r#"{"scope":"ua"}"#), Some(300))).is_ok());
+}
