@@ -547,7 +547,8 @@ fn bad_inputs_get_their_codes_and_leave_the_token_unchanged() -> Result {
 
 /// The audit record of a client assertion holds `aud`, `iss`, `jti` and the protected
 /// header's SHA-256, never a claim value; a JWS's holds the payload's and the header's
-/// SHA-256, never the payload; a refused audience is recorded with the audience asked.
+/// SHA-256, never the payload; a refused audience is recorded with the audience asked
+/// (escaped) and the client id (cut to 256 characters).
 #[test]
 fn audit_records_hold_hashes_and_names_never_claims_or_payloads() -> Result {
     let token = TestToken::new()?;
@@ -567,7 +568,8 @@ fn audit_records_hold_hashes_and_names_never_claims_or_payloads() -> Result {
     assert_eq!(status, 200, "{signed}");
     let (_, jws_payload, _) = parts(signed["jws"].as_str().ok_or("jws")?)?;
     let jws_header = header_bytes(signed["jws"].as_str().ok_or("jws")?)?;
-    let evil = json!({"client_id": CLIENT_ID, "audience": "https://evil.example/\u{202e}x"});
+    let long_client = "A".repeat(300);
+    let evil = json!({"client_id": long_client, "audience": "https://evil.example/\u{202e}x"});
     let (status, _) = post(&daemon, "ed", "jwt/client-assertion", &evil.to_string())?;
     assert_eq!(status, 403);
 
@@ -598,6 +600,7 @@ fn audit_records_hold_hashes_and_names_never_claims_or_payloads() -> Result {
         .ok_or("no refusal record")?;
     assert_eq!(refused["outcome"], "audience_not_allowed");
     assert_eq!(refused["aud"], "https://evil.example/\\u{202e}x", "escaped");
+    assert_eq!(refused["iss"], "A".repeat(256), "cut to 256 characters");
     let jws = records
         .iter()
         .find(|r| r["op"] == "jws")
