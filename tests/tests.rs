@@ -22,7 +22,8 @@
 //!   p11-kit), `token_gone`.
 //! - **Message formats**: `xml_sign` (the library, software keys), `xml_daemon` (WS-Security
 //!   and SAML through the daemon), `wk_decrypt` (login.gov.pl assertions), `jose` (JWS,
-//!   client assertions, JWK), `xades` (XAdES-BES).
+//!   client assertions, JWK), `jose_daemon` (the JOSE endpoints through the socket, the
+//!   e-Doręczenia examples), `xades` (XAdES-BES).
 //! - **Docs and examples, run as a reader would**: `docs` (every ```console block),
 //!   `api_doc`, `doc_messages` (error tables), `doc_units` (systemd units), `examples`
 //!   (PHP, Python, Java), `monitoring`, `no_systemd`.
