@@ -7,11 +7,12 @@
 //! within a line, and every command must exit 0.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 
 use std::fmt::Write as _;
 use std::process::Command;
 
-use common::daemon::{provision, Daemon, KeySetup};
+use common::daemon::{provision, Daemon};
 use common::{Result, TestToken};
 
 const DOC: &str = "docs/api.md";
@@ -88,7 +89,7 @@ fn api_md_verification_steps_run_against_a_daemon() -> Result {
         steps.len()
     );
     let token = TestToken::new()?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     provision(&token, &keys)?;
     let daemon = Daemon::start(&token, &keys, "allowed_uids = [0]")?;
     let work = tempfile::tempdir()?;
