@@ -698,20 +698,23 @@ fn check_clients(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// A `[[keys]] name`: 1-64 letters, digits, '-', '_' or '.', not starting with '.'.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+}
+
 fn check_keys(keys: &[KeyConfig]) -> Result<(), String> {
     if keys.is_empty() {
         return Err("no [[keys]]: add at least one with name, label and algorithms".into());
     }
     let mut names = HashSet::new();
     for key in keys {
-        let valid_name = !key.name.is_empty()
-            && key.name.len() <= 64
-            && key
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-            && !key.name.starts_with('.');
-        if !valid_name {
+        if !is_key_name(&key.name) {
             return Err(format!(
                 "key name {:?}: use 1-64 letters, digits, '-', '_' or '.' (not starting with '.')",
                 key.name

@@ -12,6 +12,7 @@
 mod error;
 pub mod ksef;
 mod proof;
+pub mod rule;
 pub mod subject;
 pub mod x509;
 
@@ -39,6 +40,7 @@ use proof::{attribute_problems, prove_ecdh, prove_signature};
 pub use x509::CsrFormat;
 use x509::{csr_text, self_signed, TokenSigner, X509Error};
 
+use crate::config::Operation;
 /// What the key is for: the same [`Purpose`] as a `[[keys]]` rule's, so that a key
 /// generated for a purpose is the key a rule of that purpose takes.
 pub use crate::config::Purpose;
@@ -72,6 +74,11 @@ pub struct GenerateRequest {
     pub self_signed_days: Option<u32>,
     /// Keep a decryption key that the token will not stop from signing.
     pub allow_dual_use: bool,
+    /// The endpoints the key is for, printed in its `[[keys]]` table
+    /// ([`rule::key_rule`]); `None` lets the purpose (and a KSeF subject) choose.
+    pub operations: Option<Vec<Operation>>,
+    /// The subject came from KSeF's enrollment data (`--subject-json`).
+    pub ksef: bool,
 }
 
 /// What `generate` stored and wrote.
@@ -107,6 +114,8 @@ pub struct Generated {
     pub can_decrypt: bool,
     /// The proof.
     pub proof: GenProof,
+    /// The `[[keys]]` table to paste into the daemon's configuration.
+    pub config: String,
 }
 
 impl GenerateRequest {
@@ -124,6 +133,14 @@ impl GenerateRequest {
         }
         if self.self_signed_days == Some(0) {
             return Err(GenerateError::NoDays);
+        }
+        if let Some(list) = &self.operations {
+            if let Some(bad) = list.iter().find(|o| !rule::fits(self.purpose, **o)) {
+                return Err(GenerateError::OperationForPurpose {
+                    operation: bad.name(),
+                    purpose: self.purpose,
+                });
+            }
         }
         if let Some(path) = &self.csr {
             let csr_path = |why: String| GenerateError::CsrPath {
@@ -213,6 +230,13 @@ pub fn generate(token: &OpenToken, request: &GenerateRequest) -> Result<Generate
         dual_use: staged.dual_use,
         can_decrypt: staged.can_decrypt,
         proof: staged.proof,
+        config: rule::key_rule(
+            &request.label,
+            request.kind,
+            request.purpose,
+            request.operations.as_deref(),
+            request.ksef,
+        ),
     })
 }
 
@@ -486,6 +510,13 @@ impl Generated {
             _ => "ECDH with a fresh software P-256 key: the token's shared secret equals OpenSSL's".into(),
         };
         let _ = writeln!(out, "Proof:        {proof}");
+        let _ = writeln!(
+            out,
+            "Configure:    for the daemon, this [[keys]] table in /etc/hsm-signer/config.toml (docs/operations.md 2), then `systemctl reload hsm-signer`:"
+        );
+        for line in self.config.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
         out
     }
 }

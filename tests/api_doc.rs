@@ -8,11 +8,12 @@
 //! blocks another test is handed (tests/jose_daemon.rs: docs/edoreczenia.md, EN and PL).
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 
 use std::fmt::Write as _;
 use std::process::Command;
 
-use common::daemon::{provision, Daemon, KeySetup};
+use common::daemon::{provision, Daemon};
 use common::{Result, TestToken};
 
 const DOC: &str = "docs/api.md";
@@ -82,7 +83,7 @@ fn line_matches(expected: &str, actual: &str) -> bool {
 #[test]
 fn api_md_verification_steps_run_against_a_daemon() -> Result {
     let token = TestToken::new()?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     provision(&token, &keys)?;
     let daemon = Daemon::start(&token, &keys, "allowed_uids = [0]")?;
     run_doc_steps(DOC, MARK, &daemon, 9)?;

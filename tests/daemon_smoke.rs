@@ -2,14 +2,15 @@
 //! verifies with the openssl CLI against the certificate.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 use base64::Engine;
-use common::daemon::{openssl_verify, provision, Daemon, KeySetup};
+use common::daemon::{openssl_verify, provision, Daemon};
 use common::*;
 
 #[test]
 fn rs256_through_the_socket_verifies_with_openssl() -> Result {
     let token = TestToken::new()?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     let leaves = provision(&token, &keys)?;
     let daemon = Daemon::start(&token, &keys, "")?;
     let data = b"<ds:SignedInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"></ds:SignedInfo>";

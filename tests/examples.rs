@@ -16,6 +16,7 @@
 //! xmlsec1, a JDK and the Python verifiers, so on CI those tests run.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -108,10 +109,6 @@ fn first_pem_cert(pem: &str) -> Result<X509> {
         .ok_or("no certificate in the PEM answer")?)
 }
 
-fn epuap_rs256() -> KeySetup {
-    KeySetup::rs256("epuap", "gsko-epuap")
-}
-
 /// `xmlsec1 --verify` of a SAML AuthnRequest, its ID attribute declared, with `trust`
 /// options (`--trusted-pem CA` or `--pubkey-cert-pem CERT`).
 fn xmlsec1_verify(file: &Path, trust: &[&str], key_file: &Path) -> Result<Output> {
@@ -188,7 +185,7 @@ fn php_signs_an_authn_request_that_xmlsec1_verifies() -> Result {
     }
     let token = TestToken::new()?;
     let (ca, leaf) = epuap_with_ca(&token)?;
-    let daemon = Daemon::start(&token, &[epuap_rs256()], "")?;
+    let daemon = Daemon::start(&token, &[EPUAP], "")?;
 
     let mut php = run_example("php");
     php.arg(example("php/sign_authn_request.php"))
@@ -207,7 +204,7 @@ fn python_signatures_verify_with_openssl() -> Result {
     }
     let token = TestToken::new()?;
     let keys = [
-        epuap_rs256(),
+        EPUAP,
         KeySetup {
             name: "wk",
             label: "gsko-wk",
@@ -295,7 +292,7 @@ fn java_signs_and_its_authn_request_verifies() -> Result {
     }
     let token = TestToken::new()?;
     let (ca, leaf) = epuap_with_ca(&token)?;
-    let daemon = Daemon::start(&token, &[epuap_rs256()], "")?;
+    let daemon = Daemon::start(&token, &[EPUAP], "")?;
     let socket = daemon.socket.to_str().ok_or("socket path")?;
     let signed_info = token.path("signedinfo.xml");
     std::fs::write(&signed_info, SIGNED_INFO)?;
@@ -366,7 +363,7 @@ fn substitute(text: &str, from: &str, to: &str) -> Result<String> {
 fn contrib_config_runs_the_daemon() -> Result {
     let token = TestToken::new()?;
     let keys = [
-        epuap_rs256(),
+        EPUAP,
         KeySetup {
             name: "wk",
             label: "gsko-wk",
@@ -544,7 +541,7 @@ impl XmlSetup {
     fn start() -> Result<Self> {
         let token = TestToken::new()?;
         let keys = [
-            epuap_rs256(),
+            EPUAP,
             KeySetup {
                 name: "wk",
                 label: "gsko-wk",

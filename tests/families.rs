@@ -12,6 +12,7 @@
 //!   generated on the token (`hsm-signer generate --self-signed-days`).
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -369,7 +370,7 @@ fn outage_and_recovery(family: Family) -> Result {
         return Err(format!("{CLIENT_MODULE} missing: apt-get install p11-kit-modules").into());
     }
     let token = TestToken::of(family)?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     let certs = provision_for_signing(&token, &keys)?;
     let p11_socket = token.path("p11kit.sock");
     let server = P11KitServer::start(&token, &p11_socket)?;

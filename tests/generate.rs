@@ -472,6 +472,85 @@ fn decrypt_with_rsa_is_refused() -> Result {
 }
 
 #[test]
+fn operations_that_do_not_fit_the_purpose_are_refused_before_the_token() -> Result {
+    let r = refusing()?;
+    r.refused(
+        r.generate(false)
+            .args(["--subject", SUBJECT, "--operations", "jwt,decrypt"]),
+        &[
+            "--operations decrypt does not fit --purpose sign",
+            "nothing was created",
+        ],
+    )?;
+    r.refused(
+        r.generate(false)
+            .args(["--subject", SUBJECT, "--operations", "jwt,xml"]),
+        &[
+            "unknown operation \"xml\"",
+            "sign, wss, saml, decrypt, jws, jwt, xades",
+        ],
+    )?;
+    Ok(())
+}
+
+/// `generate` prints the key's `[[keys]]` table with the operations asked for (text), and a
+/// decryption key's with `["decrypt"]` and no algorithm (JSON); that such tables load as a
+/// configuration is checked by `generate::rule`'s unit tests.
+#[test]
+fn the_printed_keys_table_names_the_operations() -> Result {
+    let token = TestToken::new()?;
+    let out = token
+        .on_token("generate")
+        .args([
+            "--label",
+            "ksef-auth",
+            "--key-type",
+            "ec-p256",
+            "--purpose",
+            "sign",
+        ])
+        .args(["--subject", SUBJECT, "--self-signed-days", "30"])
+        .args(["--operations", "xades,jws"])
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Configure:"))
+        .skip(1)
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(
+        table.starts_with("[[keys]]\nname = \"ksef-auth\"\nlabel = \"ksef-auth\"\nalgorithms = [\"ES256\"]\noperations = [\"xades\", \"jws\"]\n"),
+        "{table}"
+    );
+    let json = generate(
+        &token,
+        &[
+            "--label",
+            "wk-enc",
+            "--key-type",
+            "ec-p256",
+            "--purpose",
+            "decrypt",
+            "--self-signed-days",
+            "30",
+        ],
+    )?;
+    let decrypt = str_of(&json["config"])?;
+    assert!(
+        decrypt.contains("purpose = \"decrypt\"\noperations = [\"decrypt\"]\n"),
+        "{decrypt}"
+    );
+    assert!(!decrypt.contains("algorithms"), "{decrypt}");
+    Ok(())
+}
+
+#[test]
 fn bad_subjects_are_refused_with_the_form_to_use() -> Result {
     let r = refusing()?;
     r.refused(

@@ -2,13 +2,14 @@
 //! (it printed PROBLEM and exited 0 before).
 
 use crate::common;
-use common::daemon::{provision, KeySetup};
+use crate::common::daemon::EPUAP;
+use common::daemon::provision;
 use common::*;
 
 #[test]
 fn list_exits_1_when_a_key_shows_a_problem() -> Result {
     let token = TestToken::new()?;
-    provision(&token, &[KeySetup::rs256("epuap", "gsko-epuap")])?;
+    provision(&token, &[EPUAP])?;
     let out = run_ok(&mut token.on_token("list"))?;
     assert!(!String::from_utf8(out.stdout)?.contains("PROBLEM"));
     // A key made by another tool, extractable and without a certificate.

@@ -5,11 +5,12 @@
 //! as WARNING.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::daemon::{provision, KeySetup};
+use common::daemon::provision;
 use common::*;
 
 fn plugin_answers(doc: &str) -> Result {
@@ -20,7 +21,7 @@ fn plugin_answers(doc: &str) -> Result {
         return missing_precondition("sudo is not installed");
     }
     let token = TestToken::new()?;
-    provision(&token, &[KeySetup::rs256("epuap", "gsko-epuap")])?;
+    provision(&token, &[EPUAP])?;
     let root = token.dir.path();
     // The account check runs as must read the token's files (as hsm-signer does).
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;

@@ -6,13 +6,14 @@
 //! quick test then runs as written in a root shell with `umask 077`.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::daemon::{openssl_verify, provision, wait_until, KeySetup};
+use common::daemon::{openssl_verify, provision, wait_until};
 use common::*;
 
 /// The block with this test's paths and accounts in place of the production ones.
@@ -76,7 +77,7 @@ fn run_documented_start(doc: &str) -> Result {
         return missing_precondition("needs root, to run the daemon as another account");
     }
     let token = TestToken::new()?;
-    let leaves = provision(&token, &[KeySetup::rs256("epuap", "gsko-epuap")])?;
+    let leaves = provision(&token, &[EPUAP])?;
     let root = token.dir.path();
     // Readable for the daemon's account: this test's directory, the token's files, the
     // PIN file (as /etc/hsm-signer/pin is for hsm-signer).

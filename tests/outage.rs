@@ -5,13 +5,14 @@
 //! itself within 5 s without restarting the daemon, and no signature may be wrong.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::daemon::{provision, Daemon, KeySetup};
+use common::daemon::{provision, Daemon};
 use common::p11kit::{P11KitServer, CLIENT_MODULE};
 use common::*;
 
@@ -64,7 +65,7 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
         return Err(format!("{CLIENT_MODULE} missing: apt-get install p11-kit-modules").into());
     }
     let token = TestToken::new()?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     let leaves = provision(&token, &keys)?;
     let p11_socket = token.path("p11kit.sock");
     let server = P11KitServer::start(&token, &p11_socket)?;
@@ -208,7 +209,7 @@ fn signing_fails_fast_during_an_outage_and_recovers_by_itself() -> Result {
 #[test]
 fn a_token_that_stops_answering_gets_503_at_the_deadline() -> Result {
     let token = TestToken::new()?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     let leaves = provision(&token, &keys)?;
     let public = leaves[0].cert.public_key()?;
     // A 200 counts only with a signature that verifies against the certificate.
@@ -285,7 +286,7 @@ fn a_daemon_started_before_its_hsm_serves_as_soon_as_the_hsm_is_up() -> Result {
         return Err(format!("{CLIENT_MODULE} missing: apt-get install p11-kit-modules").into());
     }
     let token = TestToken::new()?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     let leaves = provision(&token, &keys)?;
     let p11_socket = token.path("p11kit.sock");
     let address = format!("unix:path={}", p11_socket.display());

@@ -5,6 +5,7 @@
 //! under a running daemon: the next request finds the new key by itself.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,7 +164,7 @@ fn import_replace_under_a_running_daemon_is_picked_up_by_the_next_request() -> R
     let token = TestToken::new()?;
     let ca = Ca::sigillum()?;
     let old = import(&token, &ca, "gsko-epuap", false)?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     let daemon = Daemon::start(&token, &keys, "")?;
     let mut certs = HashMap::new();
     certs.insert(fingerprint(&old.cert)?, old.cert.clone());

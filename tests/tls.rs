@@ -20,7 +20,7 @@ use serde_json::Value;
 
 const EPUAP: KeySetup = KeySetup {
     extra: "allowed_clients = [\"gsko-web1\"]",
-    ..KeySetup::rs256("epuap", "gsko-epuap")
+    ..crate::common::daemon::EPUAP
 };
 
 const DATA: &[u8] = b"<ds:SignedInfo>tpUserInfo from gsko-web1</ds:SignedInfo>";

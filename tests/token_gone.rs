@@ -4,16 +4,17 @@
 //! what makes SoftHSM read the directory again), and every signature verifies.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::daemon::{provision, Daemon, KeySetup};
+use common::daemon::{provision, Daemon};
 use common::*;
 
 #[test]
 fn requests_fail_fast_while_the_token_is_gone_and_signing_resumes_when_it_is_back() -> Result {
     let token = TestToken::new()?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     let leaves = provision(&token, &keys)?;
     let daemon = Daemon::start(&token, &keys, "")?;
     let public = leaves[0].cert.public_key()?;

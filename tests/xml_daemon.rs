@@ -8,6 +8,7 @@
 //! bounds the documents in work; a malformed document gets 400 while the token is down.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -82,7 +83,7 @@ const ARTIFACT_RESOLVE: &str = r#"<soap11:Envelope xmlns:soap11="http://schemas.
 /// The ePUAP RSA key (RS256) and the WK EC P-256 key (ES256).
 fn keys() -> [KeySetup; 2] {
     [
-        KeySetup::rs256("epuap", "gsko-epuap"),
+        EPUAP,
         KeySetup {
             name: "wk",
             label: "gsko-wk-sign",

@@ -4,6 +4,7 @@
 //! (tests/verifiers/VerifyXml.java). Each verifier must also say *what* it validated.
 
 use crate::common;
+use crate::common::daemon::EPUAP;
 use std::path::{Path, PathBuf};
 
 use common::verifiers::{self, *};
@@ -612,9 +613,9 @@ fn saml_a_tampered_request_is_rejected() -> TestResult {
 /// refusals.)
 #[test]
 fn daemon_answers_each_new_shape_with_its_status_and_code() -> common::Result {
-    use common::daemon::{provision, Daemon, KeySetup};
+    use common::daemon::{provision, Daemon};
     let token = common::TestToken::new()?;
-    let keys = [KeySetup::rs256("epuap", "gsko-epuap")];
+    let keys = [EPUAP];
     provision(&token, &keys)?;
     const WSSE: &str =
         "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";

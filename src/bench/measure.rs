@@ -4,7 +4,9 @@
 //! Both loops sign the same input (a 1 KiB stand-in for a SAML SignedInfo, or its
 //! digest), record every latency, and report operations per second and percentiles.
 //! Through the daemon, the one-call XML endpoints can be measured too: a ~4 KiB
-//! TpUserInfo envelope to `wss/sign`, a ~4 KiB WK AuthnRequest to `saml/sign`.
+//! TpUserInfo envelope to `wss/sign`, a ~4 KiB WK AuthnRequest to `saml/sign`, a
+//! client-assertion-shaped payload to `jws/sign`, KSeF's `AuthTokenRequest` to
+//! `xades/sign`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +31,12 @@ pub enum Endpoint {
     Wss,
     /// `POST /v1/keys/{name}/saml/sign`: a whole AuthnRequest.
     Saml,
+    /// `POST /v1/keys/{name}/jws/sign`: a compact JWS over a JSON payload shaped like an
+    /// e-Doręczenia client assertion's claims.
+    Jws,
+    /// `POST /v1/keys/{name}/xades/sign`: enveloped XAdES-BES over KSeF's
+    /// `AuthTokenRequest`.
+    Xades,
 }
 
 /// One measurement.
@@ -130,6 +138,33 @@ pub fn sample_authn_request() -> String {
     )
 }
 
+/// The claims of an e-Doręczenia client assertion (RFC 7523), as a `jws/sign` payload.
+pub fn sample_jws_payload() -> serde_json::Value {
+    serde_json::json!({
+        "iss": "AE:PL-12345-67890-ABCDE-12",
+        "sub": "AE:PL-12345-67890-ABCDE-12",
+        "aud": "https://int-ow.edoreczenia.gov.pl/auth/realms/EDOR/protocol/openid-connect/token",
+        "iat": 1_796_630_400,
+        "nbf": 1_796_630_400,
+        "exp": 1_796_630_460,
+        "jti": "6f1c2b0e-3d4a-4f5b-9c8d-7e6f5a4b3c2d"
+    })
+}
+
+/// KSeF's `AuthTokenRequest` (schemat_auth_v2-1.xsd), as `xades/sign` gets it.
+pub fn sample_auth_token_request() -> String {
+    concat!(
+        r#"<?xml version="1.0" encoding="utf-8"?>"#,
+        "\n",
+        r#"<AuthTokenRequest xmlns="http://ksef.mf.gov.pl/auth/token/2.1">"#,
+        "<Challenge>20261207-CR-1A2B3C4D5E-F6A7B8C9D0-1E</Challenge>",
+        "<ContextIdentifier><Nip>5260250274</Nip></ContextIdentifier>",
+        "<SubjectIdentifierType>certificateSubject</SubjectIdentifierType>",
+        "</AuthTokenRequest>\n"
+    )
+    .to_string()
+}
+
 /// The path and JSON body of one benchmark request, and how many bytes of input it carries.
 fn request_for(
     endpoint: Endpoint,
@@ -164,6 +199,18 @@ fn request_for(
             let len = xml.len();
             let body = serde_json::json!({ "algorithm": algorithm.name(), "xml": xml });
             (format!("/v1/keys/{key}/saml/sign"), body.to_string(), len)
+        }
+        Endpoint::Jws => {
+            let payload = sample_jws_payload();
+            let len = payload.to_string().len();
+            let body = serde_json::json!({ "algorithm": algorithm.name(), "payload": payload });
+            (format!("/v1/keys/{key}/jws/sign"), body.to_string(), len)
+        }
+        Endpoint::Xades => {
+            let xml = sample_auth_token_request();
+            let len = xml.len();
+            let body = serde_json::json!({ "algorithm": algorithm.name(), "xml": xml });
+            (format!("/v1/keys/{key}/xades/sign"), body.to_string(), len)
         }
     }
 }
@@ -370,7 +417,8 @@ pub async fn daemon(
     Ok(result)
 }
 
-/// Writes the document of an XML answer (or the JSON of a `sign` answer) to `path`, and
+/// Writes the document of an XML answer, the compact JWS of a `jws` one (or the JSON of a
+/// `sign` answer) to `path`, and
 /// the certificate beside it as `path`.cert.pem, for an independent verifier.
 fn write_sample(
     path: &Path,
@@ -382,7 +430,8 @@ fn write_sample(
     let field = match endpoint {
         Endpoint::Sign => None,
         Endpoint::Wss => Some("envelope"),
-        Endpoint::Saml => Some("xml"),
+        Endpoint::Saml | Endpoint::Xades => Some("xml"),
+        Endpoint::Jws => Some("jws"),
     };
     match field.and_then(|f| json[f].as_str()) {
         Some(document) => std::fs::write(path, document)?,
@@ -456,5 +505,45 @@ fn answer_checks(
         Endpoint::Saml => json["xml"]
             .as_str()
             .is_some_and(|x| x.contains("SignatureValue>")),
+        Endpoint::Xades => json["xml"]
+            .as_str()
+            .is_some_and(|x| x.contains("SignatureValue>") && x.contains("SignedProperties")),
+        Endpoint::Jws => json["jws"]
+            .as_str()
+            .is_some_and(|jws| jws_verifies(jws, algorithm, cert)),
     }
+}
+
+/// Whether a compact JWS's signature verifies with the certificate's key (OpenSSL), its
+/// header names `algorithm`, and its payload is the benchmark's.
+fn jws_verifies(jws: &str, algorithm: Algorithm, cert: &openssl::x509::X509) -> bool {
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = jws.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let header_names_alg = url
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+        .is_some_and(|h| h["alg"].as_str() == Some(algorithm.name()));
+    let payload_is_ours = url
+        .decode(payload)
+        .ok()
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok())
+        .is_some_and(|p| p == sample_jws_payload());
+    let Ok(signature) = url.decode(signature) else {
+        return false;
+    };
+    let digest = algorithm
+        .hash()
+        .digest(format!("{header}.{payload}").as_bytes());
+    header_names_alg
+        && payload_is_ours
+        && cert
+            .public_key()
+            .and_then(|key| crate::algorithm::verify_digest(&key, algorithm, &digest, &signature))
+            .unwrap_or(false)
 }

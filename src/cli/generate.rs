@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use super::output::print;
 use super::token_args::TokenArgs;
 use crate::cert::{Curve, KeyKind};
+use crate::config::Operation;
 use crate::generate::{
     self, ksef::parse_subject_json, subject::parse_subject, CsrFormat, GenerateRequest, Purpose,
 };
@@ -60,9 +61,25 @@ pub struct GenerateArgs {
     /// after the key has signed its own CSR/certificate (the key could then sign too).
     #[arg(long)]
     allow_dual_use: bool,
+    /// What the key is for, comma-separated, of: sign, wss, saml, decrypt, jws, jwt,
+    /// xades. Printed as the `operations` line of the [[keys]] table to paste (the narrow
+    /// list docs/operations.md recommends); the token is not told.
+    #[arg(long, value_delimiter = ',', value_parser = parse_operation)]
+    operations: Option<Vec<Operation>>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// One `--operations` name.
+fn parse_operation(text: &str) -> Result<Operation, String> {
+    Operation::ALL
+        .into_iter()
+        .find(|o| o.name() == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
+            format!("unknown operation {text:?}: use {}", names.join(", "))
+        })
 }
 
 /// `--key-type`.
@@ -134,6 +151,8 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         replace_csr: args.force,
         self_signed_days: args.self_signed_days,
         allow_dual_use: args.allow_dual_use,
+        operations: args.operations,
+        ksef: args.subject_json.is_some(),
     };
     request.check()?;
     let target = args.token.resolve()?;

@@ -22,6 +22,14 @@ pub enum GenerateError {
     /// `--allow-dual-use` with a signing key.
     #[error("--allow-dual-use applies to --purpose decrypt only")]
     DualUseForSign,
+    /// `--operations` names an operation the key's purpose cannot do.
+    #[error("--operations {operation} does not fit --purpose {purpose}: a decryption key does \"decrypt\" only, a signing key anything but \"decrypt\"; nothing was created")]
+    OperationForPurpose {
+        /// The operation named.
+        operation: &'static str,
+        /// The key's purpose.
+        purpose: crate::config::Purpose,
+    },
     /// `--self-signed-days 0`.
     #[error("--self-signed-days must be at least 1")]
     NoDays,

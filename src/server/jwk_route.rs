@@ -11,7 +11,7 @@ use axum::Json;
 
 use super::error::ApiError;
 use super::jws_route::certificates;
-use super::request::KeyLookup;
+use super::request::{usable_key, KeyLookup};
 use super::state::AppState;
 use crate::config::Purpose;
 use crate::jose::{self, KeyUse};
@@ -20,7 +20,7 @@ pub(super) async fn get_jwk(
     State(state): State<Arc<AppState>>,
     KeyLookup { rule }: KeyLookup,
 ) -> Result<Response, ApiError> {
-    let key = state.signer.usable_key(&rule.label)?;
+    let key = usable_key(&state, &rule).await?;
     let (der, chain) = certificates(&key)?;
     let key_use = match rule.purpose {
         Purpose::Decrypt => KeyUse::Enc,

@@ -20,7 +20,9 @@ use serde_json::value::RawValue;
 use super::audited::{Audited, Seen};
 use super::error::ApiError;
 use super::policy::KeyRule;
-use super::request::{check_key, choose_algorithm, default_algorithm, Endpoint, KeyRequest};
+use super::request::{
+    check_key, choose_algorithm, default_algorithm, usable_key, Endpoint, KeyRequest,
+};
 use super::state::AppState;
 use crate::algorithm::Algorithm;
 use crate::config::{Operation, Purpose};
@@ -117,7 +119,7 @@ async fn jws_inner(
         include: &include,
     };
     jose::check_jws(payload.borrow(), &opts).map_err(|e| ApiError::jose(&e))?;
-    let algorithm = resolve(state, rule, request.algorithm.as_deref(), &mut audited.seen)?;
+    let algorithm = resolve(state, rule, request.algorithm.as_deref(), &mut audited.seen).await?;
     let (label, key_name) = (rule.label.clone(), rule.name.clone());
     audited
         .run(state, move |signer, seen| {
@@ -173,10 +175,11 @@ pub(super) fn includes(names: &[String]) -> Result<Vec<Include>, ApiError> {
 }
 
 /// Steps 5 to 7: the algorithm given against the key's list, then the key as loaded
-/// now (503 while the token is down), the default algorithm when none was given, the
-/// key's type and the certificate's validity. [`jose`] then checks that the algorithm
+/// now ([`usable_key`]: a reconnect moments away is waited for, a token that stays down
+/// is 503), the default algorithm when none was given, the key's type and the
+/// certificate's validity. [`jose`] then checks that the algorithm
 /// is a JOSE one for this key's curve.
-pub(super) fn resolve(
+pub(super) async fn resolve(
     state: &AppState,
     rule: &KeyRule,
     given: Option<&str>,
@@ -188,7 +191,7 @@ pub(super) fn resolve(
     let given = given
         .map(|given| choose_algorithm(&rule.name, &rule.algorithms, given))
         .transpose()?;
-    let key = state.signer.usable_key(&rule.label)?;
+    let key = usable_key(state, rule).await?;
     let algorithm = match given {
         Some(algorithm) => algorithm,
         None => default_algorithm(rule, key.kind)?,

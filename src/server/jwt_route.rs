@@ -116,7 +116,7 @@ async fn assertion_inner(
     let now = OffsetDateTime::now_utc();
     jose::check_assertion(&request.asked(&include, now, None)).map_err(|e| ApiError::jose(&e))?;
     rule.require_audience(&request.audience)?;
-    let algorithm = resolve(state, rule, request.algorithm.as_deref(), &mut audited.seen)?;
+    let algorithm = resolve(state, rule, request.algorithm.as_deref(), &mut audited.seen).await?;
     let (label, key_name) = (rule.label.clone(), rule.name.clone());
     audited
         .run(state, move |signer, seen| {

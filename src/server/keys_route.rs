@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::peer::Peer;
 use super::policy::KeyRule;
-use super::request::KeyLookup;
+use super::request::{usable_key, KeyLookup};
 use super::state::AppState;
 use crate::algorithm::Algorithm;
 use crate::cert::{CertInfo, KeyKind};
@@ -85,7 +85,7 @@ pub(super) async fn get_certificate(
     query: Result<Query<CertQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(format!("bad query: {e}")))?;
-    let key = state.signer.usable_key(&rule.label)?;
+    let key = usable_key(&state, &rule).await?;
     let leaf = key.cert.to_der().map_err(|e| ApiError::internal(&e))?;
     match query.format.as_deref().unwrap_or("pem") {
         "der" => Ok(([(header::CONTENT_TYPE, "application/pkix-cert")], leaf).into_response()),

@@ -24,6 +24,7 @@ use super::state::AppState;
 use crate::algorithm::{self, Algorithm};
 use crate::cert::KeyKind;
 use crate::config::{Operation, Purpose};
+use crate::signer::KeyInfo;
 use crate::text::printable;
 
 /// What an audited key endpoint is: its name in the audit record and the purpose its
@@ -189,6 +190,30 @@ pub fn choose_algorithm(
         ));
     }
     Ok(algorithm)
+}
+
+/// Step 6: the token's state and the key's presence, then the key's details for step 7.
+/// While the token is down this waits, within the request's timeout, for a reconnect that
+/// may be moments away ([`crate::signer::KeySigner::await_token`]), so a request that
+/// arrives just after the link dropped is served on the new connection, not refused.
+pub async fn usable_key(state: &AppState, rule: &KeyRule) -> Result<Arc<KeyInfo>, ApiError> {
+    state
+        .signer
+        .await_token(state.settings().request_timeout)
+        .await?;
+    Ok(state.signer.usable_key(&rule.label)?)
+}
+
+/// For the XML endpoints, whose document is checked before the token is asked: the key's
+/// details as last seen loaded, so steps 5 and 7 do not wait for the token, whose own state
+/// (step 6) the one token call then reports (waiting as [`usable_key`] does). A key the
+/// daemon has never seen loaded since it started has nothing to check with, and gets
+/// step 6 first, as the token is now.
+pub fn known_key(state: &AppState, rule: &KeyRule) -> Result<Arc<KeyInfo>, ApiError> {
+    match state.last_known_key(&rule.label) {
+        Some(key) => Ok(key),
+        None => Ok(state.signer.usable_key(&rule.label)?),
+    }
 }
 
 /// Step 7: the key's type against the algorithm, then its certificate's validity.

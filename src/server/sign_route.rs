@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::audited::{Audited, Seen};
 use super::error::ApiError;
 use super::policy::KeyRule;
-use super::request::{check_key, choose_algorithm, Endpoint, KeyRequest};
+use super::request::{check_key, choose_algorithm, usable_key, Endpoint, KeyRequest};
 use super::state::AppState;
 use crate::algorithm::{self, Algorithm, Scheme};
 use crate::config::{Operation, Purpose};
@@ -70,7 +70,7 @@ async fn sign_inner(
         der,
         digest,
     } = decode(&bytes, &rule.name, &rule.algorithms, &mut audited.seen)?;
-    let key = state.signer.usable_key(&rule.label)?;
+    let key = usable_key(state, rule).await?;
     check_key(rule, algorithm, key.kind, key.not_after)?;
     let label = rule.label.clone();
     let key_name = rule.name.clone();

@@ -29,7 +29,7 @@ use super::audited::Audited;
 use super::error::ApiError;
 use super::policy::KeyRule;
 use super::request::{
-    check_key, choose_algorithm, default_algorithm, read_xml, Endpoint, KeyRequest,
+    check_key, choose_algorithm, default_algorithm, known_key, read_xml, Endpoint, KeyRequest,
 };
 use super::state::AppState;
 use super::token_call::TokenCall;
@@ -242,11 +242,7 @@ fn resolve(
     let given = given
         .map(|given| choose_algorithm(&rule.name, &rule.algorithms, given))
         .transpose()?;
-    let key: Arc<KeyInfo> = match state.last_known_key(&rule.label) {
-        Some(key) => key,
-        // Never loaded since the daemon started: nothing to check the document with.
-        None => state.signer.usable_key(&rule.label)?,
-    };
+    let key: Arc<KeyInfo> = known_key(state, rule)?;
     let algorithm = match given {
         Some(algorithm) => algorithm,
         None => default_algorithm(rule, key.kind)?,

@@ -92,6 +92,19 @@ pub trait KeySigner: Send + Sync {
         point: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, Arc<KeyInfo>), SignError>;
 
+    /// Returns once the token is up; while it is down, waits (within `timeout`) for the
+    /// reconnect when it may be moments away, and answers why not when it stays away.
+    /// No token call on this task. The default: the state as it is, no wait.
+    fn await_token(&self, _timeout: Duration) -> JobFuture<'_> {
+        let up = match self.status() {
+            Status::Up => Ok(()),
+            Status::Down { reason, .. } => Err(SignError::Unavailable(reason)),
+            Status::PinProblem { reason } => Err(SignError::PinProblem(reason)),
+            Status::Stopping => Err(SignError::ShuttingDown),
+        };
+        Box::pin(std::future::ready(up))
+    }
+
     /// Runs `job` once a session is free, within `timeout` from now, where it may block
     /// on the token. When the deadline passes first, the future returns
     /// [`SignError::Timeout`] on time and the job runs on to its end, its effects unseen.

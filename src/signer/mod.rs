@@ -215,16 +215,12 @@ impl KeySigner for Signer {
         pool::derive(&self.shared, label, point)
     }
 
-    /// The job waits for one of `sessions` permits, then runs on tokio's blocking pool,
-    /// so that the caller's deadline holds even when the token never answers (a hung
-    /// network HSM): the caller gets 503, and the session's permit stays taken until the
-    /// call returns, if ever.
-    fn run_job(&self, timeout: Duration, job: Job) -> JobFuture<'_> {
+    /// Never queue behind a lost token. In an outage's first second the reconnect may be
+    /// moments away: wait for it. Later, ask the supervisor for one attempt now and wait for
+    /// that attempt alone: a token that is back serves this request, one that is not
+    /// answers 503 after one quick attempt, not after a backoff.
+    fn await_token(&self, timeout: Duration) -> JobFuture<'_> {
         Box::pin(async move {
-            // Never queue behind a lost token. In an outage's first second the reconnect
-            // may be moments away: wait for it. Later, ask the supervisor for one attempt
-            // now and wait for that alone: a token that is back signs this request, one
-            // that is not answers 503 after one quick attempt, not after a backoff.
             if let Err(down) = self.shared.connection() {
                 let (until, needed) = match self.shared.young_outage_until() {
                     Some(until) => (until, None),
@@ -247,6 +243,17 @@ impl KeySigner for Signer {
                     }
                 }
             }
+            Ok(())
+        })
+    }
+
+    /// The job waits for the token ([`KeySigner::await_token`]) and for one of `sessions`
+    /// permits, then runs on tokio's blocking pool, so that the caller's deadline holds even
+    /// when the token never answers (a hung network HSM): the caller gets 503, and the
+    /// session's permit stays taken until the call returns, if ever.
+    fn run_job(&self, timeout: Duration, job: Job) -> JobFuture<'_> {
+        Box::pin(async move {
+            self.await_token(timeout).await?;
             if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
                 return Err(SignError::Overloaded);

@@ -87,9 +87,26 @@ fn with_key<T>(
     mut op: impl FnMut(&Session, &TokenKey) -> Result<T, TokenError>,
 ) -> Result<(T, Arc<TokenKey>), SignError> {
     let mut reconnected = false;
+    // The connection the previous attempt used: the one a reconnect must replace.
+    let mut last_generation = None;
     for attempt in 0..3 {
         let retry = attempt == 0 || (attempt == 1 && reconnected);
-        let held = checkout(shared)?;
+        let held = match checkout(shared) {
+            Ok(held) => held,
+            // The link went while this request was between attempts, or opening a session
+            // lost it: wait for the reconnect once, as a failed operation does.
+            Err(Lost { error, generation }) => match generation.or(last_generation) {
+                Some(gone)
+                    if !reconnected && shared.wait_for_reconnect(gone, reconnect_deadline()) =>
+                {
+                    tracing::warn!(%error, "token connection restored; trying once more on it");
+                    reconnected = true;
+                    continue;
+                }
+                _ => return Err(error),
+            },
+        };
+        last_generation = Some(held.conn.generation);
         let wants = || shared.wants.lock().expect("wants lock").clone();
         let key = match held.conn.key_or_why(label) {
             Ok(key) => key,
@@ -171,19 +188,37 @@ fn with_key<T>(
     Err(SignError::Unavailable("the token failed again".into()))
 }
 
+/// Why no session could be had, and which connection went down, when one did: the token
+/// is down already (the connection the supervisor is replacing), or opening a session on
+/// the current one lost it.
+struct Lost {
+    error: SignError,
+    generation: Option<u64>,
+}
+
 /// A session of the current connection: a pooled one, or a new one.
-fn checkout(shared: &Shared) -> Result<Held, SignError> {
-    let conn = shared.connection()?;
+fn checkout(shared: &Shared) -> Result<Held, Lost> {
+    let conn = shared.connection().map_err(|error| Lost {
+        generation: match error {
+            SignError::Unavailable(_) => shared.current_generation(),
+            _ => None,
+        },
+        error,
+    })?;
     if let Some(held) = shared.pool.lock().expect("pool lock").pop() {
         if held.conn.generation == conn.generation {
             return Ok(held);
         }
     }
     let session = conn.open_session().map_err(|e| {
-        if e.is_connection_lost() {
+        let lost = e.is_connection_lost();
+        if lost {
             shared.mark_down(conn.generation, &e);
         }
-        SignError::Unavailable(e.to_string())
+        Lost {
+            error: SignError::Unavailable(e.to_string()),
+            generation: lost.then_some(conn.generation),
+        }
     })?;
     Ok(Held { session, conn })
 }
