@@ -631,6 +631,67 @@ fn ksef_auth_examples_in_python_and_php_sign_what_xmlsec1_verifies() -> Result {
     Ok(())
 }
 
+/// docs/ksef.md's step 4 (and docs/pl/ksef.md's), run with bash as written, against a
+/// daemon whose `ksef-auth` key is an EC P-256 key generated on a fresh token: curl's and
+/// `sign-xml`'s signed documents are each checked by every XAdES verifier.
+#[test]
+fn ksef_md_step_4_runs_as_written() -> Result {
+    for doc in ["docs/ksef.md", "docs/pl/ksef.md"] {
+        let token = TestToken::new()?;
+        let key = KeySetup {
+            name: "ksef-auth",
+            label: "ksef-auth",
+            ..KSEF
+        };
+        let (daemon, certs) = setup(&token, &[key], "")?;
+        let dir = token.path("doc");
+        std::fs::create_dir(&dir)?;
+        std::fs::write(dir.join("auth-token-request.xml"), AUTH_TOKEN_REQUEST)?;
+        std::fs::write(
+            dir.join("ksef-auth.pem"),
+            openssl::x509::X509::from_der(&certs[0])?.to_pem()?,
+        )?;
+        let block = doc_block(doc, "ksef-xades")?.replace(
+            "/run/hsm-signer/hsm-signer.sock",
+            &daemon.socket.display().to_string(),
+        );
+        let bin = Path::new(env!("CARGO_BIN_EXE_hsm-signer"))
+            .parent()
+            .ok_or("no directory")?;
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH")?);
+        let before = OffsetDateTime::now_utc();
+        run_ok(
+            Command::new("bash")
+                .args(["-euo", "pipefail", "-c", &block])
+                .current_dir(&dir)
+                .env("PATH", path),
+        )?;
+        let after = OffsetDateTime::now_utc();
+        for output in [
+            "auth-token-request.signed.xml",
+            "auth-token-request.cli.xml",
+        ] {
+            let signed = std::fs::read_to_string(dir.join(output))?;
+            let signing_time = signed
+                .split("<xades:SigningTime>")
+                .nth(1)
+                .and_then(|rest| rest.split('<').next())
+                .ok_or_else(|| format!("{doc}: no SigningTime in {output}"))?;
+            verifiers::xades_everywhere(&XadesCheck {
+                dir: &dir,
+                input: AUTH_TOKEN_REQUEST,
+                signed: &signed,
+                signing_time,
+                cert_der: &certs[0],
+                digest: "sha256",
+                window: (before, after),
+                tamper: ("<Nip>5260250274</Nip>", "<Nip>5260250275</Nip>"),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// One XAdES signature per token family: an EC P-256 key generated on the token signs
 /// the AuthTokenRequest through the daemon, verified by every XAdES verifier.
 fn xades_on_the_token(family: Family) -> Result {
