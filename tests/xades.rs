@@ -121,6 +121,7 @@ fn verify_everywhere(
         digest,
         window,
         tamper,
+        xmlsec1: true,
     })
 }
 

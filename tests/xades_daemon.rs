@@ -152,6 +152,7 @@ fn assert_verifies(
         digest,
         window,
         tamper: ("<Nip>5260250274</Nip>", "<Nip>5260250275</Nip>"),
+        xmlsec1: !text(answer, "algorithm")?.starts_with("PS"),
     })
 }
 
@@ -167,10 +168,11 @@ fn signature_value(xml: &str) -> Result<Vec<u8>> {
 
 /// KSeF's `AuthTokenRequest` signed by an EC P-256 key generated on the token (ES256,
 /// `R || S`) and by an RSA-2048 key (RS256, SHA-1 certificate digest, a given signature
-/// Id), each verified by every XAdES verifier; the audit record names the operation and
+/// Id; and PS256), each verified by every XAdES verifier (PS256 by all but xmlsec1 1.2,
+/// which has no RSASSA-PSS); the audit record names the operation and
 /// SignedInfo's digest, never the document.
 #[test]
-fn ksef_auth_token_request_es256_and_rs256_verify_everywhere() -> Result {
+fn ksef_auth_token_request_es256_rs256_ps256_verify_everywhere() -> Result {
     let token = TestToken::new()?;
     let (daemon, certs) = setup(&token, &[KSEF, RSA], "")?;
 
@@ -212,7 +214,20 @@ fn ksef_auth_token_request_es256_and_rs256_verify_everywhere() -> Result {
     std::fs::create_dir(&rs256)?;
     assert_verifies(&rs256, &answer, &certs[1], "sha1", (before, after))?;
 
-    let lines = common::daemon::wait_for_lines(&daemon.audit, 2)?;
+    // PS256, which KSeF accepts too.
+    let before = OffsetDateTime::now_utc();
+    let answer = sign_json(
+        &daemon,
+        "rsa",
+        serde_json::json!({ "xml": AUTH_TOKEN_REQUEST, "algorithm": "PS256" }),
+    )?;
+    let after = OffsetDateTime::now_utc();
+    assert_eq!(text(&answer, "algorithm")?, "PS256");
+    let ps256 = token.path("ps256");
+    std::fs::create_dir(&ps256)?;
+    assert_verifies(&ps256, &answer, &certs[1], "sha256", (before, after))?;
+
+    let lines = common::daemon::wait_for_lines(&daemon.audit, 3)?;
     for (line, key) in lines.iter().zip(["ksef", "rsa"]) {
         let record: serde_json::Value = serde_json::from_str(line)?;
         assert_eq!(record["op"], "xades", "{line}");
@@ -686,6 +701,7 @@ fn ksef_md_step_4_runs_as_written() -> Result {
                 digest: "sha256",
                 window: (before, after),
                 tamper: ("<Nip>5260250274</Nip>", "<Nip>5260250275</Nip>"),
+                xmlsec1: true,
             })?;
         }
     }
