@@ -22,7 +22,8 @@
 //!   p11-kit), `token_gone`.
 //! - **Message formats**: `xml_sign` (the library, software keys), `xml_daemon` (WS-Security
 //!   and SAML through the daemon), `wk_decrypt` (login.gov.pl assertions), `jose` (JWS,
-//!   client assertions, JWK), `xades` (XAdES-BES).
+//!   client assertions, JWK), `xades` (XAdES-BES), `xades_daemon` (XAdES through the
+//!   daemon, `sign-xml --profile xades`, the KSeF examples).
 //! - **Docs and examples, run as a reader would**: `docs` (every ```console block),
 //!   `api_doc`, `doc_messages` (error tables), `doc_units` (systemd units), `examples`
 //!   (PHP, Python, Java), `monitoring`, `no_systemd`.
@@ -77,5 +78,6 @@ mod token_gone;
 mod tpm;
 mod wk_decrypt;
 mod xades;
+mod xades_daemon;
 mod xml_daemon;
 mod xml_sign;
