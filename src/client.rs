@@ -268,6 +268,8 @@ pub enum XmlProfile {
     Wss,
     /// An enveloped SAML signature (`/saml/sign`).
     Saml,
+    /// Enveloped XAdES-BES over a whole document (`/xades/sign`).
+    Xades,
 }
 
 /// Options of [`sign_xml`].
@@ -279,6 +281,10 @@ pub struct XmlSignOptions {
     pub reference_id: Option<String>,
     /// WS-Security: add a signed Timestamp valid this many seconds.
     pub timestamp_ttl_seconds: Option<u32>,
+    /// XAdES: the SigningCertificate's digest, `sha256` or `sha1` (`None`: SHA-256).
+    pub certificate_digest: Option<String>,
+    /// XAdES: the `ds:Signature`'s `Id` (`None`: a fresh one).
+    pub signature_id: Option<String>,
 }
 
 /// Asks the daemon to sign the XML document `xml` and returns the signed document's
@@ -293,6 +299,7 @@ pub async fn sign_xml(
     let (route, field) = match profile {
         XmlProfile::Wss => ("wss", "envelope"),
         XmlProfile::Saml => ("saml", "xml"),
+        XmlProfile::Xades => ("xades", "xml"),
     };
     let mut body = serde_json::json!({ field: xml });
     if let Some(algorithm) = &options.algorithm {
@@ -304,6 +311,12 @@ pub async fn sign_xml(
     if let Some(ttl) = options.timestamp_ttl_seconds {
         body["timestamp_ttl_seconds"] = ttl.into();
     }
+    if let Some(digest) = &options.certificate_digest {
+        body["certificate_digest"] = digest.as_str().into();
+    }
+    if let Some(id) = &options.signature_id {
+        body["signature_id"] = id.as_str().into();
+    }
     let uri = format!("/v1/keys/{}/{route}/sign", url_segment(key));
     let answer = request(endpoint, "POST", &uri, Some(body)).await?;
     if answer.status != 200 {
@@ -314,7 +327,7 @@ pub async fn sign_xml(
             .as_str()
             .map(|s| s.as_bytes().to_vec())
             .ok_or_else(|| ClientError::Http("the daemon's answer has no envelope".into())),
-        XmlProfile::Saml => {
+        XmlProfile::Saml | XmlProfile::Xades => {
             let encoded = answer.body["xml_base64"].as_str().unwrap_or_default();
             base64::engine::general_purpose::STANDARD
                 .decode(encoded)

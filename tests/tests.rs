@@ -23,7 +23,8 @@
 //! - **Message formats**: `xml_sign` (the library, software keys), `xml_daemon` (WS-Security
 //!   and SAML through the daemon), `wk_decrypt` (login.gov.pl assertions), `jose` (JWS,
 //!   client assertions, JWK), `jose_daemon` (the JOSE endpoints through the socket, the
-//!   e-Doręczenia examples), `xades` (XAdES-BES).
+//!   e-Doręczenia examples), `xades` (XAdES-BES), `xades_daemon` (XAdES through the
+//!   daemon, `sign-xml --profile xades`, the KSeF examples).
 //! - **Docs and examples, run as a reader would**: `docs` (every ```console block),
 //!   `api_doc`, `doc_messages` (error tables), `doc_units` (systemd units), `examples`
 //!   (PHP, Python, Java), `monitoring`, `no_systemd`.
@@ -79,5 +80,6 @@ mod token_gone;
 mod tpm;
 mod wk_decrypt;
 mod xades;
+mod xades_daemon;
 mod xml_daemon;
 mod xml_sign;

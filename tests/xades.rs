@@ -13,10 +13,9 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::verifiers::{self, have_java, have_xmlsec1};
+use common::verifiers::{self, XadesCheck, AUTH_TOKEN_REQUEST};
 use common::*;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
@@ -24,20 +23,7 @@ use hsm_signer::algorithm::Algorithm;
 use hsm_signer::xml::{
     sign_xades, CertificateDigest, XadesOptions, XadesSigned, XmlError, XmlSignError,
 };
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-/// KSeF's `AuthTokenRequest` as its auth schema defines it: the challenge from
-/// `POST /auth/challenge`, the context (a NIP), and how the subject is identified.
-const AUTH_TOKEN_REQUEST: &str = r#"<?xml version="1.0" encoding="utf-8"?>
-<AuthTokenRequest xmlns="http://ksef.mf.gov.pl/auth/token/2.1" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
-  <Challenge>20261207-CR-1A2B3C4D5E-F6A7B8C9D0-1E</Challenge>
-  <ContextIdentifier>
-    <Nip>5260250274</Nip>
-  </ContextIdentifier>
-  <SubjectIdentifierType>certificateSubject</SubjectIdentifierType>
-</AuthTokenRequest>
-"#;
 
 /// A document of the kind sent through ePUAP's WS-Doręczyciel: the CRD "Dokument"
 /// shape, Polish text, a prefixed namespace and an `xml:lang`.
@@ -116,11 +102,7 @@ fn sign_on_token(
     })
 }
 
-fn now_text(t: OffsetDateTime) -> Result<String> {
-    Ok(t.replace_nanosecond(0)?.format(&Rfc3339)?)
-}
-
-/// Writes the inputs, the signed document and the certificate, and runs every verifier.
+/// Runs every verifier on `signed` ([`verifiers::xades_everywhere`]).
 fn verify_everywhere(
     dir: &Path,
     input: &str,
@@ -130,101 +112,17 @@ fn verify_everywhere(
     window: (OffsetDateTime, OffsetDateTime),
     tamper: (&str, &str),
 ) -> Result {
-    let input_path = dir.join("input.xml");
-    std::fs::write(&input_path, input)?;
-    let signed_path = dir.join("signed.xml");
-    std::fs::write(&signed_path, &signed.xml)?;
-    let cert_path = dir.join("cert.pem");
-    std::fs::write(
-        &cert_path,
-        openssl::x509::X509::from_der(cert_der)?.to_pem()?,
-    )?;
-
-    if have_xmlsec1() {
-        let props = format!("{}:SignedProperties", hsm_signer::xml::xades::XADES_NS);
-        let (ok, text) = verifiers::xmlsec1(&signed_path, &cert_path, &[("Id", props)])?;
-        assert!(ok && text.contains("OK"), "xmlsec1: {text}");
-    }
-
-    let (ok, text) = verifiers::run(
-        Command::new("python3")
-            .arg(verifiers::dir().join("verify_xades.py"))
-            .args([&signed_path, &cert_path, &input_path])
-            .arg(digest)
-            .arg(now_text(window.0)?)
-            .arg(now_text(window.1 + time::Duration::seconds(1))?),
-    )?;
-    assert!(
-        ok && text.contains("signxml XAdESVerifier: OK (2 references)")
-            && text.contains("lxml + cryptography: OK"),
-        "verify_xades.py: {text}"
-    );
-
-    let tools = xadesjs_dir();
-    if tools.join("node_modules/xadesjs").is_dir() {
-        let (ok, text) = verifiers::run(
-            Command::new("node")
-                .arg(tools.join("verify_xades.js"))
-                .args([&signed_path, &cert_path]),
-        )?;
-        assert!(
-            ok && text.contains("xadesjs: OK (2 references)"),
-            "xadesjs: {text}"
-        );
-    } else {
-        missing_precondition("xadesjs: run `npm ci` in tools/verifiers-xades (scripts/test does)")?;
-    }
-
-    // The new verifier scripts can fail: a changed signed property and a changed word of
-    // the document are each rejected.
-    let signing_time = format!("<xades:SigningTime>{}", signed.signing_time);
-    for (what, from, to) in [
-        (
-            "SigningTime",
-            signing_time.as_str(),
-            "<xades:SigningTime>2020-01-01T00:00:00Z",
-        ),
-        ("the document", tamper.0, tamper.1),
-    ] {
-        assert!(signed.xml.contains(from), "{from}");
-        let forged = dir.join("forged.xml");
-        std::fs::write(&forged, signed.xml.replacen(from, to, 1))?;
-        let (python_ok, _) = verifiers::run(
-            Command::new("python3")
-                .arg(verifiers::dir().join("verify_xades.py"))
-                .args([&forged, &cert_path, &input_path])
-                .arg(digest)
-                .arg(now_text(window.0)?)
-                .arg(now_text(window.1 + time::Duration::seconds(1))?),
-        )?;
-        assert!(!python_ok, "verify_xades.py accepted a changed {what}");
-        if tools.join("node_modules/xadesjs").is_dir() {
-            let (node_ok, _) = verifiers::run(
-                Command::new("node")
-                    .arg(tools.join("verify_xades.js"))
-                    .args([&forged, &cert_path]),
-            )?;
-            assert!(!node_ok, "xadesjs accepted a changed {what}");
-        }
-    }
-
-    if have_java() {
-        let (ok, text) = verifiers::java(&signed_path, &cert_path)?;
-        assert!(
-            ok && text.contains("java: OK core validity"),
-            "java: {text}"
-        );
-        assert!(
-            text.contains("reference  -> the document")
-                && text.contains("SignedProperties valid=true"),
-            "java: {text}"
-        );
-    }
-    Ok(())
-}
-
-fn xadesjs_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verifiers-xades")
+    verifiers::xades_everywhere(&XadesCheck {
+        dir,
+        input,
+        signed: &signed.xml,
+        signing_time: &signed.signing_time,
+        cert_der,
+        digest,
+        window,
+        tamper,
+        xmlsec1: true,
+    })
 }
 
 #[test]

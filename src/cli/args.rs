@@ -305,7 +305,8 @@ pub struct SignXmlArgs {
     #[arg(long)]
     pub(super) key: String,
     /// wss: WS-Security over a SOAP 1.1 / 1.2 envelope; saml: an enveloped signature
-    /// over a SAML message (or the element --reference-id names).
+    /// over a SAML message (or the element --reference-id names); xades: enveloped
+    /// XAdES-BES over the whole document (KSeF's AuthTokenRequest).
     #[arg(long)]
     pub(super) profile: XmlProfileArg,
     /// RS256, ES256, ... [default: the key's first configured algorithm that fits it].
@@ -317,6 +318,13 @@ pub struct SignXmlArgs {
     /// wss: add a signed wsu:Timestamp valid this many seconds.
     #[arg(long = "timestamp-ttl", value_name = "SECONDS")]
     pub(super) timestamp_ttl: Option<u32>,
+    /// xades: the SigningCertificate's digest (sha1 for ePUAP's Doręczyciel) [default:
+    /// sha256].
+    #[arg(long, value_parser = ["sha256", "sha1"])]
+    pub(super) certificate_digest: Option<String>,
+    /// xades: the ds:Signature's Id [default: a fresh Signature-<random>].
+    #[arg(long)]
+    pub(super) signature_id: Option<String>,
     /// The unsigned document (UTF-8).
     #[arg(long = "in")]
     pub(super) input: PathBuf,
@@ -332,6 +340,8 @@ pub enum XmlProfileArg {
     Wss,
     /// SAML (WK AuthnRequest, ArtifactResolve, LogoutRequest).
     Saml,
+    /// XAdES-BES (KSeF AuthTokenRequest, ePUAP Doręczyciel).
+    Xades,
 }
 
 /// `hsm-signer import`.

@@ -1,4 +1,5 @@
-//! `hsm-signer sign-xml`: asks the daemon to sign a SOAP envelope or an AuthnRequest.
+//! `hsm-signer sign-xml`: asks the daemon to sign a SOAP envelope, a SAML message or a
+//! document with XAdES-BES.
 
 use std::process::ExitCode;
 
@@ -12,12 +13,18 @@ pub(super) fn run(args: SignXmlArgs) -> Result<ExitCode> {
     let profile = match args.profile {
         XmlProfileArg::Wss => XmlProfile::Wss,
         XmlProfileArg::Saml => XmlProfile::Saml,
+        XmlProfileArg::Xades => XmlProfile::Xades,
     };
-    if profile == XmlProfile::Wss && args.reference_id.is_some() {
+    if profile != XmlProfile::Saml && args.reference_id.is_some() {
         bail!("--reference-id applies to --profile saml only");
     }
-    if profile == XmlProfile::Saml && args.timestamp_ttl.is_some() {
+    if profile != XmlProfile::Wss && args.timestamp_ttl.is_some() {
         bail!("--timestamp-ttl applies to --profile wss only");
+    }
+    if profile != XmlProfile::Xades
+        && (args.certificate_digest.is_some() || args.signature_id.is_some())
+    {
+        bail!("--certificate-digest and --signature-id apply to --profile xades only");
     }
     let bytes =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
@@ -31,6 +38,8 @@ pub(super) fn run(args: SignXmlArgs) -> Result<ExitCode> {
         algorithm: args.algorithm,
         reference_id: args.reference_id,
         timestamp_ttl_seconds: args.timestamp_ttl,
+        certificate_digest: args.certificate_digest,
+        signature_id: args.signature_id,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -35,6 +35,7 @@ pub mod sign_route;
 pub mod state;
 pub mod tls;
 mod token_call;
+mod xades_route;
 mod xml_form;
 mod xml_routes;
 mod xml_threads;

@@ -9,6 +9,7 @@ use axum::Router;
 
 use super::error::{self, ApiError};
 use super::state::AppState;
+use super::xades_route;
 use super::{decrypt_route, health, keys_route, metrics_route, sign_route, xml_routes};
 use super::{jwk_route, jws_route, jwt_route};
 
@@ -25,6 +26,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/keys/{name}/wss/sign", post(xml_routes::wss))
         .route("/v1/keys/{name}/saml/sign", post(xml_routes::saml))
         .route("/v1/keys/{name}/saml/decrypt", post(decrypt_route::decrypt))
+        .route("/v1/keys/{name}/xades/sign", post(xades_route::sign))
         .route("/v1/keys/{name}/jws/sign", post(jws_route::jws))
         .route(
             "/v1/keys/{name}/jwt/client-assertion",

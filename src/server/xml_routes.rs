@@ -163,11 +163,11 @@ impl Metadata for SamlMeta {
 }
 
 /// The key as the XML work needs it, resolved before the document is touched.
-struct ResolvedKey {
-    label: String,
-    key_name: String,
-    algorithm: Algorithm,
-    cert_der: Vec<u8>,
+pub(super) struct ResolvedKey {
+    pub(super) label: String,
+    pub(super) key_name: String,
+    pub(super) algorithm: Algorithm,
+    pub(super) cert_der: Vec<u8>,
 }
 
 /// `wss` in the audit record; the key must sign.
@@ -230,7 +230,7 @@ pub(super) async fn saml(
 /// seen loaded (the token may be down since: the document is still parsed and checked,
 /// and the token call then reports the outage), the default algorithm, the key's type
 /// and the certificate's validity.
-fn resolve(
+pub(super) fn resolve(
     state: &AppState,
     rule: &KeyRule,
     given: Option<&str>,
@@ -259,20 +259,20 @@ fn resolve(
 }
 
 /// Any algorithm, for the checks of a document that do not depend on one.
-const ANY: Algorithm = Algorithm::Rs256;
+pub(super) const ANY: Algorithm = Algorithm::Rs256;
 
 /// Step 4 before steps 5 to 7: a refusal of the algorithm or the key (`refused`) is
 /// answered only for a document that passes the checks needing only itself; a
 /// malformed one gets its own answer. Costs a parse on this refusal path only: a
 /// request that is signed parses its document once.
-fn document_first(check: Result<(), XmlError>, refused: ApiError) -> ApiError {
+pub(super) fn document_first(check: Result<(), XmlError>, refused: ApiError) -> ApiError {
     match check {
         Err(e) => ApiError::xml(&e),
         Ok(()) => refused,
     }
 }
 
-fn api_error(err: XmlSignError<SignError>) -> ApiError {
+pub(super) fn api_error(err: XmlSignError<SignError>) -> ApiError {
     match err {
         XmlSignError::Xml(e) => ApiError::xml(&e),
         XmlSignError::Token(e) => ApiError::from(e),

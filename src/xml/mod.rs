@@ -122,5 +122,11 @@ pub fn check_saml(xml: &[u8], opts: &SamlOptions) -> Result<(), XmlError> {
     Ok(())
 }
 
+/// As [`check_wss`], for [`sign_xades`]: the parse, the limits, the IDs, no
+/// `ds:Signature` child of the document element yet, and `opts.signature_id`.
+pub fn check_xades(xml: &[u8], opts: &XadesOptions) -> Result<(), XmlError> {
+    xades::check(xml, opts)
+}
+
 #[cfg(test)]
 mod tests;

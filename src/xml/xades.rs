@@ -76,26 +76,11 @@ where
 {
     let signer = SigningCert::new(opts.algorithm, cert_der)?;
     let issuer_serial = issuer_serial(cert_der)?;
-    let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
-    refuse_outer_instructions(&parsed)?;
-    let found = shape::xades(&parsed.doc)?;
-    if found.signed {
-        return Err(XmlError::AlreadySigned(
-            "the document element already holds a ds:Signature".into(),
-        )
-        .into());
-    }
+    let (parsed, mut taken) = checked(xml, opts)?;
     let signature_id = match &opts.signature_id {
-        Some(id) => {
-            shape::check_reference_id(id)?;
-            if found.ids.taken.contains(id) {
-                return Err(XmlError::DuplicateId(sanitise(id, 64)).into());
-            }
-            id.clone()
-        }
-        None => dsig::fresh_id("Signature-", &found.ids.taken),
+        Some(id) => id.clone(),
+        None => dsig::fresh_id("Signature-", &taken),
     };
-    let mut taken = found.ids.taken;
     taken.insert(signature_id.clone());
     let properties_id = dsig::fresh_id("SignedProperties-", &taken);
 
@@ -157,6 +142,37 @@ where
         signature_id,
         signing_time,
     })
+}
+
+/// The checks that need only the document and `opts`, not the key: the parse and the
+/// `[xml]` limits, no processing instruction outside the document element, the IDs, no
+/// `ds:Signature` child of the document element yet, and the asked-for signature Id
+/// (a plain ID not yet in the document). Returns the parsed document and its IDs.
+fn checked(
+    xml: &[u8],
+    opts: &XadesOptions,
+) -> Result<(Parsed, std::collections::HashSet<String>), XmlError> {
+    let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
+    refuse_outer_instructions(&parsed)?;
+    let found = shape::xades(&parsed.doc)?;
+    if found.signed {
+        return Err(XmlError::AlreadySigned(
+            "the document element already holds a ds:Signature".into(),
+        ));
+    }
+    if let Some(id) = &opts.signature_id {
+        shape::check_reference_id(id)?;
+        if found.ids.taken.contains(id) {
+            return Err(XmlError::DuplicateId(sanitise(id, 64)));
+        }
+    }
+    Ok((parsed, found.ids.taken))
+}
+
+/// [`checked`], for a caller that reports a malformed document before a refusal of the
+/// algorithm or the key (the daemon's order of checks, docs/api.md).
+pub(crate) fn check(xml: &[u8], opts: &XadesOptions) -> Result<(), XmlError> {
+    checked(xml, opts).map(drop)
 }
 
 /// Refuses a processing instruction before or after the document element. XML-DSig's
