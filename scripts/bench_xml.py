@@ -19,6 +19,7 @@ import base64
 import http.client
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -205,14 +206,14 @@ def measure(args):
     open(template, "w").write(xmlsec_template(doc))
     times, cpus = [], []
     for _ in range(args.repeat):
-        used = os.times()
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(["xmlsec1", "--sign", "--privkey-pem", f"{args.privkey},{args.cert}",
                         "--id-attr:Id", f"{SOAP11}:Body", "--output", template + ".signed", template],
                        check=True, capture_output=True)
         times.append(time.perf_counter() - t0)
-        after = os.times()
-        cpus.append((after.children_user + after.children_system - used.children_user - used.children_system) * 1e3)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append((after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime) * 1e3)
     subprocess.run(["xmlsec1", "--verify", "--id-attr:Id", f"{SOAP11}:Body", "--pubkey-cert-pem", args.cert,
                     template + ".signed"], check=True, capture_output=True)
     print(json.dumps({"row": "xmlsec1", "bytes": len(raw), "requests": len(times),
