@@ -107,7 +107,22 @@ impl<M: Metadata> Answer<M> {
     /// The JSON object, or the document as `application/xml` with its headers.
     pub(super) fn into_response(self) -> Response {
         match self.form {
-            Form::Json => axum::Json(self.meta.json(self.document)).into_response(),
+            Form::Json => {
+                // Written once into a buffer with room for the escapes, rather than grown
+                // by doubling (as `axum::Json` does, from 128 bytes), which held up to three
+                // copies of a large document at once; the capacity left unused is never
+                // touched, so costs no memory.
+                let capacity = self.document.len() * 3 + 4096;
+                let json = self.meta.json(self.document);
+                let mut body = Vec::with_capacity(capacity);
+                match serde_json::to_writer(&mut body, &json) {
+                    Ok(()) => {
+                        drop(json);
+                        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                    }
+                    Err(e) => ApiError::internal(&e).into_response(),
+                }
+            }
             Form::Raw => {
                 let headers = self.meta.headers();
                 let mut response = (

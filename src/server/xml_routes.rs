@@ -330,13 +330,13 @@ async fn wss_inner(
             })?;
             let opts = options(key.algorithm);
             let mut cert_sha256 = None;
-            let signed = xml::sign_wss(&envelope, &opts, &key.cert_der, |info| {
+            // Taken by value: the body is freed once libxml2 has parsed it.
+            let signed = xml::sign_wss(envelope, &opts, &key.cert_der, |info| {
                 let signed = token.sign(&key.label, key.algorithm, info)?;
                 cert_sha256 = Some(signed.key.cert_sha256.clone());
                 Ok(signed.signature)
             })
             .map_err(api_error)?;
-            drop(envelope);
             seen.input_sha256 = hex::encode(signed.signed_info_sha256);
             seen.reference = Some(printable(&signed.reference_uris.join(" "), 256));
             seen.cert_sha256 = cert_sha256.clone();
@@ -397,13 +397,12 @@ async fn saml_inner(
             })?;
             let opts = options(key.algorithm);
             let mut cert_sha256 = None;
-            let signed = xml::sign_saml(&document, &opts, &key.cert_der, |info| {
+            let signed = xml::sign_saml(document, &opts, &key.cert_der, |info| {
                 let signed = token.sign(&key.label, key.algorithm, info)?;
                 cert_sha256 = Some(signed.key.cert_sha256.clone());
                 Ok(signed.signature)
             })
             .map_err(api_error)?;
-            drop(document);
             seen.input_sha256 = hex::encode(signed.signed_info_sha256);
             seen.reference = Some(printable(&signed.reference_uri, 256));
             seen.cert_sha256 = cert_sha256.clone();

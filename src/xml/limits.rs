@@ -179,14 +179,21 @@ fn trim_end(mut s: &[u8]) -> &[u8] {
 }
 
 /// Where `needle` next starts at or after `from`. Every `from` here follows an ASCII
-/// byte of the markup, so it is a character boundary, and `str::find` searches with
-/// memchr; were it not one, the search goes on from the next boundary.
+/// byte of the markup, so it is a character boundary; were it not one, the search goes
+/// on from the next boundary. A one-byte needle (`<`, `>`) is searched as a `char`,
+/// which `str::find` does with memchr: a `&str` needle goes through the two-way
+/// substring search, which took a tenth of an 8 MB envelope's signing time (`perf`).
 fn find(text: &str, needle: &str, from: usize) -> Option<usize> {
     let mut from = from;
     while from < text.len() && !text.is_char_boundary(from) {
         from += 1;
     }
-    text.get(from..)?.find(needle).map(|i| from + i)
+    let rest = text.get(from..)?;
+    let at = match needle.as_bytes() {
+        [byte] if byte.is_ascii() => rest.find(char::from(*byte)),
+        _ => rest.find(needle),
+    };
+    at.map(|i| from + i)
 }
 
 /// The index just past the next `needle` at or after `from`, or the end of `text`.

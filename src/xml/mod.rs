@@ -52,16 +52,20 @@ pub use parse::DEFAULT_MAX_DEPTH;
 
 /// Signs a SOAP 1.1 / 1.2 envelope with WS-Security (X.509 token profile).
 ///
+/// The envelope is taken by value (a `&[u8]` works too): an owned one is freed as soon as
+/// libxml2 has parsed it, so a large document is not held while the answer is built.
+///
 /// `sign` receives the exclusive-c14n bytes of SignedInfo and returns the signature
 /// value (RSA: PKCS#1 v1.5 or PSS bytes; ECDSA: raw r‖s); it is called at most once, and
 /// its answer is checked against `cert_der`'s public key before it is used.
-pub fn sign_wss<F, E>(
-    envelope: &[u8],
+pub fn sign_wss<B, F, E>(
+    envelope: B,
     opts: &WssOptions,
     cert_der: &[u8],
     sign: F,
 ) -> Result<WssSigned, XmlSignError<E>>
 where
+    B: AsRef<[u8]>,
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     wss::sign(envelope, opts, cert_der, sign)
@@ -70,14 +74,15 @@ where
 /// Signs a SAML message (or the element with `opts.reference_id` inside any document)
 /// with an enveloped XML-DSig signature placed after its `saml:Issuer`.
 ///
-/// `sign` is as for [`sign_wss`].
-pub fn sign_saml<F, E>(
-    xml: &[u8],
+/// `sign`, and the document taken by value, are as for [`sign_wss`].
+pub fn sign_saml<B, F, E>(
+    xml: B,
     opts: &SamlOptions,
     cert_der: &[u8],
     sign: F,
 ) -> Result<SamlSigned, XmlSignError<E>>
 where
+    B: AsRef<[u8]>,
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     saml::sign(xml, opts, cert_der, sign)

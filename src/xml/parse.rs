@@ -18,7 +18,6 @@
 //! acts on none of them, and exclusive c14n covers those inside a signed element.
 
 use libxml::error::XmlErrorLevel;
-use libxml::parser::{Parser, ParserOptions, XmlParseFailure};
 use libxml::tree::{Document, Node, NodeType};
 
 use super::error::{sanitise, without_quoted, XmlError};
@@ -189,25 +188,25 @@ fn refuse_doctype(mut rest: &str) -> Result<(), XmlError> {
 }
 
 fn parse_tree(text: &str) -> Result<Document, XmlError> {
-    let options = ParserOptions {
-        recover: false,
-        no_def_dtd: true,
-        no_error: true,
-        no_warning: true,
-        no_net: true,
-        no_blanks: false,
-        huge: true,
-        encoding: Some("UTF-8"),
-        ..ParserOptions::default()
+    use libxml::bindings::{
+        xmlParserOption_XML_PARSE_HUGE as HUGE, xmlParserOption_XML_PARSE_IGNORE_ENC as IGNORE_ENC,
+        xmlParserOption_XML_PARSE_NOERROR as NOERROR, xmlParserOption_XML_PARSE_NONET as NONET,
+        xmlParserOption_XML_PARSE_NOWARNING as NOWARNING,
     };
-    match Parser::default().parse_string_with_diagnostics(text, options) {
-        Ok((doc, diagnostics)) => match first_error(&diagnostics) {
+    // No recovery, no network, no DTD loading, no entity substitution. The bytes are
+    // UTF-8 already (checked above, as is any declared encoding), so libxml2 reads them
+    // as they are (IGNORE_ENC, no encoding given): given one, it would copy the whole
+    // input through its UTF-8 to UTF-8 converter into a buffer of twice its size. Its own
+    // detection from the first bytes can only find UTF-8 here (no NUL, no UTF-16/32
+    // mark, valid UTF-8).
+    let options = (NOERROR | NOWARNING | NONET | HUGE | IGNORE_ENC) as std::ffi::c_int;
+    match raw::parse(text.as_bytes(), options) {
+        (Some(doc), diagnostics) => match first_error(&diagnostics) {
             Some(error) => Err(error),
             None => Ok(doc),
         },
-        Err(XmlParseFailure::ParseFailed(diagnostics)) => Err(first_error(&diagnostics)
+        (None, diagnostics) => Err(first_error(&diagnostics)
             .unwrap_or_else(|| bad_xml(0, 0, "libxml2 returned no document"))),
-        Err(other) => Err(bad_xml(0, 0, &other.to_string())),
     }
 }
 

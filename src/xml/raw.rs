@@ -1,7 +1,7 @@
-//! The libxml2 calls made around the `libxml` crate, for what it does lossily or not at all:
-//! exclusive c14n and serialisation as bytes, a read-only walk of the element tree (with
-//! libxml2's own judgement of namespace URIs), and libxml2's error reports routed to
-//! `tracing`.
+//! The libxml2 calls made around the `libxml` crate, for what it does lossily, wastefully
+//! or not at all: parsing without a copy of the input, exclusive c14n and serialisation
+//! as bytes, a read-only walk of the element tree (with libxml2's own judgement of
+//! namespace URIs), and libxml2's error reports routed to `tracing`.
 //!
 //! Why raw: the crate (0.3.23) decodes each c14n flush with `from_utf8_lossy` (its
 //! `c14n.rs`, `xml_write_io`) and serialises with `to_string_lossy`. libxml2 flushes
@@ -9,18 +9,22 @@
 //! U+FFFD and the digest covered a text the message did not hold. Here every byte
 //! libxml2 writes goes unchanged to a SHA-256 or a `Vec<u8>`. The crate's tree walk wraps
 //! each node in a reference-counted handle registered with its document; [`walk`] reads
-//! the tree in place, which is what a million-element document needs.
+//! the tree in place, which is what a million-element document needs. The crate parses
+//! with `xmlCtxtReadMemory`, which copies the input into a buffer of twice its size
+//! first; [`parse`] feeds libxml2 through a read callback instead.
 //!
-//! The c14n is xmlsec's: `xmlC14NExecute` over the whole document with a visibility
-//! callback that keeps one subtree, so the namespaces the subtree inherits come out as a
-//! verifier computes them. SignedInfo, which inherits nothing but its `ds` prefix, is
-//! canonicalised from a copy in a document of its own, so that libxml2 does not walk the
-//! whole envelope for it. XAdES's `URI=""` is the whole document: the same c14n with no
-//! callback.
+//! The c14n is xmlsec's: `xmlC14NExecute` over the document with a visibility callback
+//! that keeps one subtree, so the namespaces the subtree inherits come out as a verifier
+//! computes them. For the call, the subtree and its ancestors are made the only children
+//! of their parents ([`isolate`]), so that libxml2 walks the path to the subtree and not
+//! the whole document; the output is the same. SignedInfo, which inherits nothing but
+//! its `ds` prefix, is canonicalised from a copy in a document of its own when it is
+//! signed. XAdES's `URI=""` is the whole document: the same c14n with no callback.
 //!
 //! Every pointer here comes from a `libxml::tree::Document` or `Node` borrowed for the
-//! whole call, and libxml2 only reads that tree in these calls; each block says what else
-//! it relies on. With src/token/raw.rs, this is the crate's only `unsafe` code.
+//! whole call. libxml2 only reads that tree in these calls, and the only change of ours
+//! is `isolate`'s, undone before the call returns; each block says what else it relies
+//! on. With src/token/raw.rs, this is the crate's only `unsafe` code.
 #![allow(unsafe_code)]
 
 use std::borrow::Cow;
@@ -32,10 +36,11 @@ use libxml::bindings::{
     xmlElementType_XML_ATTRIBUTE_NODE, xmlElementType_XML_CDATA_SECTION_NODE,
     xmlElementType_XML_ELEMENT_NODE, xmlElementType_XML_NAMESPACE_DECL,
     xmlElementType_XML_TEXT_NODE, xmlErrorPtr, xmlFreeDoc, xmlFreeURI, xmlGetLineNo, xmlNewDoc,
-    xmlNodePtr, xmlOutputBufferClose, xmlOutputBufferCreateIO, xmlParseURI, xmlSaveClose,
-    xmlSaveDoc, xmlSaveOption_XML_SAVE_NO_DECL, xmlSaveToIO, xmlSetGenericErrorFunc,
+    xmlNodePtr, xmlOutputBufferClose, xmlOutputBufferCreateIO, xmlParseURI, xmlReadIO,
+    xmlSaveClose, xmlSaveDoc, xmlSaveOption_XML_SAVE_NO_DECL, xmlSaveToIO, xmlSetGenericErrorFunc,
     xmlSetStructuredErrorFunc, xmlThrDefSetGenericErrorFunc, xmlThrDefSetStructuredErrorFunc,
 };
+use libxml::error::StructuredError;
 use libxml::tree::{Document, Node};
 
 use super::error::{without_quoted, XmlError};
@@ -75,6 +80,79 @@ unsafe extern "C" fn write_to_sink(
 /// libxml2's `xmlOutputCloseCallback`: the sink belongs to the caller, nothing to free.
 unsafe extern "C" fn close_sink(_context: *mut c_void) -> c_int {
     0
+}
+
+/// The bytes libxml2 has not read yet, reached through the `void *` context.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+/// libxml2's `xmlInputReadCallback`: copies up to `len` bytes of what is left.
+unsafe extern "C" fn read_from(context: *mut c_void, buffer: *mut c_char, len: c_int) -> c_int {
+    if context.is_null() || buffer.is_null() || len < 0 {
+        return -1;
+    }
+    // SAFETY: `context` is the `Reader` that `parse` created and keeps alive (and does
+    // not otherwise touch) until xmlReadIO returns; libxml2 passes `len` writable bytes
+    // at `buffer`, which cannot overlap the caller's input.
+    unsafe {
+        let reader = &mut *(context as *mut Reader<'_>);
+        let n = reader.rest.len().min(len as usize);
+        std::ptr::copy_nonoverlapping(reader.rest.as_ptr(), buffer as *mut u8, n);
+        reader.rest = &reader.rest[n..];
+        n as c_int
+    }
+}
+
+/// The most reports kept from one parse, as the `libxml` crate keeps.
+const MAX_REPORTS: usize = 100;
+
+/// libxml2's structured error handler during [`parse`]: keeps the report.
+unsafe extern "C" fn collect_report(reports: *mut c_void, error: xmlErrorPtr) {
+    if reports.is_null() || error.is_null() {
+        return;
+    }
+    // SAFETY: `reports` is the `Vec` that `parse` installed for this thread and keeps
+    // alive until it restores the handler; libxml2 passes a live `xmlError`.
+    unsafe {
+        let reports = &mut *(reports as *mut Vec<StructuredError>);
+        if reports.len() < MAX_REPORTS {
+            reports.push(StructuredError::from_raw(error));
+        }
+    }
+}
+
+/// Parses `input` with `xmlReadIO` and the parser `options`: the document, if libxml2
+/// made one, and what it reported. libxml2 reads the input through a callback a few
+/// kilobytes at a time, where `xmlReadMemory` would first copy all of it into a buffer
+/// of twice its size; a large document is then held once, by the caller. The thread's
+/// error handlers are sent to `tracing` again afterwards.
+pub(crate) fn parse(input: &[u8], options: c_int) -> (Option<Document>, Vec<StructuredError>) {
+    let mut reader = Reader { rest: input };
+    let mut reports: Box<Vec<StructuredError>> = Box::default();
+    // SAFETY: the handler's context is the boxed `Vec`, alive until the handlers are
+    // routed back below; `reader` outlives xmlReadIO, which closes its input (no close
+    // callback: the reader is ours) before returning. A NULL URL and encoding are allowed.
+    // The document returned is owned by nobody else and is handed to `Document`, which
+    // frees it.
+    let doc = unsafe {
+        xmlSetStructuredErrorFunc(
+            &mut *reports as *mut Vec<StructuredError> as *mut c_void,
+            Some(collect_report),
+        );
+        let doc = xmlReadIO(
+            Some(read_from),
+            None,
+            &mut reader as *mut Reader<'_> as *mut c_void,
+            std::ptr::null(),
+            std::ptr::null(),
+            options,
+        );
+        route_errors_to_tracing();
+        doc
+    };
+    let doc = (!doc.is_null()).then(|| Document::new_ptr(doc));
+    (doc, *reports)
 }
 
 /// The subtree `xmlC14NExecute` is to output, and what is known of the nodes libxml2
@@ -215,6 +293,73 @@ pub(crate) fn exc_c14n_alone(node: &Node, sink: &mut dyn FnMut(&[u8])) -> Result
     }
 }
 
+/// One link [`isolate`] changed: `node`'s siblings and its parent's first and last child.
+struct Cut {
+    node: xmlNodePtr,
+    parent: xmlNodePtr,
+    prev: xmlNodePtr,
+    next: xmlNodePtr,
+    first: xmlNodePtr,
+    last: xmlNodePtr,
+}
+
+/// Makes `node` and each of its ancestors the only child of its parent, until [`restore`]
+/// puts the links back, so that `xmlC14NExecute` walks the path to `node` and its
+/// subtree instead of the whole document. It walks everything it is given, and in full
+/// for the nodes outside the subtree too (namespace lookups up the tree, the visibility
+/// callback for each attribute), so the c14n of SignedInfo in an envelope cost as much as
+/// the c14n of its Body. The output is the same: the exclusive c14n of a subtree depends
+/// on the subtree and on the namespace declarations of its ancestors, which stay in
+/// place; libxml2 saves and restores its namespace state around each sibling element,
+/// so the siblings never change what it renders.
+///
+/// Only pointers change: nothing is freed, created or moved in memory.
+///
+/// SAFETY (for callers): `node` is a live node of a document that nothing else reads or
+/// edits until `restore` has run with the cuts returned.
+unsafe fn isolate(node: xmlNodePtr) -> Vec<Cut> {
+    let mut cuts = Vec::new();
+    let mut cur = node;
+    // SAFETY: see the function's contract. Parents lead up to the document node, whose
+    // `children` and `last` sit where an `xmlNode`'s do (libxml2 relies on the same
+    // common header), and whose parent is NULL.
+    unsafe {
+        while !cur.is_null() && !(*cur).parent.is_null() {
+            let parent = (*cur).parent;
+            cuts.push(Cut {
+                node: cur,
+                parent,
+                prev: (*cur).prev,
+                next: (*cur).next,
+                first: (*parent).children,
+                last: (*parent).last,
+            });
+            (*cur).prev = std::ptr::null_mut();
+            (*cur).next = std::ptr::null_mut();
+            (*parent).children = cur;
+            (*parent).last = cur;
+            cur = parent;
+        }
+    }
+    cuts
+}
+
+/// Puts back the links [`isolate`] changed, innermost last.
+///
+/// SAFETY (for callers): `cuts` come from `isolate` on a tree not edited since.
+unsafe fn restore(cuts: &[Cut]) {
+    // SAFETY: see the function's contract; every pointer was live when cut and nothing
+    // was freed since.
+    unsafe {
+        for cut in cuts.iter().rev() {
+            (*cut.node).prev = cut.prev;
+            (*cut.node).next = cut.next;
+            (*cut.parent).children = cut.first;
+            (*cut.parent).last = cut.last;
+        }
+    }
+}
+
 /// Runs `xmlC14NExecute` on `doc` (the subtree at `root` only, when given) into `sink`.
 ///
 /// SAFETY (for callers): `doc` is a live document, `root` a live node of it, and neither
@@ -226,6 +371,12 @@ unsafe fn c14n_into(
 ) -> Result<(), XmlError> {
     let mut sink = Sink { write: sink };
     let mut subtree = root.map(Subtree::new);
+    // SAFETY: see the function's contract; the links are put back below, on every path,
+    // before anything else sees the tree.
+    let cuts = match root {
+        Some(root) => unsafe { isolate(root) },
+        None => Vec::new(),
+    };
     // SAFETY: see the function's contract; `sink` and `subtree` outlive the buffer and
     // the c14n (closed below, before they go out of scope); a NULL prefix list, no
     // encoder, and no visibility callback (the whole document) are allowed by libxml2.
@@ -237,6 +388,7 @@ unsafe fn c14n_into(
             std::ptr::null_mut(),
         );
         if buf.is_null() {
+            restore(&cuts);
             return Err(XmlError::internal(
                 "libxml2 could not allocate a c14n buffer",
             ));
@@ -264,6 +416,8 @@ unsafe fn c14n_into(
             closed
         }
     };
+    // SAFETY: `cuts` are the links `isolate` changed, in its order.
+    unsafe { restore(&cuts) };
     if status < 0 {
         return Err(XmlError::internal("exclusive c14n failed"));
     }
@@ -692,6 +846,57 @@ mod tests {
         let mut alone = Vec::new();
         exc_c14n_alone(&b, &mut |chunk| alone.extend_from_slice(chunk))?;
         assert_eq!(alone, out);
+        Ok(())
+    }
+
+    fn serialized(doc: &Document) -> Result<Vec<u8>, XmlError> {
+        let mut out = Vec::new();
+        serialize(doc, &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn c14n_in_context_leaves_the_tree_as_it_was() -> Result<(), XmlError> {
+        // Siblings before and after each ancestor, declaring and using the prefixes the
+        // subtree uses, text around them, and nodes outside the document element. The
+        // expected bytes are lxml's exclusive c14n of the same nodes.
+        let xml = "<?pi before?><!-- c --><r xmlns:a=\"urn:a\" xml:lang=\"pl\">x<s xmlns:a=\"urn:other\"><a:u/></s>\
+                   <m xmlns:b=\"urn:b\">y<b:n a:q=\"1\">t</b:n><a:k xmlns:a=\"urn:k\"/>z<o><a:p b:v=\"2\"/></o></m>w<e/></r><?pi after?>";
+        let doc = libxml::parser::Parser::default()
+            .parse_string(xml)
+            .map_err(XmlError::internal)?;
+        let before = serialized(&doc)?;
+        let root = doc
+            .get_root_element()
+            .ok_or_else(|| XmlError::internal("root"))?;
+        let m = root.get_child_elements()[1].clone();
+        let o = m.get_child_elements()[2].clone();
+        let p = o.get_child_elements()[0].clone();
+        let c14n = |node: &Node| -> Result<String, XmlError> {
+            let mut out = Vec::new();
+            exc_c14n(&doc, node, &mut |chunk| out.extend_from_slice(chunk))?;
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        };
+        assert_eq!(
+            c14n(&p)?,
+            "<a:p xmlns:a=\"urn:a\" xmlns:b=\"urn:b\" b:v=\"2\"></a:p>"
+        );
+        assert_eq!(
+            c14n(&o)?,
+            "<o><a:p xmlns:a=\"urn:a\" xmlns:b=\"urn:b\" b:v=\"2\"></a:p></o>"
+        );
+        assert_eq!(
+            c14n(&m)?,
+            "<m>y<b:n xmlns:a=\"urn:a\" xmlns:b=\"urn:b\" a:q=\"1\">t</b:n><a:k xmlns:a=\"urn:k\"></a:k>z<o><a:p xmlns:a=\"urn:a\" xmlns:b=\"urn:b\" b:v=\"2\"></a:p></o></m>"
+        );
+        assert_eq!(serialized(&doc)?, before);
+        // And the whole document, after the subtrees: every link is back.
+        let mut whole = Vec::new();
+        exc_c14n_document(&doc, &mut |chunk| whole.extend_from_slice(chunk))?;
+        assert_eq!(
+            String::from_utf8_lossy(&whole),
+            "<?pi before?>\n<r xml:lang=\"pl\">x<s><a:u xmlns:a=\"urn:other\"></a:u></s><m>y<b:n xmlns:a=\"urn:a\" xmlns:b=\"urn:b\" a:q=\"1\">t</b:n><a:k xmlns:a=\"urn:k\"></a:k>z<o><a:p xmlns:a=\"urn:a\" xmlns:b=\"urn:b\" b:v=\"2\"></a:p></o></m>w<e></e></r>\n<?pi after?>"
+        );
         Ok(())
     }
 

@@ -12,13 +12,14 @@ use super::shape;
 /// The SAML 2.0 assertion namespace, where `Issuer` lives.
 pub const SAML_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 
-pub(crate) fn sign<F, E>(
-    xml: &[u8],
+pub(crate) fn sign<B, F, E>(
+    xml: B,
     opts: &SamlOptions,
     cert_der: &[u8],
     sign: F,
 ) -> Result<SamlSigned, XmlSignError<E>>
 where
+    B: AsRef<[u8]>,
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     // The tree is freed before the check parses the output again: only one tree of the
@@ -33,17 +34,21 @@ where
 }
 
 /// Parses, checks and signs: the signed document, what was signed and the reference.
-fn build<F, E>(
-    xml: &[u8],
+/// The input is freed once parsed.
+fn build<B, F, E>(
+    xml: B,
     opts: &SamlOptions,
     cert_der: &[u8],
     sign: F,
 ) -> Result<(String, dsig::Signed, [Reference; 1]), XmlSignError<E>>
 where
+    B: AsRef<[u8]>,
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     let signer = SigningCert::new(opts.algorithm, cert_der)?;
-    let parsed = parse::parse(xml, opts.max_depth, &opts.limits)?;
+    let parsed = parse::parse(xml.as_ref(), opts.max_depth, &opts.limits)?;
+    let size = xml.as_ref().len();
+    drop(xml);
     let found = shape::saml(&parsed.doc, opts.reference_id.as_deref())?;
     let mut target = shape::node_at(&parsed.doc, &found.target)?;
     if found.signed {
@@ -66,7 +71,7 @@ where
     )?;
     place(&mut target, &mut skeleton.signature)?;
     let signed = dsig::sign(&mut skeleton, &signer, sign)?;
-    let xml = parse::serialize(&parsed, xml.len() + 4096)?;
+    let xml = parse::serialize(&parsed, size + 4096)?;
     Ok((xml, signed, references))
 }
 

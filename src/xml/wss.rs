@@ -24,13 +24,14 @@ pub const BASE64_BINARY: &str =
 const TIME_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
-pub(crate) fn sign<F, E>(
-    envelope: &[u8],
+pub(crate) fn sign<B, F, E>(
+    envelope: B,
     opts: &WssOptions,
     cert_der: &[u8],
     sign: F,
 ) -> Result<WssSigned, XmlSignError<E>>
 where
+    B: AsRef<[u8]>,
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     // The tree is freed before the check parses the output again: only one tree of the
@@ -51,18 +52,21 @@ where
 }
 
 /// Parses, checks and signs; the signed envelope with its IDs (the reference URIs and
-/// the audit hash are filled in by [`sign`]).
-fn build<F, E>(
-    envelope: &[u8],
+/// the audit hash are filled in by [`sign`]). The input is freed once parsed.
+fn build<B, F, E>(
+    envelope: B,
     opts: &WssOptions,
     cert_der: &[u8],
     sign: F,
 ) -> Result<(WssSigned, dsig::Signed, Vec<Reference>), XmlSignError<E>>
 where
+    B: AsRef<[u8]>,
     F: FnOnce(&[u8]) -> Result<Vec<u8>, E>,
 {
     let signer = SigningCert::new(opts.algorithm, cert_der)?;
-    let parsed = parse::parse(envelope, opts.max_depth, &opts.limits)?;
+    let parsed = parse::parse(envelope.as_ref(), opts.max_depth, &opts.limits)?;
+    let size = envelope.as_ref().len();
+    drop(envelope);
     let shape = shape::wss(&parsed.doc)?;
     if opts.timestamp_ttl_seconds.is_some() && shape.timestamped {
         return Err(XmlError::AlreadyTimestamped.into());
@@ -134,7 +138,7 @@ where
     set(&mut reference, "ValueType", X509V3)?;
 
     let signed = dsig::sign(&mut skeleton, &signer, sign)?;
-    let xml = parse::serialize(&parsed, envelope.len() + 4096)?;
+    let xml = parse::serialize(&parsed, size + 4096)?;
     let built = WssSigned {
         xml,
         reference_uris: Vec::new(),
