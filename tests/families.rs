@@ -178,21 +178,7 @@ fn provision_for_signing(token: &TestToken, keys: &[KeySetup]) -> Result<Vec<X50
             "--self-signed-days",
             "730",
         ]))?;
-        let der = token.path(&format!("{}.der", key.label));
-        run_ok(
-            token
-                .pkcs11_tool()
-                .args([
-                    "--read-object",
-                    "--type",
-                    "cert",
-                    "--label",
-                    key.label,
-                    "-o",
-                ])
-                .arg(&der),
-        )?;
-        certs.push(X509::from_der(&std::fs::read(&der)?)?);
+        certs.push(X509::from_der(&token.read_object("cert", key.label)?)?);
     }
     Ok(certs)
 }

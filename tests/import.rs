@@ -485,21 +485,10 @@ fn ca_certificate_lands_once_for_two_keys() -> Result {
         .collect();
     assert_eq!(ca_objects.len(), 1, "{certs:#?}");
     // The CA object holds exactly the CA's certificate.
-    let der = token.path("ca.der");
-    run_ok(
-        token
-            .pkcs11_tool()
-            .args([
-                "--read-object",
-                "--type",
-                "cert",
-                "--label",
-                "Sigillum Test CA",
-            ])
-            .arg("--output-file")
-            .arg(&der),
-    )?;
-    assert_eq!(std::fs::read(&der)?, ca.cert.to_der()?);
+    assert_eq!(
+        token.read_object("cert", "Sigillum Test CA")?,
+        ca.cert.to_der()?
+    );
     Ok(())
 }
 

@@ -633,14 +633,9 @@ fn p256_on(token: &TestToken) -> Result<openssl::x509::X509> {
         "--self-signed-days",
         "730",
     ]))?;
-    let der = token.path("wk.der");
-    run_ok(
-        token
-            .pkcs11_tool()
-            .args(["--read-object", "--type", "cert", "--label", WK.label, "-o"])
-            .arg(&der),
-    )?;
-    Ok(openssl::x509::X509::from_der(&std::fs::read(&der)?)?)
+    Ok(openssl::x509::X509::from_der(
+        &token.read_object("cert", WK.label)?,
+    )?)
 }
 
 /// One ES256 JWS on the family's token, verified by both verifiers; where the family

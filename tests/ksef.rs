@@ -136,21 +136,8 @@ fn born_on_the_token(key_type: &str) -> Result {
         "{private:?}"
     );
     assert!(!access.contains(", extractable"), "{private:?}");
-    let pubkey = token.path("pub.der");
-    run_ok(
-        token
-            .pkcs11_tool()
-            .args([
-                "--read-object",
-                "--type",
-                "pubkey",
-                "--label",
-                "ksef-auth",
-                "-o",
-            ])
-            .arg(&pubkey),
-    )?;
-    let token_public = openssl::pkey::PKey::public_key_from_der(&std::fs::read(&pubkey)?)?;
+    let token_public =
+        openssl::pkey::PKey::public_key_from_der(&token.read_object("pubkey", "ksef-auth")?)?;
     let req = openssl::x509::X509Req::from_der(&der)?;
     assert!(req.public_key()?.public_eq(&token_public));
     Ok(())
@@ -235,21 +222,10 @@ fn issued_certificate_goes_beside_the_key() -> Result {
     let key = labelled("Private Key").ok_or("no private key")?;
     let cert = labelled("Certificate").ok_or("no certificate beside the key")?;
     assert_eq!(cert.id(), key.id());
-    let stored = token.path("stored.der");
-    run_ok(
-        token
-            .pkcs11_tool()
-            .args([
-                "--read-object",
-                "--type",
-                "cert",
-                "--label",
-                "ksef-auth",
-                "-o",
-            ])
-            .arg(&stored),
-    )?;
-    assert_eq!(std::fs::read(stored)?, std::fs::read(issued)?);
+    assert_eq!(
+        token.read_object("cert", "ksef-auth")?,
+        std::fs::read(issued)?
+    );
     Ok(())
 }
 

@@ -42,13 +42,7 @@ fn generate(token: &TestToken, label: &str, key_type: &str) -> Result<X509> {
 
 /// The certificate labelled `label`, read from the token with pkcs11-tool.
 fn certificate_of(token: &TestToken, label: &str) -> Result<X509> {
-    let out =
-        run_ok(
-            token
-                .pkcs11_tool()
-                .args(["--read-object", "--type", "cert", "--label", label]),
-        )?;
-    Ok(X509::from_der(&out.stdout)?)
+    Ok(X509::from_der(&token.read_object("cert", label)?)?)
 }
 
 fn config_text(token: &TestToken, keys: &[(&str, &str, &str)], extra_server: &str) -> String {

@@ -62,14 +62,7 @@ fn key_on_token(token: &TestToken, key_type: &str, subject: &str) -> Result<Vec<
             ])
             .args(["--subject", subject, "--self-signed-days", "30"]),
     )?;
-    let der = token.path("xades.der");
-    run_ok(
-        token
-            .pkcs11_tool()
-            .args(["--read-object", "--type", "cert", "--label", "xades", "-o"])
-            .arg(&der),
-    )?;
-    Ok(std::fs::read(der)?)
+    token.read_object("cert", "xades")
 }
 
 /// Signs `xml` on the token: the closure hands SignedInfo's c14n bytes to the private key

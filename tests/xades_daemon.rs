@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine;
-use common::daemon::{Daemon, KeySetup};
+use common::daemon::{header, post_raw, Daemon, KeySetup};
 use common::fixtures::KeySpec;
 use common::verifiers::{self, have_xmlsec1, xmlsec1, XadesCheck, AUTH_TOKEN_REQUEST, XADES};
 use common::*;
@@ -72,21 +72,7 @@ fn generate(token: &TestToken, key: &KeySetup, subject: &str) -> Result<Vec<u8>>
             .args(["--purpose", purpose, "--subject", subject])
             .args(["--self-signed-days", "30"]),
     )?;
-    let der = token.path(&format!("{}.der", key.label));
-    run_ok(
-        token
-            .pkcs11_tool()
-            .args([
-                "--read-object",
-                "--type",
-                "cert",
-                "--label",
-                key.label,
-                "-o",
-            ])
-            .arg(&der),
-    )?;
-    Ok(std::fs::read(der)?)
+    token.read_object("cert", key.label)
 }
 
 /// A token with `keys` generated on it and a daemon serving them; their certificates.
@@ -252,46 +238,6 @@ fn ksef_auth_token_request_es256_rs256_ps256_verify_everywhere() -> Result {
     Ok(())
 }
 
-/// Headers by name (lower case, without `x-hsm-signer-`).
-type Headers = Vec<(String, String)>;
-
-/// POSTs `document` as `application/xml` with curl; the status, the body and the
-/// `x-hsm-signer-*` headers.
-fn post_raw(
-    daemon: &Daemon,
-    dir: &Path,
-    path: &str,
-    document: &str,
-) -> Result<(u16, String, Headers)> {
-    let input = dir.join("raw-input.xml");
-    std::fs::write(&input, document)?;
-    let headers = dir.join("raw-headers.txt");
-    let (status, body) = daemon.curl_with(
-        &[],
-        "POST",
-        path,
-        None,
-        &[
-            "-H",
-            "Content-Type: application/xml",
-            "--data-binary",
-            &format!("@{}", input.display()),
-            "-D",
-            &headers.display().to_string(),
-        ],
-    )?;
-    let mut ours = Vec::new();
-    for line in std::fs::read_to_string(&headers)?.lines() {
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim().to_ascii_lowercase();
-            if let Some(name) = name.strip_prefix("x-hsm-signer-") {
-                ours.push((name.to_string(), value.trim().to_string()));
-            }
-        }
-    }
-    Ok((status, String::from_utf8(body)?, ours))
-}
-
 /// `xml` with what differs between two signatures of one document by one key masked:
 /// the text of every DigestValue and of the SignatureValue, and the given strings.
 fn masked(xml: &str, fresh: &[&str]) -> String {
@@ -342,13 +288,7 @@ fn raw_application_xml_answers_what_json_answers() -> Result {
             "signature_id": "ID-raw",
         }),
     )?;
-    let header = |name: &str| -> Result<&str> {
-        Ok(headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .ok_or_else(|| format!("no {name} header in {headers:?}"))?)
-    };
+    let header = |name: &str| header(&headers, name);
     for field in [
         "signature_id",
         "certificate_digest",

@@ -13,7 +13,7 @@ use crate::common::daemon::EPUAP;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::daemon::{provision, sign_body, Daemon, KeySetup};
+use common::daemon::{header, post_raw, provision, sign_body, Daemon, KeySetup};
 use common::fixtures::{KeySpec, Leaf};
 use common::verifiers::*;
 use common::*;
@@ -937,58 +937,6 @@ fn signature_value(xml: &str) -> Result<String> {
         .find('<')
         .ok_or("unterminated SignatureValue")?;
     Ok(xml[start..start + end].to_string())
-}
-
-/// Headers by name (lower case, without `x-hsm-signer-`), and the Content-Type as
-/// `(content-type)`.
-type Headers = Vec<(String, String)>;
-
-/// POSTs `document` as `application/xml` with curl; the status, the body and the
-/// `x-hsm-signer-*` headers.
-fn post_raw(
-    daemon: &Daemon,
-    dir: &Path,
-    path: &str,
-    document: &str,
-) -> Result<(u16, String, Headers)> {
-    let input = dir.join("raw-input.xml");
-    std::fs::write(&input, document)?;
-    let headers = dir.join("raw-headers.txt");
-    let (status, body) = daemon.curl_with(
-        &[],
-        "POST",
-        path,
-        None,
-        &[
-            "-H",
-            "Content-Type: application/xml",
-            "--data-binary",
-            &format!("@{}", input.display()),
-            "-D",
-            &headers.display().to_string(),
-        ],
-    )?;
-    let mut ours = Vec::new();
-    for line in std::fs::read_to_string(&headers)?.lines() {
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim().to_ascii_lowercase();
-            if let Some(name) = name.strip_prefix("x-hsm-signer-") {
-                ours.push((name.to_string(), value.trim().to_string()));
-            }
-            if name == "content-type" {
-                ours.push(("(content-type)".into(), value.trim().to_string()));
-            }
-        }
-    }
-    Ok((status, String::from_utf8(body)?, ours))
-}
-
-fn header<'a>(headers: &'a Headers, name: &str) -> Result<&'a str> {
-    Ok(headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .ok_or_else(|| format!("no {name} header in {headers:?}"))?)
 }
 
 /// The raw form: the document itself in (`application/xml`, options as query

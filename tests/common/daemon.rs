@@ -2,7 +2,7 @@
 //! and calls to it through curl (an HTTP client this project did not write).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -620,4 +620,57 @@ pub fn provision_with_args(
         out.push(leaf);
     }
     Ok(out)
+}
+
+/// Headers by name (lower case, without `x-hsm-signer-`), and the Content-Type as
+/// `(content-type)`.
+pub type Headers = Vec<(String, String)>;
+
+/// POSTs `document` as `application/xml` with curl; the status, the body and the
+/// `x-hsm-signer-*` headers.
+pub fn post_raw(
+    daemon: &Daemon,
+    dir: &Path,
+    path: &str,
+    document: &str,
+) -> Result<(u16, String, Headers)> {
+    let input = dir.join("raw-input.xml");
+    std::fs::write(&input, document)?;
+    let headers = dir.join("raw-headers.txt");
+    let (status, body) = daemon.curl_with(
+        &[],
+        "POST",
+        path,
+        None,
+        &[
+            "-H",
+            "Content-Type: application/xml",
+            "--data-binary",
+            &format!("@{}", input.display()),
+            "-D",
+            &headers.display().to_string(),
+        ],
+    )?;
+    let mut ours = Vec::new();
+    for line in std::fs::read_to_string(&headers)?.lines() {
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if let Some(name) = name.strip_prefix("x-hsm-signer-") {
+                ours.push((name.to_string(), value.trim().to_string()));
+            }
+            if name == "content-type" {
+                ours.push(("(content-type)".into(), value.trim().to_string()));
+            }
+        }
+    }
+    Ok((status, String::from_utf8(body)?, ours))
+}
+
+/// The value of header `name` in `headers` (as [`post_raw`] names them).
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Result<&'a str> {
+    Ok(headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| format!("no {name} header in {headers:?}"))?)
 }

@@ -293,6 +293,17 @@ impl TestToken {
         cmd
     }
 
+    /// The DER value of the object of `kind` (`cert`, `pubkey`) labelled `label`, read by
+    /// pkcs11-tool (OpenSC's, not this project's code).
+    pub fn read_object(&self, kind: &str, label: &str) -> Result<Vec<u8>> {
+        let out =
+            run_ok(
+                self.pkcs11_tool()
+                    .args(["--read-object", "--type", kind, "--label", label]),
+            )?;
+        Ok(out.stdout)
+    }
+
     /// The objects on the token as pkcs11-tool lists them, one header line each
     /// ("Private Key Object; RSA", "Certificate Object; type = X.509 cert", ...), with
     /// their label and ID lines, in a stable order.
